@@ -1,0 +1,1 @@
+"""Teams, members, API keys, hosts and sandboxes (capsules)."""

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class CapsulesConfig(AppConfig):
+    name = "capsules"
+    verbose_name = "Capsules"
+    default_auto_field = "django.db.models.BigAutoField"

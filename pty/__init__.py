@@ -1,0 +1,1 @@
+"""The terminal app: the WebSocket consumer, its gRPC stream worker and the terminal page."""

@@ -1,0 +1,5 @@
+"""Terminal page routes."""
+
+from django.urls import URLPattern
+
+urlpatterns: list[URLPattern] = []

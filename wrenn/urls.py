@@ -1,0 +1,11 @@
+"""HTTP routes; WebSocket routes live in pty/routing.py."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("v1/", include("capsules.urls")),
+    path("api/v1/", include("capsules.urls")),
+    path("", include("pty.urls")),
+]
