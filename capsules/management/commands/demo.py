@@ -1,0 +1,148 @@
+"""`manage.py demo [--json]`: an idempotent demo account, team, host, running capsule and API key.
+
+Only a key's hash is stored, so the raw demo key is kept in DATA_DIR/demo.json
+(mode 600) and a re-run prints the same credentials.
+"""
+
+import json
+import os
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+import grpc
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from capsules.keys import create_api_key, hash_key, revoke_api_keys
+from capsules.models import APIKey, Host, Membership, Sandbox, Team
+from capsules.services import terminal_path
+from protos import hostagent_pb2 as pb
+from protos import hostagent_pb2_grpc as pb_grpc
+
+DEMO_USERNAME = "demo"
+DEMO_EMAIL = "demo@wrenn.local"
+DEFAULT_DEMO_PASSWORD = "wrenn-demo"  # noqa: S105 - documented development credential
+DEMO_TEAM_SLUG = "demo"
+DEMO_KEY_NAME = "demo"
+AGENT_TIMEOUT_SEC = 5.0
+
+
+class Command(BaseCommand):
+    help = "Create (or refresh) the demo user, team, host, running capsule and API key, and print them."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        password = os.environ.get("WRENN_DEMO_PASSWORD") or DEFAULT_DEMO_PASSWORD
+        with transaction.atomic():
+            user = self._demo_user(password)
+            team = self._demo_team(user)
+            host = self._demo_host()
+            capsule = self._demo_capsule(team, host)
+            api_key = self._demo_key(team, user)
+        self._create_on_agent(capsule, host)
+        result = {
+            "username": user.get_username(),
+            "password": password,
+            "team_id": str(team.pk),
+            "api_key": api_key,
+            "capsule_id": capsule.id,
+            "host": host.address,
+            "terminal_path": terminal_path(capsule.id),
+        }
+        if options["json"]:
+            self.stdout.write(json.dumps(result))
+            return
+        width = max(len(k) for k in result)
+        self.stdout.write("Wrenn demo is ready:")
+        for label, value in result.items():
+            self.stdout.write(f"  {label.replace('_', ' '):<{width}}  {value}")
+
+    def _demo_user(self, password: str) -> Any:
+        user, _ = get_user_model().objects.get_or_create(
+            username=DEMO_USERNAME, defaults={"email": DEMO_EMAIL}
+        )
+        # Reset on every run so the printed credentials always work.
+        user.email = user.email or DEMO_EMAIL
+        user.is_active = user.is_staff = user.is_superuser = True
+        user.set_password(password)
+        user.save()
+        return user
+
+    def _demo_team(self, user: Any) -> Team:
+        team, _ = Team.objects.get_or_create(slug=DEMO_TEAM_SLUG, defaults={"name": "Demo team"})
+        Membership.objects.update_or_create(user=user, team=team, defaults={"role": Membership.Role.OWNER})
+        return team
+
+    def _demo_host(self) -> Host:
+        host, _ = Host.objects.update_or_create(
+            address=settings.HOSTAGENT_ADDR, defaults={"status": Host.Status.ONLINE}
+        )
+        return host
+
+    def _demo_capsule(self, team: Team, host: Host) -> Sandbox:
+        capsule = team.sandboxes.filter(metadata__demo="true").order_by("created_at").first()
+        if capsule is None:
+            capsule = Sandbox(team=team, metadata={"demo": "true"})
+        # The demo capsule follows the configured host agent, wherever it now listens.
+        capsule.host = host
+        capsule.status = Sandbox.Status.RUNNING
+        capsule.started_at = capsule.started_at or timezone.now()
+        capsule.save()
+        return capsule
+
+    def _demo_key(self, team: Team, user: Any) -> str:
+        path = Path(settings.DATA_DIR) / "demo.json"
+        raw_key = _read_saved_key(path)
+        live = APIKey.objects.filter(team=team, revoked_at__isnull=True)
+        if raw_key and live.filter(key_hash=hash_key(raw_key)).exists():
+            return raw_key
+        # Earlier demo keys whose raw value is lost can no longer be printed; retire them.
+        revoke_api_keys(live.filter(name=DEMO_KEY_NAME))
+        _, raw_key = create_api_key(team, DEMO_KEY_NAME, created_by=user)
+        _write_private_json(path, {"api_key": raw_key, "team_id": str(team.pk)})
+        return raw_key
+
+    def _create_on_agent(self, capsule: Sandbox, host: Host) -> None:
+        request = pb.CreateSandboxRequest(
+            sandbox_id=capsule.id,
+            template=capsule.template,
+            vcpus=capsule.vcpus,
+            memory_mb=capsule.memory_mb,
+        )
+        try:
+            with grpc.insecure_channel(host.address) as channel:
+                pb_grpc.HostAgentStub(channel).CreateSandbox(request, timeout=AGENT_TIMEOUT_SEC)
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            if code == grpc.StatusCode.ALREADY_EXISTS:
+                return
+            detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            self.stderr.write(
+                f"warning: the host agent at {host.address} did not create capsule {capsule.id} "
+                f"({code.name if code else 'error'}: {detail}). Start it with `python -m hostagent` "
+                "and run `manage.py demo` again; the database records are in place."
+            )
+
+
+def _read_saved_key(path: Path) -> str | None:
+    try:
+        value = json.loads(path.read_text()).get("api_key")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _write_private_json(path: Path, data: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # O_CREAT's mode does not apply to an existing file.
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump(data, file)
+        file.write("\n")

@@ -1,0 +1,113 @@
+"""Teams, their members and API keys, the hosts that run capsules, and the capsules themselves."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from capsules.ids import SANDBOX_ID_MAX_LENGTH, new_sandbox_id
+
+
+class Team(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slug})"
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        MEMBER = "member", "Member"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "team"], name="unique_membership")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team.name} ({self.role})"
+
+
+class APIKey(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=200)
+    # The first 12 characters of the raw key ("wrn_ab12cd34"), enough to tell keys apart.
+    prefix = models.CharField(max_length=12, editable=False)
+    # sha256 hex of the raw key; the raw key itself is never stored.
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+    def __str__(self) -> str:
+        state = " revoked" if self.revoked_at else ""
+        return f"{self.prefix}… {self.name}{state}"
+
+
+class Host(models.Model):
+    class Status(models.TextChoices):
+        ONLINE = "online", "Online"
+        UNREACHABLE = "unreachable", "Unreachable"
+        DRAINING = "draining", "Draining"
+
+    # "host:port" of the host agent's gRPC server.
+    address = models.CharField(max_length=255, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ONLINE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.status})"
+
+
+class Sandbox(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        STARTING = "starting", "Starting"
+        RUNNING = "running", "Running"
+        PAUSING = "pausing", "Pausing"
+        PAUSED = "paused", "Paused"
+        RESUMING = "resuming", "Resuming"
+        STOPPING = "stopping", "Stopping"
+        STOPPED = "stopped", "Stopped"
+        MISSING = "missing", "Missing"
+        ERROR = "error", "Error"
+
+    id = models.CharField(
+        primary_key=True, max_length=SANDBOX_ID_MAX_LENGTH, default=new_sandbox_id, editable=False
+    )
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="sandboxes")
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, null=True, blank=True, related_name="sandboxes")
+    template = models.CharField(max_length=100, default="minimal")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    vcpus = models.PositiveIntegerField(default=1)
+    memory_mb = models.PositiveIntegerField(default=512)
+    timeout_sec = models.PositiveIntegerField(default=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    last_active_at = models.DateTimeField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["team", "status"], name="sandbox_team_status")]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"

@@ -1,0 +1,3 @@
+"""Tests of the capsules app."""
+
+MEMBER_PASSWORD = "correct horse battery"

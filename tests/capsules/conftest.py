@@ -1,0 +1,48 @@
+"""Domain fixtures for the capsules app: teams, a member, an API key, a host and a capsule."""
+
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from capsules.keys import create_api_key
+from capsules.models import Host, Membership, Sandbox, Team
+from tests.capsules import MEMBER_PASSWORD
+
+
+@pytest.fixture
+def team(db: None) -> Team:
+    return Team.objects.create(name="Acme", slug="acme")
+
+
+@pytest.fixture
+def other_team(db: None) -> Team:
+    return Team.objects.create(name="Globex", slug="globex")
+
+
+@pytest.fixture
+def member(team: Team) -> Any:
+    user = get_user_model().objects.create_user(
+        username="alice", email="alice@example.com", password=MEMBER_PASSWORD
+    )
+    Membership.objects.create(user=user, team=team, role=Membership.Role.MEMBER)
+    return user
+
+
+@pytest.fixture
+def api_key(team: Team, member: Any) -> str:
+    _, raw_key = create_api_key(team, "ci", created_by=member)
+    return raw_key
+
+
+@pytest.fixture
+def host(db: None) -> Host:
+    return Host.objects.create(address="127.0.0.1:50071")
+
+
+@pytest.fixture
+def capsule(team: Team, host: Host) -> Sandbox:
+    return Sandbox.objects.create(
+        team=team, host=host, status=Sandbox.Status.RUNNING, started_at=timezone.now()
+    )
