@@ -1,5 +1,9 @@
 """Terminal page routes."""
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-urlpatterns: list[URLPattern] = []
+from . import views
+
+urlpatterns: list[URLPattern] = [
+    path("capsules/<str:capsule_id>/terminal/", views.capsule_terminal, name="capsule-terminal"),
+]

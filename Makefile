@@ -1,0 +1,56 @@
+# The two commands: `make run` (set up and start everything on embedded defaults)
+# and `make test` (the whole suite, as CI runs it).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Integration tests and `make test` use the real PostgreSQL; `make run` uses SQLite.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/wrenn
+
+.PHONY: run setup system-packages protos check-protos lint typecheck check test clean
+
+run: setup system-packages
+	HOST=$(HOST) PORT=$(PORT) PY=$(PY) scripts/run-local.sh
+
+# Python and npm packages; re-runs only when their lists change.
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+# bubblewrap isolates capsules; without it the host agent runs plain processes
+# and says so. Installed when this user can, skipped with a note otherwise.
+system-packages:
+	@command -v bwrap >/dev/null || scripts/install-system-packages.sh bubblewrap || \
+		echo "note: bubblewrap is not installed; capsules will run without isolation"
+
+protos: setup
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. protos/hostagent.proto
+
+# Fails when protos/hostagent.proto and the checked-in generated code disagree.
+check-protos: setup
+	scripts/check-protos.sh $(PY)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy .
+
+check: lint typecheck check-protos
+
+test: setup check
+	DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) node_modules var

@@ -1,0 +1,35 @@
+"""Errors the agent reports to its callers, each carrying the gRPC status it maps to."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class AgentError(Exception):
+    """A request failed in a way the caller should see with a specific status and message."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(AgentError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(AgentError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(AgentError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(AgentError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(AgentError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -1,0 +1,97 @@
+"""Capsule directories under `<data-dir>/sandboxes/<sandbox_id>/` (with `home/` and `tmp/`).
+
+The directory is the record: the agent rescans it at start, so sandboxes survive a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import stat
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from hostagent.errors import InvalidArgument, NotFound
+from hostagent.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SANDBOX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+TRASH_PREFIX = ".deleting-"
+
+
+def validate_sandbox_id(sandbox_id: str) -> str:
+    if not SANDBOX_ID_RE.match(sandbox_id):
+        raise InvalidArgument(
+            f"invalid sandbox_id {sandbox_id!r}: use 1 to 64 letters, digits, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return sandbox_id
+
+
+def _remove_tree(path: Path) -> None:
+    def make_writable_and_retry(function: Callable[[str], object], failed_path: str, _exc: object) -> None:
+        # A capsule may have made a directory read-only; its files are still ours to delete.
+        parent = os.path.dirname(failed_path)
+        os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        function(failed_path)
+
+    shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+class SandboxStore:
+    def __init__(self, data_dir: Path, runtime: Runtime) -> None:
+        self.root = data_dir / "sandboxes"
+        self.runtime = runtime
+        self.root.mkdir(parents=True, exist_ok=True)
+        # The sandbox user (bwrap as an unprivileged uid) must be able to reach its directories.
+        self.root.chmod(0o711)
+        self._ids: set[str] = set()
+        self._rescan()
+
+    def _rescan(self) -> None:
+        for entry in self.root.iterdir():
+            if entry.name.startswith(TRASH_PREFIX):
+                _remove_tree(entry)
+            elif entry.is_dir() and SANDBOX_ID_RE.match(entry.name):
+                self.runtime.prepare_sandbox(entry)
+                self._ids.add(entry.name)
+        if self._ids:
+            log.info("found %d sandboxes in %s", len(self._ids), self.root)
+
+    def ids(self) -> list[str]:
+        return sorted(self._ids)
+
+    def path(self, sandbox_id: str) -> Path:
+        """The directory of a known sandbox, or NOT_FOUND."""
+        validate_sandbox_id(sandbox_id)
+        if sandbox_id not in self._ids:
+            raise NotFound(f"sandbox {sandbox_id} not found on this host")
+        return self.root / sandbox_id
+
+    def create(self, sandbox_id: str) -> Path:
+        """Create the sandbox, or return the existing one."""
+        validate_sandbox_id(sandbox_id)
+        path = self.root / sandbox_id
+        if sandbox_id not in self._ids:
+            path.mkdir(mode=0o711, exist_ok=True)
+            self.runtime.prepare_sandbox(path)
+            self._ids.add(sandbox_id)
+            log.info("created sandbox %s", sandbox_id)
+        return path
+
+    def forget(self, sandbox_id: str) -> Path:
+        """Drop the sandbox from the known set; the caller then deletes its directory."""
+        path = self.path(sandbox_id)
+        self._ids.discard(sandbox_id)
+        return path
+
+    async def delete_directory(self, path: Path) -> None:
+        # Rename first so a new sandbox with the same id gets a fresh directory at once.
+        trash = path.with_name(f"{TRASH_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
+        path.rename(trash)
+        await asyncio.to_thread(_remove_tree, trash)

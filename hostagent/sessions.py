@@ -1,0 +1,306 @@
+"""A PTY session: one process under a PTY, its output fanned out to attached subscribers.
+
+Output is never dropped for an attached subscriber: each has a bounded queue, and while any
+queue is full the master is not read, so the process blocks on write like on a real terminal.
+With nobody attached the output is read and discarded (the offset counter keeps counting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hostagent.errors import FailedPrecondition, ResourceExhausted
+from hostagent.spawn import set_window_size
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 64 * 1024
+SUBSCRIBER_QUEUE_CHUNKS = 16
+INPUT_LIMIT = 1024 * 1024
+# After the process exits, other processes may still hold the terminal open: stop reading
+# once the master has been quiet this long, or after DRAIN_MAX of continuous output.
+DRAIN_IDLE = 0.1
+DRAIN_MAX = 2.0
+
+
+@dataclass(frozen=True)
+class Output:
+    data: bytes
+    offset: int
+
+
+@dataclass(frozen=True)
+class Exited:
+    exit_code: int
+
+
+Event = Output | Exited
+
+
+class Subscriber:
+    """One attached stream's bounded queue of events."""
+
+    def __init__(self, session: PtySession, limit: int = SUBSCRIBER_QUEUE_CHUNKS) -> None:
+        self._session = session
+        self._limit = limit
+        self._items: deque[Event] = deque()
+        self._ready = asyncio.Event()
+
+    def full(self) -> bool:
+        return len(self._items) >= self._limit
+
+    def push(self, event: Event) -> None:
+        self._items.append(event)
+        self._ready.set()
+
+    async def get(self) -> Event:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        event = self._items.popleft()
+        self._session.update_reader()
+        return event
+
+
+class PtySession:
+    def __init__(
+        self, sandbox_id: str, tag: str, pid: int, master_fd: int, on_finish: Callable[[PtySession], None]
+    ) -> None:
+        self.sandbox_id = sandbox_id
+        self.tag = tag
+        self.pid = pid
+        self.offset = 0
+        self.exit_code: int | None = None
+        self.finished = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._master = master_fd
+        self._on_finish = on_finish
+        self._subscribers: set[Subscriber] = set()
+        self._reading = False
+        self._eof = False
+        self._child_code: int | None = None
+        self._exited_at = 0.0
+        self._last_data_at = 0.0
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._input: deque[tuple[memoryview, asyncio.Future[None]]] = deque()
+        self._input_bytes = 0
+        self._writing = False
+        self._closing = False
+        # A pidfd tells us when the child exits without a process-wide SIGCHLD handler.
+        self._pidfd = os.pidfd_open(pid)
+        self._loop.add_reader(self._pidfd, self._on_child_exit)
+
+    @property
+    def running(self) -> bool:
+        return self._child_code is None
+
+    def start(self) -> None:
+        self.update_reader()
+
+    # Subscribers
+
+    def subscribe(self) -> Subscriber:
+        subscriber = Subscriber(self)
+        if self.exit_code is not None:
+            subscriber.push(Exited(self.exit_code))
+        else:
+            self._subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+        self.update_reader()
+
+    # Output
+
+    def update_reader(self) -> None:
+        """Read the master only while every subscriber has room (backpressure)."""
+        want = not self._eof and self.exit_code is None and not any(s.full() for s in self._subscribers)
+        if want and not self._reading:
+            self._loop.add_reader(self._master, self._on_readable)
+        elif not want and self._reading:
+            self._loop.remove_reader(self._master)
+        self._reading = want
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self._master, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            # EIO: every process holding the terminal has closed it.
+            if exc.errno != errno.EIO:
+                log.warning("reading pty %s/%s failed: %s", self.sandbox_id, self.tag, exc)
+            data = b""
+        if not data:
+            self._eof = True
+            self.update_reader()
+            self._maybe_finish()
+            return
+        event = Output(data, self.offset)
+        self.offset += len(data)
+        self._last_data_at = self._loop.time()
+        for subscriber in self._subscribers:
+            subscriber.push(event)
+        self.update_reader()
+
+    # Exit
+
+    def _on_child_exit(self) -> None:
+        # WNOWAIT leaves the child a zombie until the session finishes, so its pid (our process
+        # group and session id for kill) cannot be reused while the session is known as running.
+        result = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        if result is None:
+            return
+        self._loop.remove_reader(self._pidfd)
+        if result.si_code == os.CLD_EXITED:
+            self._child_code = result.si_status
+        else:
+            self._child_code = 128 + result.si_status
+        self._exited_at = self._loop.time()
+        self._fail_input(FailedPrecondition(f"pty session {self.tag} has exited"))
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self._child_code is None or self.exit_code is not None:
+            return
+        if self._eof:
+            self._finish()
+        elif self._drain_timer is None:
+            self._drain_timer = self._loop.call_later(DRAIN_IDLE, self._drain_check)
+
+    def _drain_check(self) -> None:
+        self._drain_timer = None
+        now = self._loop.time()
+        quiet = now - max(self._last_data_at, self._exited_at) >= DRAIN_IDLE
+        # While a subscriber is full the master is not read: wait for it rather than drop.
+        if self._eof or self._closing or (self._reading and (quiet or now - self._exited_at >= DRAIN_MAX)):
+            self._finish()
+        else:
+            self._drain_timer = self._loop.call_later(DRAIN_IDLE, self._drain_check)
+
+    def _finish(self) -> None:
+        if self._child_code is None:
+            return
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        self.exit_code = self._child_code
+        self.update_reader()
+        if self._writing:
+            self._loop.remove_writer(self._master)
+            self._writing = False
+        # Closing the master hangs up anything still holding the terminal.
+        os.close(self._master)
+        os.close(self._pidfd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        event = Exited(self.exit_code)
+        for subscriber in self._subscribers:
+            subscriber.push(event)
+        self._subscribers.clear()
+        self.finished.set()
+        log.info("pty %s/%s exited with %d", self.sandbox_id, self.tag, self.exit_code)
+        self._on_finish(self)
+
+    # Input, resize, kill
+
+    async def write(self, data: bytes) -> None:
+        """Queue `data` after all earlier input; return once the terminal has taken all of it."""
+        if not self.running:
+            raise FailedPrecondition(f"pty session {self.tag} has exited")
+        # One request may exceed the limit on its own; it only bounds input piling up behind it.
+        if self._input_bytes and self._input_bytes + len(data) > INPUT_LIMIT:
+            raise ResourceExhausted(
+                f"pty session {self.tag} has {self._input_bytes} bytes of input the process has not read"
+            )
+        if not data:
+            return
+        future: asyncio.Future[None] = self._loop.create_future()
+        # A caller that stopped waiting (shield below) must not leave an unretrieved error.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._input.append((memoryview(data), future))
+        self._input_bytes += len(data)
+        self._flush_input()
+        # If the caller goes away the bytes stay queued: input is never dropped or reordered.
+        await asyncio.shield(future)
+
+    def _flush_input(self) -> None:
+        while self._input:
+            view, future = self._input[0]
+            try:
+                written = os.write(self._master, view)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:
+                self._fail_input(FailedPrecondition(f"writing to pty session {self.tag} failed: {exc}"))
+                return
+            self._input_bytes -= written
+            if written < len(view):
+                self._input[0] = (view[written:], future)
+                if not self._writing:
+                    self._loop.add_writer(self._master, self._flush_input)
+                    self._writing = True
+                return
+            self._input.popleft()
+            if not future.done():
+                future.set_result(None)
+        if self._writing:
+            self._loop.remove_writer(self._master)
+            self._writing = False
+
+    def _fail_input(self, error: Exception) -> None:
+        while self._input:
+            _view, future = self._input.popleft()
+            if not future.done():
+                future.set_exception(error)
+        self._input_bytes = 0
+        if self._writing:
+            self._loop.remove_writer(self._master)
+            self._writing = False
+
+    def resize(self, cols: int, rows: int) -> None:
+        if not self.running:
+            raise FailedPrecondition(f"pty session {self.tag} has exited")
+        set_window_size(self._master, cols, rows)
+
+    def kill(self, closing: bool = False) -> None:
+        """SIGKILL the process group and every process in the session (background jobs too).
+
+        `closing` (the sandbox or the agent goes away) ends the session as soon as the process
+        is gone, without waiting for a full subscriber to take the rest of the output.
+        """
+        if self.exit_code is not None:
+            return
+        self._closing = self._closing or closing
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        for pid in session_members(self.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def session_members(sid: int) -> list[int]:
+    """Host pids whose session id or process group is `sid`, from /proc."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat_file:
+                stat = stat_file.read()
+        except OSError:
+            continue
+        # Fields after the command name, which is in parentheses and may contain spaces.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 3 and sid in (int(fields[2]), int(fields[3])):
+            members.append(int(name))
+    return members

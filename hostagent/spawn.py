@@ -1,0 +1,128 @@
+"""Fork a process under a new PTY and report exec failures instead of a session that exits 127.
+
+The child reports a failed chdir or exec through a close-on-exec pipe: EOF on the pipe means
+the exec succeeded. Only `os` calls run between fork and exec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import signal
+import struct
+import termios
+from dataclasses import dataclass
+
+from hostagent.errors import FailedPrecondition
+from hostagent.runtime import LaunchSpec
+
+MAX_FD = 1 << 20
+
+
+@dataclass(frozen=True)
+class Spawned:
+    pid: int
+    master_fd: int
+
+
+def set_window_size(fd: int, cols: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+async def spawn(spec: LaunchSpec, cols: int, rows: int) -> Spawned:
+    """Start `spec` as a session leader with a new PTY as its controlling terminal."""
+    master, slave = os.openpty()
+    try:
+        set_window_size(master, cols, rows)
+        err_read, err_write = os.pipe()
+    except BaseException:
+        os.close(master)
+        os.close(slave)
+        raise
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child execs or exits
+        _exec_child(spec, slave, err_write)
+    os.close(slave)
+    os.close(err_write)
+    try:
+        report = await _read_to_eof(err_read)
+    except BaseException:
+        os.close(master)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(err_read)
+    if report:
+        os.close(master)
+        os.waitpid(pid, 0)  # the child exits right after writing its report
+        raise FailedPrecondition(_describe(spec, report))
+    os.set_blocking(master, False)
+    return Spawned(pid=pid, master_fd=master)
+
+
+def _describe(spec: LaunchSpec, report: bytes) -> str:
+    stage, _, code = report.decode(errors="replace").partition(":")
+    number = int(code) if code.isdigit() else 0
+    reason = os.strerror(number) if number else "unexpected error in the child"
+    if stage == "chdir":
+        return f"cannot start '{spec.display}': cannot change directory to '{spec.cwd}': {reason}"
+    if stage == "user":
+        return f"cannot start '{spec.display}': cannot switch user: {reason}"
+    return f"cannot start '{spec.display}': {reason}"
+
+
+async def _read_to_eof(fd: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    chunks: list[bytes] = []
+    done: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        try:
+            chunk = os.read(fd, 512)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            chunk = b""
+            chunks.append(f"setup:{exc.errno}".encode())
+        if chunk:
+            chunks.append(chunk)
+        elif not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, on_readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+    return b"".join(chunks)
+
+
+def _exec_child(spec: LaunchSpec, slave: int, err_write: int) -> None:  # pragma: no cover
+    stage = "setup"
+    try:
+        os.login_tty(slave)  # setsid, make the PTY the controlling terminal, dup2 onto 0/1/2
+        os.closerange(3, err_write)
+        os.closerange(err_write + 1, MAX_FD)
+        # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec.
+        for signum in (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        if spec.uid is not None and spec.gid is not None:
+            stage = "user"
+            os.setgroups(spec.groups)
+            os.setgid(spec.gid)
+            os.setuid(spec.uid)
+        stage = "chdir"
+        os.chdir(spec.cwd)
+        stage = "exec"
+        os.execvpe(spec.file, spec.argv, spec.env)  # noqa: S606 - no shell by design
+    except OSError as exc:
+        os.write(err_write, f"{stage}:{exc.errno or errno.EINVAL}".encode())
+    except BaseException:
+        os.write(err_write, f"{stage}:0".encode())
+    finally:
+        os._exit(127)

@@ -1,0 +1,139 @@
+"""Who is on the other end of a terminal socket.
+
+Header credentials (``X-API-Key``, ``Authorization: Bearer``) are checked by
+``TerminalAuthMiddleware`` before the consumer runs; browsers that cannot set
+headers send ``{"type": "auth", "token": ...}`` as their first frame instead; the
+terminal page rides on the Django session, honoured only for same-site origins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.http.request import validate_host
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.tokens import AccessToken
+
+from capsules.keys import authenticate_api_key
+from capsules.services import is_member
+
+API_KEY_PREFIX = "wrn_"
+SCOPE_CALLER = "wrenn.caller"
+SCOPE_AUTH_ERROR = "wrenn.auth_error"
+
+
+class AuthFailed(Exception):
+    """Credentials were offered and refused; ``str(exc)`` is what the client sees."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    # The team a key or token is bound to; None for a session user, whose
+    # membership is checked against the capsule's team instead.
+    team_id: str | None
+    user: AbstractBaseUser | None
+    method: str
+
+    @property
+    def is_staff(self) -> bool:
+        return bool(self.user is not None and getattr(self.user, "is_staff", False))
+
+
+def header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value).decode("latin1")
+    return None
+
+
+def _api_key_caller(raw_key: str) -> Caller:
+    key = authenticate_api_key(raw_key)
+    if key is None:
+        raise AuthFailed("authentication failed: invalid API key")
+    return Caller(team_id=str(key.team_id), user=None, method="api_key")
+
+
+def _jwt_caller(raw_token: str) -> Caller:
+    try:
+        token = AccessToken(raw_token)  # type: ignore[arg-type]
+    except TokenError as exc:
+        raise AuthFailed(f"authentication failed: {str(exc).lower()}") from None
+    user_id = token.get(jwt_settings.USER_ID_CLAIM)
+    team_id = token.get("team_id")
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+    if user is None:
+        raise AuthFailed("authentication failed: unknown user")
+    if not user.is_active:
+        raise AuthFailed("authentication failed: user is inactive")
+    if not team_id:
+        raise AuthFailed("authentication failed: token has no team")
+    if not is_member(user, team_id):
+        raise AuthFailed("authentication failed: not a member of the token's team")
+    return Caller(team_id=str(team_id), user=user, method="jwt")
+
+
+@database_sync_to_async
+def caller_from_token(token: str) -> Caller:
+    """A first-frame credential: an API key or a SimpleJWT access token."""
+    if token.startswith(API_KEY_PREFIX):
+        return _api_key_caller(token)
+    return _jwt_caller(token)
+
+
+@database_sync_to_async
+def caller_from_headers(scope: dict[str, Any]) -> Caller | None:
+    api_key = header(scope, b"x-api-key")
+    if api_key is not None:
+        return _api_key_caller(api_key.strip())
+    authorization = header(scope, b"authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthFailed("authentication failed: Authorization must be 'Bearer <token>'")
+        return _jwt_caller(token.strip())
+    return None
+
+
+def same_site_origin(scope: dict[str, Any]) -> bool:
+    """True when the socket was opened by a page of this site (cookies may be trusted)."""
+    origin = header(scope, b"origin")
+    if not origin:
+        return False
+    hostname = urlparse(origin).hostname
+    return hostname is not None and validate_host(hostname, settings.ALLOWED_HOSTS)
+
+
+def session_caller(scope: dict[str, Any]) -> Caller | None:
+    # A cookie rides along with any cross-site WebSocket a browser opens, so the
+    # session counts only for pages served from an allowed host.
+    user = scope.get("user")
+    if user is None or isinstance(user, AnonymousUser) or not user.is_authenticated:
+        return None
+    if not user.is_active or not same_site_origin(scope):
+        return None
+    return Caller(team_id=None, user=user, method="session")
+
+
+class TerminalAuthMiddleware(BaseMiddleware):
+    """Puts the header or session caller, or the reason credentials were refused, in the scope.
+
+    Refusals are reported by the consumer as an ``error`` frame after the
+    handshake, so that every client learns why, as the reference does.
+    """
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        scope = dict(scope)
+        try:
+            scope[SCOPE_CALLER] = await caller_from_headers(scope) or session_caller(scope)
+        except AuthFailed as exc:
+            scope[SCOPE_CALLER] = None
+            scope[SCOPE_AUTH_ERROR] = str(exc)
+        return await super().__call__(scope, receive, send)

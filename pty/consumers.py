@@ -1,0 +1,377 @@
+"""The terminal WebSocket: speaks the reference protocol to one client.
+
+It authenticates the caller, checks the capsule, then either leads the session
+(runs its gRPC stream worker as a task it owns) or joins the session's group as
+a viewer. Its own input goes to the host agent through an ``InputPump``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from capsules.services import find_sandbox, is_member, touch_sandbox
+from protos import hostagent_pb2 as pb
+
+from . import protocol as p
+from .auth import SCOPE_AUTH_ERROR, SCOPE_CALLER, AuthFailed, Caller, caller_from_token
+from .hostagents import RPC_TIMEOUT, UNREACHABLE, describe, stub_for
+from .input import InputPump, Op
+from .sessions import registry
+from .stream import ERROR_EVENT, StreamFailed, group_name, lead
+
+log = logging.getLogger(__name__)
+
+AUTH_TIMEOUT = 5.0
+# Ids and tags end up in group names, which must be short ASCII.
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
+@dataclass(frozen=True)
+class Capsule:
+    id: str
+    status: str
+    host_address: str | None
+
+
+@database_sync_to_async
+def _find_capsule(sandbox_id: str, caller: Caller, admin_route: bool) -> Capsule | None:
+    if not _NAME.match(sandbox_id):
+        return None
+    if admin_route:
+        sandbox = find_sandbox(sandbox_id, None)
+    elif caller.team_id is not None:
+        sandbox = find_sandbox(sandbox_id, caller.team_id)
+    else:  # a session user: any team it belongs to
+        sandbox = find_sandbox(sandbox_id, None)
+        if sandbox is not None and not is_member(caller.user, sandbox.team_id):
+            sandbox = None
+    if sandbox is None:
+        return None
+    return Capsule(sandbox.id, sandbox.status, sandbox.host.address if sandbox.host else None)
+
+
+_touch = database_sync_to_async(touch_sandbox)
+
+
+class PtyConsumer(AsyncWebsocketConsumer):
+    # True on /v1/admin/capsules/<id>/pty: staff only, any team's capsule.
+    admin = False
+
+    async def connect(self) -> None:
+        self.capsule: Capsule | None = None
+        self.tag = ""
+        self.group = ""
+        self.phase = "auth"  # auth -> first -> attached -> closed
+        self.leading = False
+        self.next_offset: int | None = None
+        self.last_touch = 0.0
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.pump: InputPump | None = None
+        self.attached = asyncio.Event()
+        self._request = pb.PtyAttachRequest()
+        self.released = False
+        await self.accept()
+        self._spawn("ping", self._keepalive())
+        error = self.scope.get(SCOPE_AUTH_ERROR)
+        caller = self.scope.get(SCOPE_CALLER)
+        if error:
+            await self.fatal(error)
+        elif caller is None:
+            self._spawn("auth_timeout", self._auth_deadline())
+        else:
+            await self._authorize(caller)
+
+    # --- client frames -----------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.phase == "closed":
+            return
+        if text_data is None:
+            await self._refuse("binary frames are not supported; send JSON text frames")
+            return
+        size = len(text_data.encode("utf-8"))
+        if size > p.MAX_FRAME_BYTES:
+            await self.error(f"frame of {size} bytes exceeds the {p.MAX_FRAME_BYTES}-byte limit", fatal=True)
+            await self._close(p.CLOSE_TOO_BIG, f"frame exceeds {p.MAX_FRAME_BYTES} bytes")
+            return
+        try:
+            msg = p.parse(text_data)
+        except p.ProtocolError as exc:
+            await self._refuse(str(exc))
+            return
+        if msg.type == p.PONG:
+            return
+        if self.phase == "auth":
+            await self._on_auth(msg)
+        elif self.phase == "first":
+            await self._on_first(msg)
+        elif self.phase == "attached":
+            await self._on_attached(msg)
+
+    async def _refuse(self, message: str) -> None:
+        # Before a session is attached nothing can go on, so every error is fatal.
+        if self.phase == "attached":
+            await self.error(message)
+        else:
+            await self.fatal(message)
+
+    async def _on_auth(self, msg: p.Message) -> None:
+        if msg.type != p.AUTH:
+            await self.fatal('authentication required: send {"type": "auth", "token": ...} first')
+            return
+        self._cancel("auth_timeout")
+        try:
+            caller = await caller_from_token(msg.token)
+        except AuthFailed as exc:
+            await self.fatal(str(exc))
+            return
+        await self._authorize(caller)
+
+    async def _on_first(self, msg: p.Message) -> None:
+        if msg.type == p.START and msg.start is not None:
+            await self._start(msg.start)
+        elif msg.type == p.CONNECT:
+            await self._connect(msg.tag)
+        else:
+            await self.fatal("first message must be type 'start' or 'connect'")
+
+    async def _on_attached(self, msg: p.Message) -> None:
+        assert self.pump is not None  # noqa: S101 - set when the phase became "attached"
+        if msg.type == p.INPUT:
+            self.pump.submit(Op("input", data=msg.data))
+            await self._touch()
+        elif msg.type == p.RESIZE:
+            self.pump.submit(Op("resize", cols=msg.cols, rows=msg.rows))
+        elif msg.type == p.KILL:
+            self.pump.submit(Op("kill"))
+        else:
+            await self.error(f"'{msg.type}' is not allowed here: already attached to {self.tag}")
+            return
+        # Hold the socket reader while the host agent is behind, instead of dropping.
+        await self.pump.wait_for_room()
+
+    # --- authorisation and attach ------------------------------------------------
+
+    async def _auth_deadline(self) -> None:
+        await asyncio.sleep(AUTH_TIMEOUT)
+        await self.fatal("authentication timed out: no credentials within 5 seconds")
+
+    async def _authorize(self, caller: Caller) -> None:
+        if self.admin and not caller.is_staff:
+            await self.fatal("the admin terminal requires a staff account")
+            return
+        capsule = await _find_capsule(self.scope["url_route"]["kwargs"]["capsule_id"], caller, self.admin)
+        if capsule is None:
+            await self.fatal("sandbox not found")
+        elif capsule.status != "running":
+            await self.fatal(f"sandbox is not running (status: {capsule.status})")
+        elif not capsule.host_address:
+            await self.fatal("sandbox host is not reachable")
+        else:
+            self.capsule = capsule
+            self.phase = "first"
+
+    async def _start(self, start: p.StartRequest) -> None:
+        assert self.capsule is not None  # noqa: S101 - phase "first" implies a capsule
+        request = pb.PtyAttachRequest(
+            sandbox_id=self.capsule.id,
+            tag=p.new_tag(),
+            cmd=start.cmd,
+            args=start.args,
+            cols=start.cols,
+            rows=start.rows,
+            envs=start.envs,
+            cwd=start.cwd,
+            user=start.user,
+        )
+        await self._attach(request.tag, request)
+
+    async def _connect(self, tag: str) -> None:
+        assert self.capsule is not None  # noqa: S101 - phase "first" implies a capsule
+        if not _NAME.match(tag):
+            await self.fatal(f"pty session {tag[:64]} not found")
+            return
+        await self._attach(tag, pb.PtyAttachRequest(sandbox_id=self.capsule.id, tag=tag))
+
+    async def _attach(self, tag: str, request: pb.PtyAttachRequest) -> None:
+        assert self.capsule is not None and self.capsule.host_address  # noqa: S101
+        self.tag = tag
+        self.group = group_name(self.capsule.id, tag)
+        self.phase = "attached"
+        self.pump = InputPump(self._send_op)
+        self._spawn("input", self.pump.run())
+        # Join before the stream opens, so not a byte published for the group is missed.
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self._request = request
+        if registry.join(self.group, self):
+            self.take_lead()
+        else:
+            self.attached.set()
+
+    def take_lead(self) -> None:
+        """Reads the session's stream from now on (first viewer here, or the leader left)."""
+        assert self.capsule is not None and self.capsule.host_address  # noqa: S101
+        self.leading = True
+        if not self._request.cmd:
+            self.attached.set()  # attaching to a running session: input may flow at once
+        stream = lead(
+            stub_for(self.capsule.host_address),
+            self._request,
+            self.channel_layer,
+            self.group,
+            self._started,
+            self._touch,
+        )
+        self._spawn("stream", self._run_stream(stream))
+
+    async def _run_stream(self, stream: Awaitable[None]) -> None:
+        try:
+            await stream
+        except StreamFailed as exc:
+            if exc.attached:
+                # Everyone watching lost the session: tell them all.
+                await self.channel_layer.group_send(
+                    self.group, {"type": ERROR_EVENT, "data": str(exc), "fatal": True}
+                )
+            elif self._request.cmd and str(exc) != UNREACHABLE:
+                await self.fatal(f"failed to start pty: {exc}")
+            else:
+                await self.fatal(str(exc))
+
+    async def _started(self, started: pb.PtyStarted) -> None:
+        self.attached.set()
+        await self.send_json_frame(p.STARTED, tag=started.tag, pid=started.pid)
+
+    async def _send_op(self, op: Op) -> None:
+        assert self.capsule is not None and self.capsule.host_address  # noqa: S101
+        await self.attached.wait()
+        stub = stub_for(self.capsule.host_address)
+        sid, tag = self.capsule.id, self.tag
+        try:
+            if op.kind == "input":
+                await stub.PtySendInput(
+                    pb.PtySendInputRequest(sandbox_id=sid, tag=tag, data=op.data), timeout=RPC_TIMEOUT
+                )
+            elif op.kind == "resize":
+                await stub.PtyResize(
+                    pb.PtyResizeRequest(sandbox_id=sid, tag=tag, cols=op.cols, rows=op.rows),
+                    timeout=RPC_TIMEOUT,
+                )
+            else:
+                await stub.PtyKill(pb.PtyKillRequest(sandbox_id=sid, tag=tag), timeout=RPC_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            verb = {"input": "send input", "resize": "resize", "kill": "kill"}[op.kind]
+            await self.error(f"failed to {verb}: {describe(exc)}")
+
+    # --- group events ------------------------------------------------------------
+
+    async def terminal_output(self, event: dict[str, Any]) -> None:
+        offset, size = event["offset"], event["size"]
+        if self.next_offset is not None and offset + size <= self.next_offset:
+            return  # already sent: a second stream into the same session overlapped
+        self.next_offset = offset + size
+        await self.send_json_frame(p.OUTPUT, data=event["data"])
+
+    async def terminal_exit(self, event: dict[str, Any]) -> None:
+        await self.send_json_frame(p.EXIT, exit_code=event["exit_code"])
+        registry.forget(self.group)
+        await self._close(1000)
+
+    async def terminal_error(self, event: dict[str, Any]) -> None:
+        await self.error(event["data"], fatal=event["fatal"])
+        if event["fatal"]:
+            await self._close(1000)
+
+    # --- sending and closing -----------------------------------------------------
+
+    async def send_json_frame(self, kind: str, **fields: Any) -> None:
+        if self.phase != "closed":
+            await self.send(text_data=p.frame(kind, **fields))
+
+    async def error(self, message: str, *, fatal: bool = False) -> None:
+        await self.send_json_frame(p.ERROR, data=message, fatal=fatal)
+
+    async def fatal(self, message: str) -> None:
+        await self.error(message, fatal=True)
+        await self._close(1000)
+
+    async def _close(self, code: int, reason: str | None = None) -> None:
+        if self.phase != "closed":
+            self.phase = "closed"
+            await self.close(code=code, reason=reason)
+            # Free everything now rather than when the server reports the close.
+            await self._release()
+
+    async def _keepalive(self) -> None:
+        interval = float(getattr(settings, "PTY_KEEPALIVE_SECONDS", 30))
+        while True:
+            await asyncio.sleep(interval)
+            await self.send_json_frame(p.PING)
+
+    async def _touch(self) -> None:
+        # The idle reaper must see a terminal in use as active, but one UPDATE per
+        # keystroke is wasteful: at most one per interval per connection.
+        now = time.monotonic()
+        interval = float(getattr(settings, "PTY_ACTIVITY_INTERVAL_SECONDS", 30))
+        if self.capsule is not None and now - self.last_touch >= interval:
+            self.last_touch = now
+            await _touch(self.capsule.id)
+
+    # --- cleanup -------------------------------------------------------------------
+
+    def _spawn(self, name: str, coro: Any) -> None:
+        self.tasks[name] = asyncio.create_task(coro, name=f"pty-{name}")
+
+    def _cancel(self, name: str) -> None:
+        task = self.tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+
+    async def disconnect(self, code: int) -> None:
+        self.phase = "closed"
+        await self._release()
+
+    async def _release(self) -> None:
+        """Leaves the session and ends every task of this connection; safe to call twice."""
+        if self.released:
+            return
+        self.released = True
+        try:
+            if self.pump is not None:
+                # Input already accepted still reaches the process.
+                try:
+                    await asyncio.wait_for(self.pump.drained(), RPC_TIMEOUT)
+                except TimeoutError:
+                    log.warning("pty %s: input not delivered before close", self.group)
+            if self.group:
+                successor = registry.leave(self.group, self)
+                if successor is not None:
+                    successor.take_lead()
+        finally:
+            # A task may be the one closing the socket (a fatal error found by the
+            # stream worker): it finishes on its own, the others are cancelled.
+            current = asyncio.current_task()
+            tasks = [task for task in self.tasks.values() if task is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.tasks.clear()
+            if self.group:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            if self.capsule is not None:
+                await _touch(self.capsule.id)
+
+
+class AdminPtyConsumer(PtyConsumer):
+    admin = True

@@ -1,0 +1,50 @@
+"""gRPC access to host agents: one pooled channel per host address and event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import grpc
+
+from protos import hostagent_pb2_grpc as pb_grpc
+
+# Unary calls (input, resize, kill) give up after this long; the client hears about it.
+RPC_TIMEOUT = 5.0
+
+# A grpc.aio channel belongs to the loop that created it. Daphne has one loop;
+# tests create one per test, so channels are kept per loop and die with it.
+_channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, grpc.aio.Channel]] = (
+    weakref.WeakKeyDictionary()
+)
+
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    # Reconnect quickly once a restarted agent answers again.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+
+def stub_for(address: str) -> pb_grpc.HostAgentStub:
+    loop = asyncio.get_running_loop()
+    per_loop = _channels.setdefault(loop, {})
+    channel = per_loop.get(address)
+    if channel is None:
+        channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        per_loop[address] = channel
+    return pb_grpc.HostAgentStub(channel)
+
+
+UNREACHABLE = "sandbox host is not reachable"
+
+
+def describe(error: grpc.aio.AioRpcError) -> str:
+    """What a client is told about a failed call to the host agent."""
+    code = error.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return UNREACHABLE
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "sandbox host did not answer in time"
+    return error.details() or code.name.lower()

@@ -1,0 +1,153 @@
+"""The terminal WebSocket protocol: message names, limits and validation of client frames.
+
+Wire-compatible with the reference handler; every rejection carries the exact
+message the client sees in its ``error`` frame.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+# Client -> server
+AUTH = "auth"
+START = "start"
+CONNECT = "connect"
+INPUT = "input"
+RESIZE = "resize"
+KILL = "kill"
+PONG = "pong"
+CLIENT_TYPES = frozenset({AUTH, START, CONNECT, INPUT, RESIZE, KILL, PONG})
+
+# Server -> client
+STARTED = "started"
+OUTPUT = "output"
+EXIT = "exit"
+ERROR = "error"
+PING = "ping"
+
+DEFAULT_CMD = "/bin/bash"
+DEFAULT_COLS = 80
+DEFAULT_ROWS = 24
+MAX_SIZE = 1000  # columns or rows; anything larger is a client bug, not a screen
+# Text frames above this are refused with close code 1009 (daphne's own hard
+# limit is 1 MiB); 256 KiB holds any paste a terminal is expected to take.
+MAX_FRAME_BYTES = 256 * 1024
+CLOSE_TOO_BIG = 1009
+
+
+class ProtocolError(Exception):
+    """A client frame that cannot be accepted; ``str(exc)`` is sent to the client."""
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    cmd: str = DEFAULT_CMD
+    args: list[str] = field(default_factory=list)
+    cols: int = DEFAULT_COLS
+    rows: int = DEFAULT_ROWS
+    envs: dict[str, str] = field(default_factory=dict)
+    cwd: str = ""
+    user: str = ""
+
+
+@dataclass(frozen=True)
+class Message:
+    type: str
+    start: StartRequest | None = None
+    tag: str = ""
+    data: bytes = b""
+    cols: int = 0
+    rows: int = 0
+    token: str = ""
+
+
+def new_tag() -> str:
+    return "pty-" + secrets.token_hex(4)
+
+
+def parse(text: str) -> Message:
+    """Validate one client text frame."""
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise ProtocolError("invalid message: not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError("invalid message: expected a JSON object")
+    kind = raw.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ProtocolError("invalid message: missing 'type'")
+    if kind not in CLIENT_TYPES:
+        raise ProtocolError(f"unknown message type '{kind[:40]}'")
+    if kind == START:
+        return Message(START, start=_start(raw))
+    if kind == CONNECT:
+        tag = raw.get("tag")
+        if not tag:
+            raise ProtocolError("connect requires a 'tag' field")
+        if not isinstance(tag, str):
+            raise ProtocolError("invalid connect: 'tag' must be a string")
+        return Message(CONNECT, tag=tag)
+    if kind == INPUT:
+        return Message(INPUT, data=_base64(raw.get("data")))
+    if kind == RESIZE:
+        cols, rows = _size(raw, "resize", required=True)
+        return Message(RESIZE, cols=cols, rows=rows)
+    if kind == AUTH:
+        token = raw.get("token")
+        if not isinstance(token, str) or not token:
+            raise ProtocolError("invalid auth: 'token' must be a non-empty string")
+        return Message(AUTH, token=token)
+    return Message(kind)
+
+
+def _base64(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ProtocolError("invalid input: 'data' must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("invalid input: 'data' is not valid base64") from None
+
+
+def _size(raw: dict[str, Any], what: str, *, required: bool) -> tuple[int, int]:
+    sizes = []
+    for name, default in (("cols", DEFAULT_COLS), ("rows", DEFAULT_ROWS)):
+        value = raw.get(name)
+        if not required and value in (None, 0):
+            value = default
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
+            raise ProtocolError(
+                f"invalid {what}: 'cols' and 'rows' must be integers between 1 and {MAX_SIZE}"
+            )
+        sizes.append(value)
+    return sizes[0], sizes[1]
+
+
+def _start(raw: dict[str, Any]) -> StartRequest:
+    cmd = raw.get("cmd") or DEFAULT_CMD
+    args = raw.get("args") or []
+    envs = raw.get("envs") or {}
+    cwd = raw.get("cwd") or ""
+    user = raw.get("user") or ""
+    if not isinstance(cmd, str):
+        raise ProtocolError("invalid start: 'cmd' must be a string")
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ProtocolError("invalid start: 'args' must be a list of strings")
+    if not isinstance(envs, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in envs.items()
+    ):
+        raise ProtocolError("invalid start: 'envs' must be an object of strings")
+    if not isinstance(cwd, str) or not isinstance(user, str):
+        raise ProtocolError("invalid start: 'cwd' and 'user' must be strings")
+    cols, rows = _size(raw, "start", required=False)
+    return StartRequest(cmd=cmd, args=args, cols=cols, rows=rows, envs=envs, cwd=cwd, user=user)
+
+
+def frame(kind: str, **fields: Any) -> str:
+    """A server frame as JSON text."""
+    return json.dumps({"type": kind, **fields}, separators=(",", ":"))

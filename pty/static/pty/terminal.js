@@ -1,0 +1,317 @@
+// Capsule terminal page: xterm.js wired to the capsule's PTY WebSocket (JSON frames, see DESIGN.md).
+// Output is written to xterm as bytes so that a UTF-8 character split across frames stays whole.
+(function () {
+  "use strict";
+
+  const RECONNECT_FIRST_MS = 500;
+  const RECONNECT_MAX_MS = 5000;
+  const RESIZE_DEBOUNCE_MS = 100;
+  // Keystrokes typed while the socket is down are sent once it is back, up to this many bytes.
+  const PENDING_INPUT_LIMIT = 64 * 1024;
+
+  const root = document.getElementById("terminal");
+  const statusEl = document.getElementById("status");
+  const noticeEl = document.getElementById("notice");
+  const capsuleId = root.dataset.capsuleId;
+  const wsPath = root.dataset.wsPath;
+  const tagKey = "wrenn.pty.tag." + capsuleId;
+
+  const term = new window.Terminal({
+    cursorBlink: true,
+    scrollback: 10000,
+    fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
+    fontSize: 14,
+    theme: { background: "#101418" },
+  });
+  const fitAddon = new window.FitAddon.FitAddon();
+  term.loadAddon(fitAddon);
+  term.open(root);
+  fitAddon.fit();
+  term.focus();
+
+  const encoder = new TextEncoder();
+
+  let socket = null;
+  let state = "connecting";
+  let attempt = 0; // reconnect attempts since the last good connection
+  let reconnectTimer = null;
+  let firstFrame = null; // "start" or "connect": what the current socket opened with
+  let sessionOver = false; // after exit or a fatal error: no automatic reconnect
+  let sentSize = null; // {cols, rows} the server last heard from this socket
+  let pending = []; // Uint8Array chunks typed while not connected
+  let pendingBytes = 0;
+
+  // --- small helpers ---------------------------------------------------------
+
+  function storedTag() {
+    try {
+      return window.sessionStorage.getItem(tagKey);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function storeTag(tag) {
+    try {
+      if (tag) window.sessionStorage.setItem(tagKey, tag);
+      else window.sessionStorage.removeItem(tagKey);
+    } catch (e) {
+      // Storage may be disabled; the page still works, it just cannot resume after a reload.
+    }
+  }
+
+  function bytesToBase64(bytes) {
+    if (typeof bytes.toBase64 === "function") return bytes.toBase64();
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    }
+    return window.btoa(binary);
+  }
+
+  function base64ToBytes(text) {
+    if (typeof Uint8Array.fromBase64 === "function") return Uint8Array.fromBase64(text);
+    const binary = window.atob(text);
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+    return bytes;
+  }
+
+  function setState(next, label) {
+    state = next;
+    statusEl.dataset.state = next;
+    statusEl.textContent = label || next;
+  }
+
+  function notice(text) {
+    noticeEl.textContent = text || "";
+  }
+
+  function send(message) {
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify(message));
+      return true;
+    }
+    return false;
+  }
+
+  function isLive() {
+    return state === "connected" && socket && socket.readyState === WebSocket.OPEN;
+  }
+
+  // --- input ------------------------------------------------------------------
+
+  function sendBytes(bytes) {
+    if (bytes.length === 0) return;
+    if (isLive()) {
+      send({ type: "input", data: bytesToBase64(bytes) });
+      return;
+    }
+    if (pendingBytes + bytes.length > PENDING_INPUT_LIMIT) {
+      notice("not connected: input beyond 64 KiB was discarded");
+      return;
+    }
+    pending.push(bytes);
+    pendingBytes += bytes.length;
+  }
+
+  function flushPending() {
+    const chunks = pending;
+    pending = [];
+    pendingBytes = 0;
+    for (const chunk of chunks) send({ type: "input", data: bytesToBase64(chunk) });
+  }
+
+  function onTyped(bytes, text) {
+    if (state === "exited" || state === "error") {
+      // The session is over; Enter starts (or retries) one, other keys are ignored.
+      if (text.indexOf("\r") !== -1) restart();
+      return;
+    }
+    sendBytes(bytes);
+  }
+
+  term.onData(function (text) {
+    onTyped(encoder.encode(text), text);
+  });
+
+  // onBinary carries raw bytes as a string of code points 0-255 (some mouse reports).
+  term.onBinary(function (text) {
+    const bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i) & 0xff;
+    onTyped(bytes, text);
+  });
+
+  // --- size ---------------------------------------------------------------------
+
+  function sendSize() {
+    if (!isLive()) return;
+    if (sentSize && sentSize.cols === term.cols && sentSize.rows === term.rows) return;
+    sentSize = { cols: term.cols, rows: term.rows };
+    send({ type: "resize", cols: term.cols, rows: term.rows });
+  }
+
+  term.onResize(sendSize);
+
+  let resizeTimer = null;
+  window.addEventListener("resize", function () {
+    window.clearTimeout(resizeTimer);
+    resizeTimer = window.setTimeout(function () {
+      fitAddon.fit();
+      sendSize();
+    }, RESIZE_DEBOUNCE_MS);
+  });
+
+  // Glyph metrics change once the web font is ready; refit so the grid fills the window.
+  if (document.fonts && document.fonts.ready) {
+    document.fonts.ready.then(function () {
+      fitAddon.fit();
+      sendSize();
+    });
+  }
+
+  // --- connection ----------------------------------------------------------------
+
+  function wsUrl() {
+    return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + wsPath;
+  }
+
+  function becomeConnected() {
+    attempt = 0;
+    notice("");
+    setState("connected");
+    sendSize();
+    flushPending();
+  }
+
+  function open() {
+    window.clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    sessionOver = false;
+    fitAddon.fit();
+    const ws = new WebSocket(wsUrl());
+    socket = ws;
+
+    ws.onopen = function () {
+      if (ws !== socket) return;
+      const tag = storedTag();
+      if (tag) {
+        firstFrame = "connect";
+        // The session may have been sized by another window: always send ours after connecting.
+        sentSize = null;
+        send({ type: "connect", tag: tag });
+        // The reference sends nothing back on a successful connect, so the open socket is the
+        // success signal; a missing session answers with a fatal error, handled below.
+        becomeConnected();
+      } else {
+        firstFrame = "start";
+        sentSize = { cols: term.cols, rows: term.rows };
+        send({ type: "start", cols: term.cols, rows: term.rows });
+      }
+    };
+
+    ws.onmessage = function (event) {
+      if (ws !== socket) return;
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch (e) {
+        notice("ignored a malformed frame from the server");
+        return;
+      }
+      handle(msg);
+    };
+
+    ws.onclose = function () {
+      if (ws !== socket) return;
+      socket = null;
+      if (sessionOver) return;
+      scheduleReconnect();
+    };
+  }
+
+  function handle(msg) {
+    switch (msg.type) {
+      case "started":
+        storeTag(msg.tag);
+        becomeConnected();
+        break;
+      case "output":
+        term.write(base64ToBytes(msg.data || ""));
+        break;
+      case "ping":
+        send({ type: "pong" });
+        break;
+      case "exit":
+        onExit(msg.exit_code);
+        break;
+      case "error":
+        onError(msg);
+        break;
+      default:
+        // Unknown types are additive protocol extensions this page does not use.
+        break;
+    }
+  }
+
+  function onExit(code) {
+    sessionOver = true;
+    storeTag(null);
+    const shown = code === undefined || code === null ? "?" : String(code);
+    setState("exited", "exited (code " + shown + ")");
+    term.write("\r\n\x1b[2m[process exited with code " + shown + "; press Enter to start a new shell]\x1b[0m\r\n");
+    closeSocket();
+  }
+
+  function onError(msg) {
+    const text = String(msg.data || "error");
+    if (!msg.fatal) {
+      notice(text);
+      return;
+    }
+    if (firstFrame === "connect" && /not found/i.test(text) && !/^(sandbox|capsule) not found/i.test(text)) {
+      // The remembered session is gone (its shell ended or the host forgot it): start afresh.
+      storeTag(null);
+      closeSocket();
+      open();
+      return;
+    }
+    sessionOver = true;
+    setState("error", "error: " + text);
+    term.write("\r\n\x1b[31m[" + text + "; press Enter to try again]\x1b[0m\r\n");
+    closeSocket();
+  }
+
+  function closeSocket() {
+    const ws = socket;
+    socket = null;
+    if (ws && ws.readyState <= WebSocket.OPEN) ws.close();
+  }
+
+  function scheduleReconnect() {
+    attempt += 1;
+    const delay = Math.min(RECONNECT_FIRST_MS * Math.pow(2, attempt - 1), RECONNECT_MAX_MS);
+    setState("reconnecting", "reconnecting (attempt " + attempt + ")");
+    reconnectTimer = window.setTimeout(open, delay);
+  }
+
+  function restart() {
+    attempt = 0;
+    notice("");
+    setState("connecting");
+    open();
+  }
+
+  window.wrennTerminal = {
+    term: term,
+    state: function () {
+      return state;
+    },
+    tag: function () {
+      return storedTag();
+    },
+  };
+
+  setState("connecting");
+  open();
+})();

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The embedded quick start behind `make run`: SQLite, the in-memory channel layer,
+# one host agent and one daphne, with a demo user, team, API key and capsule.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-8000}
+export WRENN_DATA_DIR=${WRENN_DATA_DIR:-$PWD/var}
+export WRENN_HOSTAGENT_ADDR=${WRENN_HOSTAGENT_ADDR:-127.0.0.1:50071}
+allowed="localhost,127.0.0.1,[::1]"
+[ "$HOST" = 0.0.0.0 ] && allowed="$allowed,$(hostname),$(hostname -I 2>/dev/null | tr ' ' ',')"
+case ",$allowed," in *",$HOST,"*) ;; *) allowed="$allowed,$HOST" ;; esac
+export DJANGO_ALLOWED_HOSTS=${DJANGO_ALLOWED_HOSTS:-$allowed}
+mkdir -p "$WRENN_DATA_DIR"
+
+"$PY" manage.py migrate --noinput >/dev/null
+
+"$PY" -m hostagent --listen "$WRENN_HOSTAGENT_ADDR" --data-dir "$WRENN_DATA_DIR/hostagent" \
+  >>"$WRENN_DATA_DIR/hostagent.log" 2>&1 &
+agent=$!
+trap 'kill "$agent" 2>/dev/null; wait "$agent" 2>/dev/null' EXIT
+for _ in $(seq 100); do
+  grep -q "hostagent listening" "$WRENN_DATA_DIR/hostagent.log" 2>/dev/null && break
+  kill -0 "$agent" 2>/dev/null || { cat "$WRENN_DATA_DIR/hostagent.log"; exit 1; }
+  sleep 0.1
+done
+grep -i "warning" "$WRENN_DATA_DIR/hostagent.log" | tail -n 3 || true
+
+demo=$("$PY" manage.py demo --json)
+field() { "$PY" -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$demo" "$1"; }
+shown=$HOST; [ "$shown" = 0.0.0.0 ] && shown=127.0.0.1
+cat <<MSG
+
+  Wrenn control plane is starting on http://$shown:$PORT/
+  Log in:    http://$shown:$PORT/admin/   user $(field username)   password $(field password)
+  Terminal:  http://$shown:$PORT$(field terminal_path)
+  API key:   $(field api_key)
+  Socket:    ws://$shown:$PORT/v1/capsules/$(field capsule_id)/pty   (header X-API-Key)
+
+MSG
+"$(dirname "$PY")/daphne" -b "$HOST" -p "$PORT" wrenn.asgi:application

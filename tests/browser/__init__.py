@@ -1,0 +1,1 @@
+"""Tests that drive the pages in headless Chromium through the real stack."""

@@ -1,0 +1,104 @@
+"""Start-up: runtime choice, the loud warning without isolation, and a clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from protos import hostagent_pb2 as pb
+from protos import hostagent_pb2_grpc as pb_grpc
+from tests.hostagent.conftest import needs_bwrap
+from tests.support.hostagent import REPO_ROOT, start_hostagent, start_terminal
+
+pytestmark = pytest.mark.timeout(60)
+
+NO_BWRAP_PATH = {"PATH": "/nonexistent"}
+
+
+async def _runtime(address: str) -> str:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.HostAgentStub(channel)
+        response = await stub.CreateSandbox(pb.CreateSandboxRequest(sandbox_id="probe"))
+        runtime: str = response.sandbox.runtime
+        return runtime
+
+
+@needs_bwrap
+async def test_auto_picks_bwrap_when_it_works(tmp_path: Path) -> None:
+    agent = start_hostagent(tmp_path / "agent")
+    try:
+        assert await _runtime(agent.address) == "bwrap"
+        assert f"hostagent listening on {agent.address} (runtime=bwrap)" in agent.log()
+    finally:
+        agent.stop()
+
+
+async def test_auto_without_bwrap_falls_back_with_a_loud_warning(tmp_path: Path) -> None:
+    agent = start_hostagent(tmp_path / "agent", env=NO_BWRAP_PATH)
+    try:
+        assert await _runtime(agent.address) == "process"
+        assert "WARNING" in agent.log()
+        assert "ISOLATES NOTHING" in agent.log()
+    finally:
+        agent.stop()
+
+
+def test_explicit_bwrap_without_bwrap_refuses_to_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hostagent", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)]
+        + ["--runtime", "bwrap"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **NO_BWRAP_PATH},
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert b"the bwrap runtime cannot work here: bwrap is not on PATH" in result.stderr
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_sigterm_kills_every_session(tmp_path: Path) -> None:
+    agent = start_hostagent(tmp_path / "agent", runtime="process")
+    try:
+        async with grpc.aio.insecure_channel(agent.address) as channel:
+            stub = pb_grpc.HostAgentStub(channel)
+            await stub.CreateSandbox(pb.CreateSandboxRequest(sandbox_id="doomed"))
+            terminal, started = await start_terminal(stub, "doomed", "/bin/sh", "-c", "echo up; sleep 1000")
+            await terminal.expect(b"up")
+            agent.stop()
+            assert agent.proc.returncode == 0
+            assert await terminal.wait_exit() == 137
+    finally:
+        agent.stop()
+    async with asyncio.timeout(30):
+        while _alive(started.pid):
+            await asyncio.sleep(0.05)
+
+
+def test_a_second_agent_on_a_taken_address_refuses_to_start(tmp_path: Path) -> None:
+    first = start_hostagent(tmp_path / "first", runtime="process")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "hostagent", "--listen", first.address, "--data-dir", str(tmp_path / "b")]
+            + ["--runtime", "process"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            timeout=30,
+        )
+    finally:
+        first.stop()
+    assert result.returncode == 1
+    assert b"hostagent cannot start" in result.stderr

@@ -1,0 +1,171 @@
+"""The whole path on real components: daphne subprocesses, PostgreSQL, Redis and a host agent.
+
+Each test drives the documented protocol with a WebSocket client and the demo API key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.support.hostagent import REPO_ROOT, free_port
+from tests.support.stack import Stack, wait_for_http
+from tests.support.terminal import Terminal
+
+pytestmark = [pytest.mark.timeout(120)]
+
+Connect = Callable[..., Any]
+
+
+@pytest.fixture
+def socket(stack: Stack, demo: dict[str, Any]) -> Connect:
+    @asynccontextmanager
+    async def open_(
+        worker: int = 0, key: str | None = None, base: str | None = None
+    ) -> AsyncIterator[Terminal]:
+        url = f"{base or stack.ws_url(worker)}/v1/capsules/{demo['capsule_id']}/pty"
+        headers = [("X-API-Key", key or demo["api_key"])]
+        async with connect(url, additional_headers=headers, max_size=None) as websocket:
+            yield Terminal.over_websocket(websocket)
+
+    return open_
+
+
+async def test_shell_round_trip(socket: Connect) -> None:
+    async with socket() as term:
+        started = await term.start()
+        assert re.fullmatch(r"pty-[0-9a-f]{8}", started["tag"])
+        await term.type("echo $((6*7))wrenn\n")
+        await term.read_until(b"42wrenn")
+
+
+async def test_full_screen_programs(socket: Connect) -> None:
+    """vim and top draw on the alternate screen and quit cleanly, as in a local terminal."""
+    async with socket() as term:
+        await term.start(cols=100, rows=30)
+        await term.type("vim -u NONE /tmp/notes.txt\r")
+        await term.read_until(b"\x1b[?1049h")  # vim switched to the alternate screen
+        await term.type("iwritten-in-vim\x1b:wq\r")
+        await term.type("cat /tmp/notes.txt; top -d 0.5\r")
+        await term.read_until(b"written-in-vim\r\n")
+        await term.read_until(b"load average")
+        await term.type("q")
+        await term.type("echo top-$((1+1))-done\r")
+        await term.read_until(b"top-2-done")
+
+
+async def test_exit_codes(socket: Connect) -> None:
+    for code in (0, 1, 42):
+        async with socket() as term:
+            await term.start(cmd="/bin/sh", args=["-c", f"exit {code}"])
+            assert (await term.expect("exit"))["exit_code"] == code
+
+
+async def test_resize(socket: Connect) -> None:
+    async with socket() as term:
+        await term.start(cols=90, rows=20)
+        await term.send(type="resize", cols=120, rows=40)
+        await term.type("stty size; echo ok\n")
+        await term.read_until(b"40 120\r\nok")
+
+
+async def test_kill(socket: Connect) -> None:
+    async with socket() as term:
+        await term.start(cmd="/bin/sh", args=["-c", "sleep 600 & sleep 600"])
+        await term.send(type="kill")
+        assert (await term.expect("exit"))["exit_code"] == 137
+
+
+async def test_connect_from_a_second_socket(socket: Connect) -> None:
+    async with socket() as first:
+        tag = (await first.start())["tag"]
+        async with socket() as second:
+            await second.send(type="connect", tag=tag)
+            await second.type("echo second-$((3*3))\n")
+            await second.read_until(b"second-9")
+            await first.read_until(b"second-9")
+            await first.type("exit 5\n")
+            assert (await first.expect("exit"))["exit_code"] == 5
+            assert (await second.expect("exit"))["exit_code"] == 5
+
+
+async def test_a_megabyte_of_random_output_arrives_byte_exact(socket: Connect) -> None:
+    script = (
+        "stty raw -echo; head -c 1048576 /dev/urandom > /tmp/blob; "
+        "printf BEGIN-BLOB-7f3a; cat /tmp/blob; printf END-BLOB-7f3a; sha256sum /tmp/blob"
+    )
+    async with socket() as term:
+        await term.start(cmd="/bin/sh", args=["-c", script])
+        assert (await term.expect("exit"))["exit_code"] == 0
+        output = bytes(term.output)
+    blob = output[output.index(b"BEGIN-BLOB-7f3a") + 15 : output.rindex(b"END-BLOB-7f3a")]
+    digest = output[output.rindex(b"END-BLOB-7f3a") + 13 :].split()[0].decode()
+    assert len(blob) == 1048576
+    assert hashlib.sha256(blob).hexdigest() == digest
+
+
+async def test_another_teams_key_cannot_reach_the_capsule(stack: Stack, socket: Connect) -> None:
+    other_key = stack.manage(
+        "shell",
+        "--verbosity=0",
+        "-c",
+        "from capsules.models import Team; from capsules.keys import create_api_key; "
+        "t = Team.objects.create(name='Other', slug='other'); print(create_api_key(t, 'x')[1])",
+    ).strip()
+    async with socket(key=other_key) as term:
+        assert await term.recv() == {"type": "error", "data": "sandbox not found", "fatal": True}
+
+
+async def test_runserver_serves_the_terminal(stack: Stack, socket: Connect) -> None:
+    port = free_port()
+    log = stack.data_dir / "runserver.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+            cwd=REPO_ROOT,
+            env=stack.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/admin/login/", proc, log)
+        async with socket(base=f"ws://127.0.0.1:{port}") as term:
+            await term.start(cmd="/bin/echo", args=["runserver-ok"])
+            await term.read_until(b"runserver-ok")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_readme_example_client(stack: Stack, demo: dict[str, Any]) -> None:
+    """The README's example script, on the demo API key alone, runs a command and returns its exit code."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "examples/terminal_client.py",
+            "--url",
+            stack.ws_url(),
+            "--key",
+            demo["api_key"],
+            "--cmd",
+            "/bin/sh",
+            "--arg=-c",
+            "--arg=read line; echo got-$line; exit 7",
+            demo["capsule_id"],
+        ],
+        cwd=REPO_ROOT,
+        input=b"hello\n",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 7, result.stderr
+    assert b"got-hello" in result.stdout

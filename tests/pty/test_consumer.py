@@ -1,0 +1,391 @@
+"""The terminal socket through the real ASGI application, in-memory channel layer and a real host agent."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
+from rest_framework_simplejwt.tokens import AccessToken
+
+from capsules.models import Host, Membership, Sandbox, Team
+from capsules.tokens import tokens_for
+from pty import consumers
+from pty.protocol import MAX_FRAME_BYTES
+from pty.sessions import registry
+from tests.support.terminal import Terminal
+
+pytestmark = [pytest.mark.timeout(60)]
+
+
+def path(capsule: Sandbox) -> str:
+    return f"/v1/capsules/{capsule.id}/pty"
+
+
+def key_header(api_key: str) -> list[tuple[bytes, bytes]]:
+    return [(b"x-api-key", api_key.encode())]
+
+
+def bearer(token: str) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", f"Bearer {token}".encode())]
+
+
+async def terminal(open_socket: Any, capsule: Sandbox, api_key: str, route: str | None = None) -> Terminal:
+    return Terminal.over_communicator(await open_socket(route or path(capsule), key_header(api_key)))
+
+
+async def assert_fatal(term: Terminal, message: str) -> None:
+    frame = await term.recv()
+    assert frame == {"type": "error", "data": message, "fatal": True}
+
+
+async def assert_nothing_left() -> None:
+    """No stream or input task, no registry entry and no group membership outlives the sockets."""
+    for _ in range(50):
+        tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("pty-")]
+        layer = get_channel_layer()
+        if not tasks and not layer.groups and not registry._members:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"left behind: tasks={tasks} groups={layer.groups} sessions={registry._members}")
+
+
+# --- happy paths ------------------------------------------------------------------
+
+
+async def test_start_gives_a_tag_and_a_shell(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    term = await terminal(open_socket, capsule, api_key)
+    started = await term.start()
+    assert re.fullmatch(r"pty-[0-9a-f]{8}", started["tag"])
+    assert started["pid"] > 0
+    await term.type("echo $((20+22))done\n")
+    await term.read_until(b"42done")
+
+
+async def test_same_routes_under_api_prefix(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    term = await terminal(open_socket, capsule, api_key, route=f"/api/v1/capsules/{capsule.id}/pty")
+    await term.start(cmd="/bin/echo", args=["via-api"])
+    await term.read_until(b"via-api")
+
+
+async def test_exit_code_reaches_the_client(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    term = await terminal(open_socket, capsule, api_key)
+    await term.start(cmd="/bin/sh", args=["-c", "exit 3"])
+    assert (await term.expect("exit"))["exit_code"] == 3
+
+
+async def test_resize_is_seen_by_stty(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    term = await terminal(open_socket, capsule, api_key)
+    await term.start(cols=100, rows=30)
+    await term.type("stty size; echo sized\n")
+    await term.read_until(b"30 100\r\nsized")
+    await term.send(type="resize", cols=132, rows=43)
+    await term.type("stty size; echo resized\n")
+    await term.read_until(b"43 132\r\nresized")
+
+
+async def test_kill_ends_the_session(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    term = await terminal(open_socket, capsule, api_key)
+    await term.start(cmd="/bin/sleep", args=["600"])
+    await term.send(type="kill")
+    assert (await term.expect("exit"))["exit_code"] == 137
+
+
+async def test_input_keeps_its_order_and_nothing_is_dropped(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    term = await terminal(open_socket, capsule, api_key)
+    await term.start(cmd="/bin/sh", args=["-c", "stty -echo; cat > /tmp/typed; echo stored"])
+    lines = [f"line {i:04d}\n" for i in range(500)]
+    for line in lines:  # 500 frames in a burst, with resizes in between
+        await term.type(line)
+        if line.endswith("0\n"):
+            await term.send(type="resize", cols=81, rows=25)
+    await term.type(b"\x04")
+    await term.read_until(b"stored")
+    check = await terminal(open_socket, capsule, api_key)
+    await check.start(cmd="/bin/sh", args=["-c", "md5sum < /tmp/typed"])
+    expected = hashlib.md5("".join(lines).encode()).hexdigest().encode()  # noqa: S324 - a checksum
+    await check.read_until(expected)
+
+
+async def test_second_socket_connects_to_the_same_session(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    first = await terminal(open_socket, capsule, api_key)
+    tag = (await first.start())["tag"]
+    second = await terminal(open_socket, capsule, api_key)
+    await second.send(type="connect", tag=tag)
+    await second.type("echo from-$((1+1))nd\n")
+    await first.read_until(b"from-2nd")
+    await second.read_until(b"from-2nd")
+
+
+async def test_session_outlives_its_socket(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    communicator = await open_socket(path(capsule), key_header(api_key))
+    first = Terminal.over_communicator(communicator)
+    tag = (await first.start())["tag"]
+    await first.type("export MARK=kept\n")
+    await first.read_until(b"export MARK=kept")
+    await communicator.disconnect()
+    again = await terminal(open_socket, capsule, api_key)
+    await again.send(type="connect", tag=tag)
+    await again.type("echo mark-$MARK\n")
+    await again.read_until(b"mark-kept")
+
+
+async def test_viewer_takes_over_when_the_leader_leaves(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    communicator = await open_socket(path(capsule), key_header(api_key))
+    leader = Terminal.over_communicator(communicator)
+    tag = (await leader.start())["tag"]
+    viewer = await terminal(open_socket, capsule, api_key)
+    await viewer.send(type="connect", tag=tag)
+    await viewer.type("echo one-$((0+1))\n")
+    await viewer.read_until(b"one-1")
+    await communicator.disconnect()
+    await viewer.type("echo two-$((1+1))\n")
+    await viewer.read_until(b"two-2")
+
+
+async def test_last_active_at_is_updated_while_typing(
+    open_socket: Any, capsule: Sandbox, api_key: str, settings: Any
+) -> None:
+    settings.PTY_ACTIVITY_INTERVAL_SECONDS = 0
+    term = await terminal(open_socket, capsule, api_key)
+    await term.start()
+    await term.type("echo active\n")
+    await term.read_until(b"active\r\n")
+    refreshed = await Sandbox.objects.aget(pk=capsule.pk)
+    assert refreshed.last_active_at is not None
+
+
+async def test_keepalive_ping(open_socket: Any, capsule: Sandbox, api_key: str, settings: Any) -> None:
+    settings.PTY_KEEPALIVE_SECONDS = 0.2
+    communicator = await open_socket(path(capsule), key_header(api_key))
+    assert json.loads(await communicator.receive_from(timeout=5)) == {"type": "ping"}
+    await communicator.send_to(text_data=json.dumps({"type": "pong"}))
+
+
+# --- authentication ------------------------------------------------------------------
+
+
+async def test_bearer_token_with_team_claim(
+    open_socket: Any, capsule: Sandbox, member: Any, team: Team
+) -> None:
+    access = await _access_token(member, team)
+    term = Terminal.over_communicator(await open_socket(path(capsule), bearer(access)))
+    await term.start(cmd="/bin/echo", args=["bearer-ok"])
+    await term.read_until(b"bearer-ok")
+
+
+async def test_first_frame_auth_for_browsers(
+    open_socket: Any, capsule: Sandbox, member: Any, team: Team
+) -> None:
+    term = Terminal.over_communicator(await open_socket(path(capsule)))
+    await term.send(type="auth", token=await _access_token(member, team))
+    await term.start(cmd="/bin/echo", args=["frame-auth-ok"])
+    await term.read_until(b"frame-auth-ok")
+
+
+async def test_first_frame_auth_accepts_an_api_key(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    term = Terminal.over_communicator(await open_socket(path(capsule)))
+    await term.send(type="auth", token=api_key)
+    await term.start(cmd="/bin/echo", args=["key-frame-ok"])
+    await term.read_until(b"key-frame-ok")
+
+
+async def test_no_credentials_time_out(open_socket: Any, capsule: Sandbox, monkeypatch: Any) -> None:
+    monkeypatch.setattr(consumers, "AUTH_TIMEOUT", 0.3)
+    term = Terminal.over_communicator(await open_socket(path(capsule)))
+    await assert_fatal(term, "authentication timed out: no credentials within 5 seconds")
+    await assert_nothing_left()
+
+
+async def test_first_frame_must_be_auth_without_credentials(open_socket: Any, capsule: Sandbox) -> None:
+    term = Terminal.over_communicator(await open_socket(path(capsule)))
+    await term.send(type="start")
+    await assert_fatal(term, 'authentication required: send {"type": "auth", "token": ...} first')
+
+
+async def test_unknown_api_key(open_socket: Any, capsule: Sandbox) -> None:
+    term = Terminal.over_communicator(await open_socket(path(capsule), key_header("wrn_" + "0" * 40)))
+    await assert_fatal(term, "authentication failed: invalid API key")
+
+
+async def test_invalid_token(open_socket: Any, capsule: Sandbox) -> None:
+    term = Terminal.over_communicator(await open_socket(path(capsule), bearer("not.a.jwt")))
+    await assert_fatal(term, "authentication failed: token is invalid")
+
+
+async def test_expired_token(open_socket: Any, capsule: Sandbox, member: Any, team: Team) -> None:
+    token = AccessToken.for_user(member)
+    token["team_id"] = str(team.id)
+    token.set_exp(lifetime=-timedelta(seconds=1))
+    term = Terminal.over_communicator(await open_socket(path(capsule), bearer(str(token))))
+    await assert_fatal(term, "authentication failed: token is expired")
+
+
+async def test_token_for_a_team_the_user_left(
+    open_socket: Any, capsule: Sandbox, member: Any, team: Team, other_team: Team
+) -> None:
+    token = AccessToken.for_user(member)
+    token["team_id"] = str(other_team.id)
+    term = Terminal.over_communicator(await open_socket(path(capsule), bearer(str(token))))
+    await assert_fatal(term, "authentication failed: not a member of the token's team")
+
+
+async def test_inactive_user_is_refused(open_socket: Any, capsule: Sandbox, member: Any, team: Team) -> None:
+    access = await _access_token(member, team)
+    await get_user_model().objects.filter(pk=member.pk).aupdate(is_active=False)
+    term = Terminal.over_communicator(await open_socket(path(capsule), bearer(access)))
+    await assert_fatal(term, "authentication failed: user is inactive")
+
+
+async def test_other_teams_capsule_reads_as_not_found(
+    open_socket: Any, other_capsule: Sandbox, api_key: str
+) -> None:
+    term = await terminal(open_socket, other_capsule, api_key)
+    await assert_fatal(term, "sandbox not found")
+
+
+async def test_unknown_capsule(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    term = Terminal.over_communicator(await open_socket("/v1/capsules/cl-nope/pty", key_header(api_key)))
+    await assert_fatal(term, "sandbox not found")
+
+
+async def test_stopped_capsule(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    await Sandbox.objects.filter(pk=capsule.pk).aupdate(status="stopped")
+    term = await terminal(open_socket, capsule, api_key)
+    await assert_fatal(term, "sandbox is not running (status: stopped)")
+
+
+async def test_admin_route_refuses_non_staff(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    term = await terminal(open_socket, capsule, api_key, route=f"/v1/admin/capsules/{capsule.id}/pty")
+    await assert_fatal(term, "the admin terminal requires a staff account")
+
+
+async def test_admin_route_opens_any_teams_capsule(
+    open_socket: Any, other_capsule: Sandbox, team: Team
+) -> None:
+    staff = await get_user_model().objects.acreate(username="ops", is_staff=True)
+    await Membership.objects.acreate(user=staff, team=team)
+    access = await _access_token(staff, team)
+    route = f"/v1/admin/capsules/{other_capsule.id}/pty"
+    term = Terminal.over_communicator(await open_socket(route, bearer(access)))
+    await term.start(cmd="/bin/echo", args=["admin-ok"])
+    await term.read_until(b"admin-ok")
+
+
+# --- bad frames --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        ("{not json", "invalid message: not valid JSON"),
+        ("[1, 2]", "invalid message: expected a JSON object"),
+        ('{"data": "x"}', "invalid message: missing 'type'"),
+        ('{"type": "dance"}', "unknown message type 'dance'"),
+        ('{"type": "input", "data": "%%%"}', "invalid input: 'data' is not valid base64"),
+        (
+            '{"type": "resize", "cols": 0, "rows": 24}',
+            "invalid resize: 'cols' and 'rows' must be integers between 1 and 1000",
+        ),
+        (
+            '{"type": "resize", "cols": -5, "rows": 24}',
+            "invalid resize: 'cols' and 'rows' must be integers between 1 and 1000",
+        ),
+        (
+            '{"type": "resize", "cols": 80, "rows": 100000}',
+            "invalid resize: 'cols' and 'rows' must be integers between 1 and 1000",
+        ),
+    ],
+)
+async def test_bad_frame_in_a_session_is_a_non_fatal_error(
+    open_socket: Any, capsule: Sandbox, api_key: str, frame: str, message: str
+) -> None:
+    communicator = await open_socket(path(capsule), key_header(api_key))
+    term = Terminal.over_communicator(communicator)
+    await term.start()
+    await communicator.send_to(text_data=frame)
+    error = await term.expect("error")
+    assert error == {"type": "error", "data": message, "fatal": False}
+    await term.type("echo still-$((2+3))\n")  # the session goes on, nothing accepted was lost
+    await term.read_until(b"still-5")
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        ("{not json", "invalid message: not valid JSON"),
+        ('{"type": "input", "data": "aGk="}', "first message must be type 'start' or 'connect'"),
+        ('{"type": "connect"}', "connect requires a 'tag' field"),
+        ('{"type": "connect", "tag": "pty-00000000"}', "pty session pty-00000000 not found"),
+        (
+            '{"type": "start", "cols": 5000}',
+            "invalid start: 'cols' and 'rows' must be integers between 1 and 1000",
+        ),
+        ('{"type": "start", "args": "ls"}', "invalid start: 'args' must be a list of strings"),
+    ],
+)
+async def test_bad_first_frame_is_fatal(
+    open_socket: Any, capsule: Sandbox, api_key: str, frame: str, message: str
+) -> None:
+    communicator = await open_socket(path(capsule), key_header(api_key))
+    await communicator.send_to(text_data=frame)
+    await assert_fatal(Terminal.over_communicator(communicator), message)
+    assert (await communicator.receive_output(timeout=5))["type"] == "websocket.close"
+    await communicator.disconnect()
+    await assert_nothing_left()
+
+
+async def test_frame_over_the_limit_closes_with_a_reason(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    communicator = await open_socket(path(capsule), key_header(api_key))
+    term = Terminal.over_communicator(communicator)
+    await term.start()
+    await communicator.send_to(text_data=json.dumps({"type": "input", "data": "A" * (MAX_FRAME_BYTES + 4)}))
+    error = await term.expect("error")
+    assert error["fatal"] is True
+    assert error["data"].endswith(f"exceeds the {MAX_FRAME_BYTES}-byte limit")
+    closed = await communicator.receive_output(timeout=5)
+    assert closed == {
+        "type": "websocket.close",
+        "code": 1009,
+        "reason": f"frame exceeds {MAX_FRAME_BYTES} bytes",
+    }
+    await communicator.disconnect()
+    await assert_nothing_left()
+
+
+async def test_host_agent_down(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    from tests.support.hostagent import free_port
+
+    await Host.objects.filter(sandboxes=capsule).aupdate(address=f"127.0.0.1:{free_port()}")
+    term = await terminal(open_socket, capsule, api_key)
+    await term.send(type="start")
+    await assert_fatal(term, "sandbox host is not reachable")
+
+
+async def test_missing_command_is_reported(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    term = await terminal(open_socket, capsule, api_key)
+    await term.send(type="start", cmd="/no/such/binary")
+    frame = await term.recv()
+    assert frame["type"] == "error" and frame["fatal"] is True
+    assert frame["data"].startswith("failed to start pty: ")
+    assert "/no/such/binary" in frame["data"]
+
+
+async def _access_token(user: Any, team: Team) -> str:
+    from channels.db import database_sync_to_async
+
+    return (await database_sync_to_async(tokens_for)(user, team))["access"]

@@ -1,0 +1,1 @@
+"""Helpers that start real project processes for tests."""

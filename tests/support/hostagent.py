@@ -1,0 +1,220 @@
+"""Start a real host agent (`python -m hostagent`) as a subprocess for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+
+from protos import hostagent_pb2 as pb
+from protos import hostagent_pb2_grpc as pb_grpc
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+
+
+@dataclass
+class HostAgentProcess:
+    address: str
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+    runtime: str = "auto"
+    log_path: Path | None = None
+    _log_file: IO[bytes] | None = field(default=None, repr=False)
+
+    def stop(self) -> None:
+        """SIGTERM, wait up to 10 s, then SIGKILL. Safe to call more than once."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def log(self) -> str:
+        """The agent's combined stdout and stderr so far."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _answers(address: str) -> bool:
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.HostAgentStub(channel)
+        try:
+            stub.ListSandboxes(pb.ListSandboxesRequest(), timeout=1.0)
+        except grpc.RpcError:
+            return False
+        return True
+
+
+def _let_sandbox_user_through(path: Path) -> None:
+    """As root, bwrap runs as an unprivileged uid that must traverse to the data dir.
+
+    pytest's temporary directories are 0700; add search permission (x, not r) to the ones we own.
+    """
+    if os.geteuid() != 0:
+        return
+    for directory in [path, *path.parents]:
+        st = directory.stat()
+        if st.st_uid == 0 and not st.st_mode & 0o001:
+            directory.chmod(st.st_mode | 0o011)
+
+
+def start_hostagent(
+    data_dir: Path, runtime: str = "auto", env: dict[str, str] | None = None
+) -> HostAgentProcess:
+    """Start an agent on a free port and wait until it answers ListSandboxes."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir.resolve()
+    _let_sandbox_user_through(data_dir)
+    address = f"127.0.0.1:{free_port()}"
+    log_path = data_dir / "hostagent.log"
+    log_file = log_path.open("ab")
+    proc_env = {**os.environ, **(env or {})}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hostagent",
+            "--listen",
+            address,
+            "--data-dir",
+            str(data_dir),
+            "--runtime",
+            runtime,
+        ],
+        cwd=REPO_ROOT,
+        env=proc_env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    agent = HostAgentProcess(
+        address=address,
+        data_dir=data_dir,
+        proc=proc,
+        runtime=runtime,
+        log_path=log_path,
+        _log_file=log_file,
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            agent.stop()
+            raise RuntimeError(f"host agent exited with {proc.returncode}:\n{agent.log()}")
+        if _answers(address):
+            return agent
+        time.sleep(0.1)
+    with contextlib.suppress(Exception):
+        agent.stop()
+    raise RuntimeError(f"host agent did not answer on {address} within {START_TIMEOUT}s:\n{agent.log()}")
+
+
+def new_tag() -> str:
+    """A tag shaped like the control plane's: `pty-` and 8 hex characters."""
+    return f"pty-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Terminal:
+    """One PtyAttach stream and the unary calls on its session (grpc.aio), for tests.
+
+    It collects output and checks that offsets are contiguous.
+    """
+
+    stub: Any
+    sandbox_id: str
+    tag: str
+    call: Any
+    output: bytearray = field(default_factory=bytearray)
+    first_offset: int | None = None
+    exit_code: int | None = None
+
+    async def next_event(self, timeout: float = 30.0) -> Any:
+        event = await asyncio.wait_for(self.call.read(), timeout)
+        if event is grpc.aio.EOF:  # type: ignore[attr-defined]  # missing from grpc-stubs
+            raise EOFError(f"pty stream {self.tag} ended without an exited event")
+        kind = event.WhichOneof("event")
+        if kind == "output":
+            expected = self.next_offset
+            if expected is not None and event.output.offset != expected:
+                raise AssertionError(f"offset {event.output.offset}, expected {expected}")
+            if self.first_offset is None:
+                self.first_offset = event.output.offset
+            self.output += event.output.data
+        elif kind == "exited":
+            self.exit_code = event.exited.exit_code
+        return event
+
+    @property
+    def next_offset(self) -> int | None:
+        return None if self.first_offset is None else self.first_offset + len(self.output)
+
+    async def expect(self, needle: bytes, timeout: float = 30.0) -> None:
+        """Read until `needle` has appeared in the output."""
+        async with asyncio.timeout(timeout):
+            while needle not in self.output:
+                if self.exit_code is not None:
+                    raise AssertionError(f"exited before {needle!r} appeared: {bytes(self.output)!r}")
+                await self.next_event(timeout)
+
+    async def wait_exit(self, timeout: float = 30.0) -> int:
+        async with asyncio.timeout(timeout):
+            while self.exit_code is None:
+                await self.next_event(timeout)
+        return self.exit_code
+
+    async def send(self, data: bytes) -> None:
+        request = pb.PtySendInputRequest(sandbox_id=self.sandbox_id, tag=self.tag, data=data)
+        await self.stub.PtySendInput(request, timeout=30)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        request = pb.PtyResizeRequest(sandbox_id=self.sandbox_id, tag=self.tag, cols=cols, rows=rows)
+        await self.stub.PtyResize(request, timeout=30)
+
+    async def kill(self) -> None:
+        await self.stub.PtyKill(pb.PtyKillRequest(sandbox_id=self.sandbox_id, tag=self.tag), timeout=30)
+
+
+async def start_terminal(
+    stub: Any, sandbox_id: str, cmd: str, *args: str, tag: str | None = None, **fields: Any
+) -> tuple[Terminal, Any]:
+    """Start a session; returns the terminal and its `started` event."""
+    tag = tag or new_tag()
+    request = pb.PtyAttachRequest(sandbox_id=sandbox_id, tag=tag, cmd=cmd, args=list(args), **fields)
+    terminal = Terminal(stub, sandbox_id, tag, stub.PtyAttach(request))
+    event = await terminal.next_event()
+    if event.WhichOneof("event") != "started":
+        raise AssertionError(f"expected started, got {event}")
+    return terminal, event.started
+
+
+async def attach_terminal(stub: Any, sandbox_id: str, tag: str) -> Terminal:
+    """Attach to a running session; returns once the agent has registered the stream."""
+    call = stub.PtyAttach(pb.PtyAttachRequest(sandbox_id=sandbox_id, tag=tag))
+    await asyncio.wait_for(call.initial_metadata(), 30)
+    return Terminal(stub, sandbox_id, tag, call)

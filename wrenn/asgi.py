@@ -1,0 +1,28 @@
+"""ASGI entry point: Django for HTTP (static files included), Channels for the terminal sockets."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "wrenn.settings")
+# Django must be set up before anything imports models (the consumers do).
+django_http = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from pty.auth import TerminalAuthMiddleware  # noqa: E402
+from pty.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        # Static files (xterm.js and the terminal page's own) are served by the
+        # app itself, so a bare `daphne` needs no web server in front of it.
+        "http": ASGIStaticFilesHandler(django_http),
+        # Not AllowedHostsOriginValidator: SDK clients send no Origin and must be
+        # let in. The cross-site risk is the session cookie, and pty.auth trusts
+        # it only for same-site origins.
+        "websocket": AuthMiddlewareStack(TerminalAuthMiddleware(URLRouter(websocket_urlpatterns))),
+    }
+)
