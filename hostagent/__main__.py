@@ -44,10 +44,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="unprivileged host uid that runs bwrap when the agent runs as root "
         "(env HOSTAGENT_SANDBOX_UID; default 65534, nobody)",
     )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=env.get("HOSTAGENT_TOKEN_FILE"),
+        help="file holding the token every call must carry (env HOSTAGENT_TOKEN_FILE, or the token "
+        "itself in HOSTAGENT_TOKEN); without one the agent accepts any caller",
+    )
     args = parser.parse_args(argv)
     if args.sandbox_uid <= 0:
         parser.error("--sandbox-uid must be an unprivileged uid, not root")
     return args
+
+
+def env_token() -> str | None:
+    # A token on the command line would show in `ps`; it comes from a file or the environment.
+    return os.environ.get("HOSTAGENT_TOKEN") or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(serve(args.listen, args.data_dir, args.runtime, args.sandbox_uid))
+        token = args.token_file.read_text().strip() if args.token_file else env_token()
+        asyncio.run(serve(args.listen, args.data_dir, args.runtime, args.sandbox_uid, token))
     except (RuntimeUnavailable, RuntimeError, OSError) as exc:
         log.error("hostagent cannot start: %s", exc)
         return 1

@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from hostagent.auth import TokenInterceptor
 from hostagent.errors import AgentError, InvalidArgument
 from hostagent.registry import SessionRegistry
 from hostagent.runtime import LaunchRequest, Runtime, choose_runtime, validate_request
@@ -166,14 +167,22 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
         return pb.PtyKillResponse()
 
 
-async def serve(listen: str, data_dir: Path, runtime_name: str, sandbox_uid: int) -> None:
+async def serve(
+    listen: str, data_dir: Path, runtime_name: str, sandbox_uid: int, token: str | None = None
+) -> None:
     """Serve until SIGTERM or SIGINT, then kill every PTY session and stop gracefully."""
     data_dir.mkdir(parents=True, exist_ok=True)
     runtime = choose_runtime(runtime_name, data_dir, sandbox_uid)
     store = SandboxStore(data_dir, runtime)
     registry = SessionRegistry()
     # Without SO_REUSEPORT a second agent on the same address fails instead of sharing the port.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    if not token:
+        log.warning(
+            "no HOSTAGENT_TOKEN: any local process, a capsule's included, can call this agent; "
+            "set the same token here and as WRENN_HOSTAGENT_TOKEN in the control plane"
+        )
+    interceptors = [TokenInterceptor(token)] if token else []
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=interceptors)
     pb_grpc.add_HostAgentServicer_to_server(HostAgentServicer(store, registry, runtime), server)
     if server.add_insecure_port(listen) == 0:
         raise RuntimeError(f"cannot listen on {listen}")

@@ -20,6 +20,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from capsules.agents import call_metadata
 from capsules.services import find_sandbox, is_member, touch_sandbox
 from protos import hostagent_pb2 as pb
 
@@ -258,18 +259,18 @@ class PtyConsumer(AsyncWebsocketConsumer):
         await self.attached.wait()
         stub = stub_for(self.capsule.host_address)
         sid, tag = self.capsule.id, self.tag
+        options: dict[str, Any] = {"timeout": RPC_TIMEOUT, "metadata": call_metadata()}
         try:
             if op.kind == "input":
                 await stub.PtySendInput(
-                    pb.PtySendInputRequest(sandbox_id=sid, tag=tag, data=op.data), timeout=RPC_TIMEOUT
+                    pb.PtySendInputRequest(sandbox_id=sid, tag=tag, data=op.data), **options
                 )
             elif op.kind == "resize":
                 await stub.PtyResize(
-                    pb.PtyResizeRequest(sandbox_id=sid, tag=tag, cols=op.cols, rows=op.rows),
-                    timeout=RPC_TIMEOUT,
+                    pb.PtyResizeRequest(sandbox_id=sid, tag=tag, cols=op.cols, rows=op.rows), **options
                 )
             else:
-                await stub.PtyKill(pb.PtyKillRequest(sandbox_id=sid, tag=tag), timeout=RPC_TIMEOUT)
+                await stub.PtyKill(pb.PtyKillRequest(sandbox_id=sid, tag=tag), **options)
         except grpc.aio.AioRpcError as exc:
             verb = {"input": "send input", "resize": "resize", "kill": "kill"}[op.kind]
             await self.error(f"failed to {verb}: {describe(exc)}")

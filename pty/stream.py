@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from channels.layers import BaseChannelLayer
 
+from capsules.agents import call_metadata
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 
@@ -49,7 +50,7 @@ async def lead(
     on_output: Callable[[], Awaitable[None]],
 ) -> None:
     """Runs until the process exits (an exit event is published) or the task is cancelled."""
-    call = stub.PtyAttach(request)
+    call = stub.PtyAttach(request, metadata=call_metadata())
     attached = False
     try:
         async for event in call:

@@ -13,6 +13,11 @@ allowed="localhost,127.0.0.1,[::1]"
 case ",$allowed," in *",$HOST,"*) ;; *) allowed="$allowed,$HOST" ;; esac
 export DJANGO_ALLOWED_HOSTS=${DJANGO_ALLOWED_HOSTS:-$allowed}
 mkdir -p "$WRENN_DATA_DIR"
+# The agent answers only calls carrying this token: capsules share the host's
+# network and could otherwise reach its port. Made once, readable by us alone.
+token_file="$WRENN_DATA_DIR/hostagent.token"
+[ -s "$token_file" ] || (umask 077 && "$PY" -c 'import secrets; print(secrets.token_hex(32))' >"$token_file")
+export HOSTAGENT_TOKEN_FILE=$token_file WRENN_HOSTAGENT_TOKEN_FILE=$token_file
 
 "$PY" manage.py migrate --noinput >/dev/null
 

@@ -23,6 +23,10 @@ DATABASE_URL = _env("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}")
 REDIS_URL = _env("REDIS_URL", "")
 # Address of the host agent that the demo host (and `manage.py demo`) points at.
 HOSTAGENT_ADDR = _env("WRENN_HOSTAGENT_ADDR", "127.0.0.1:50071")
+# Token that host agents require on every call (their HOSTAGENT_TOKEN); read
+# from WRENN_HOSTAGENT_TOKEN_FILE when set, so it stays out of process listings.
+_token_file = _env("WRENN_HOSTAGENT_TOKEN_FILE", "")
+HOSTAGENT_TOKEN = Path(_token_file).read_text().strip() if _token_file else _env("WRENN_HOSTAGENT_TOKEN", "")
 LOG_LEVEL = _env("WRENN_LOG_LEVEL", "INFO")
 # ------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The terminal page in Chromium against the real stack: log in, run a command, follow the window size."""
+"""The terminal page in Chromium on the real stack: a command, the window size, a reopened tab."""
 
 import re
 import time
@@ -91,3 +91,16 @@ def test_terminal_runs_a_shell_and_follows_the_window(
     assert (after[1], after[2]) != (before[1], before[2])
     assert (int(after[1]), int(after[2])) == terminal_size(page)
     assert page.get_attribute("#status", "data-state") == "connected"
+
+    # Close the tab and open the terminal again: the same shell, with its state, comes back.
+    run(page, "export MARK=kept-across-tabs")
+    tag = page.evaluate("window.wrennTerminal.tag()")
+    context = page.context
+    page.close()
+    reopened = context.new_page()
+    reopened.goto(f"{stack.base_url}{demo['terminal_path']}")
+    wait_for_state(reopened, "connected")
+    assert reopened.evaluate("window.wrennTerminal.tag()") == tag
+    reopened.click("#terminal")
+    run(reopened, 'echo "mark=$MARK."')
+    wait_for_screen(reopened, re.compile(r"^mark=kept-across-tabs\.$", re.MULTILINE))

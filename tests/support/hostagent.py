@@ -61,11 +61,15 @@ def free_port() -> int:
         return port
 
 
-def _answers(address: str) -> bool:
+def token_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def _answers(address: str, token: str | None) -> bool:
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.HostAgentStub(channel)
         try:
-            stub.ListSandboxes(pb.ListSandboxesRequest(), timeout=1.0)
+            stub.ListSandboxes(pb.ListSandboxesRequest(), timeout=1.0, metadata=token_metadata(token))
         except grpc.RpcError:
             return False
         return True
@@ -85,9 +89,12 @@ def _let_sandbox_user_through(path: Path) -> None:
 
 
 def start_hostagent(
-    data_dir: Path, runtime: str = "auto", env: dict[str, str] | None = None
+    data_dir: Path, runtime: str = "auto", env: dict[str, str] | None = None, token: str | None = None
 ) -> HostAgentProcess:
-    """Start an agent on a free port and wait until it answers ListSandboxes."""
+    """Start an agent on a free port and wait until it answers ListSandboxes.
+
+    With ``token`` the agent requires it on every call (HOSTAGENT_TOKEN).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir = data_dir.resolve()
     _let_sandbox_user_through(data_dir)
@@ -95,6 +102,8 @@ def start_hostagent(
     log_path = data_dir / "hostagent.log"
     log_file = log_path.open("ab")
     proc_env = {**os.environ, **(env or {})}
+    if token:
+        proc_env["HOSTAGENT_TOKEN"] = token
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -126,7 +135,7 @@ def start_hostagent(
         if proc.poll() is not None:
             agent.stop()
             raise RuntimeError(f"host agent exited with {proc.returncode}:\n{agent.log()}")
-        if _answers(address):
+        if _answers(address, token):
             return agent
         time.sleep(0.1)
     with contextlib.suppress(Exception):

@@ -122,7 +122,12 @@ def drop_database(name: str) -> None:
 
 
 def start_stack(data_dir: Path, workers: int = 1, runtime: str = "auto") -> Stack:
-    agent = start_hostagent(data_dir / "agent", runtime=runtime)
+    # As in production, the agent only answers calls that carry the shared token.
+    token = secrets.token_hex(16)
+    token_file = data_dir / "hostagent.token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    agent = start_hostagent(data_dir / "agent", runtime=runtime, token=token)
     database = create_database()
     base, _, _ = POSTGRES_URL.rpartition("/")
     env = {
@@ -131,6 +136,7 @@ def start_stack(data_dir: Path, workers: int = 1, runtime: str = "auto") -> Stac
         "REDIS_URL": REDIS_URL,
         "WRENN_DATA_DIR": str(data_dir / "web"),
         "WRENN_HOSTAGENT_ADDR": agent.address,
+        "WRENN_HOSTAGENT_TOKEN_FILE": str(token_file),
         "WRENN_DEMO_PASSWORD": "it-demo-password",
         "PYTHONUNBUFFERED": "1",
     }

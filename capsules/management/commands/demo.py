@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from capsules.agents import call_metadata
 from capsules.keys import create_api_key, hash_key, revoke_api_keys
 from capsules.models import APIKey, Host, Membership, Sandbox, Team
 from capsules.services import terminal_path
@@ -117,7 +118,9 @@ class Command(BaseCommand):
         )
         try:
             with grpc.insecure_channel(host.address) as channel:
-                pb_grpc.HostAgentStub(channel).CreateSandbox(request, timeout=AGENT_TIMEOUT_SEC)
+                pb_grpc.HostAgentStub(channel).CreateSandbox(
+                    request, timeout=AGENT_TIMEOUT_SEC, metadata=call_metadata()
+                )
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             if code == grpc.StatusCode.ALREADY_EXISTS:

@@ -45,7 +45,7 @@
 
   function storedTag() {
     try {
-      return window.sessionStorage.getItem(tagKey);
+      return window.localStorage.getItem(tagKey);
     } catch (e) {
       return null;
     }
@@ -53,10 +53,10 @@
 
   function storeTag(tag) {
     try {
-      if (tag) window.sessionStorage.setItem(tagKey, tag);
-      else window.sessionStorage.removeItem(tagKey);
+      if (tag) window.localStorage.setItem(tagKey, tag);
+      else window.localStorage.removeItem(tagKey);
     } catch (e) {
-      // Storage may be disabled; the page still works, it just cannot resume after a reload.
+      // Storage may be disabled; the page still works, it just cannot resume in a new tab.
     }
   }
 
