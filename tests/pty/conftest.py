@@ -52,7 +52,7 @@ def host(transactional_db: None, agent: HostAgentProcess) -> Host:
     return Host.objects.create(address=agent.address)
 
 
-def _create_on_agent(address: str, sandbox_id: str) -> None:
+def create_on_agent(address: str, sandbox_id: str) -> None:
     with grpc.insecure_channel(address) as channel:
         pb_grpc.HostAgentStub(channel).CreateSandbox(
             pb.CreateSandboxRequest(sandbox_id=sandbox_id), timeout=10
@@ -62,14 +62,14 @@ def _create_on_agent(address: str, sandbox_id: str) -> None:
 @pytest.fixture
 def capsule(team: Team, host: Host) -> Sandbox:
     sandbox = Sandbox.objects.create(team=team, host=host, status="running", started_at=timezone.now())
-    _create_on_agent(host.address, sandbox.id)
+    create_on_agent(host.address, sandbox.id)
     return sandbox
 
 
 @pytest.fixture
 def other_capsule(other_team: Team, host: Host) -> Sandbox:
     sandbox = Sandbox.objects.create(team=other_team, host=host, status="running", started_at=timezone.now())
-    _create_on_agent(host.address, sandbox.id)
+    create_on_agent(host.address, sandbox.id)
     return sandbox
 
 

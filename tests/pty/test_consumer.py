@@ -5,20 +5,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
+import signal
 from datetime import timedelta
 from typing import Any
 
+import grpc
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from rest_framework_simplejwt.tokens import AccessToken
 
 from capsules.models import Host, Membership, Sandbox, Team
 from capsules.tokens import tokens_for
+from protos import hostagent_pb2 as pb
+from protos import hostagent_pb2_grpc as pb_grpc
 from pty import consumers
 from pty.protocol import MAX_FRAME_BYTES
 from pty.sessions import registry
+from tests.pty.conftest import create_on_agent
+from tests.support.hostagent import start_hostagent
 from tests.support.terminal import Terminal
 
 pytestmark = [pytest.mark.timeout(60)]
@@ -40,9 +48,27 @@ async def terminal(open_socket: Any, capsule: Sandbox, api_key: str, route: str 
     return Terminal.over_communicator(await open_socket(route or path(capsule), key_header(api_key)))
 
 
-async def assert_fatal(term: Terminal, message: str) -> None:
+async def assert_fatal(term: Terminal, message: str, capsule: Sandbox) -> None:
+    """One fatal error with exactly this message, then a close that leaves nothing behind."""
     frame = await term.recv()
     assert frame == {"type": "error", "data": message, "fatal": True}
+    await assert_closed_and_clean(term.communicator, capsule)
+
+
+async def assert_no_sessions(capsule: Sandbox) -> None:
+    """The host agent runs no terminal in the capsule."""
+    async with grpc.aio.insecure_channel(capsule.host.address) as channel:  # type: ignore[union-attr]
+        listing = await pb_grpc.HostAgentStub(channel).ListSandboxes(pb.ListSandboxesRequest(), timeout=10)
+    counts = {sandbox.sandbox_id: sandbox.pty_sessions for sandbox in listing.sandboxes}
+    assert counts.get(capsule.id, 0) == 0, counts
+
+
+async def assert_closed_and_clean(communicator: Any, capsule: Sandbox) -> None:
+    """The server closed the socket, kept nothing of it, and started no process."""
+    assert (await communicator.receive_output(timeout=10))["type"] == "websocket.close"
+    await communicator.disconnect()
+    await assert_nothing_left()
+    await assert_no_sessions(capsule)
 
 
 async def assert_nothing_left() -> None:
@@ -205,24 +231,23 @@ async def test_first_frame_auth_accepts_an_api_key(open_socket: Any, capsule: Sa
 async def test_no_credentials_time_out(open_socket: Any, capsule: Sandbox, monkeypatch: Any) -> None:
     monkeypatch.setattr(consumers, "AUTH_TIMEOUT", 0.3)
     term = Terminal.over_communicator(await open_socket(path(capsule)))
-    await assert_fatal(term, "authentication timed out: no credentials within 5 seconds")
-    await assert_nothing_left()
+    await assert_fatal(term, "authentication timed out: no credentials within 5 seconds", capsule)
 
 
 async def test_first_frame_must_be_auth_without_credentials(open_socket: Any, capsule: Sandbox) -> None:
     term = Terminal.over_communicator(await open_socket(path(capsule)))
     await term.send(type="start")
-    await assert_fatal(term, 'authentication required: send {"type": "auth", "token": ...} first')
+    await assert_fatal(term, 'authentication required: send {"type": "auth", "token": ...} first', capsule)
 
 
 async def test_unknown_api_key(open_socket: Any, capsule: Sandbox) -> None:
     term = Terminal.over_communicator(await open_socket(path(capsule), key_header("wrn_" + "0" * 40)))
-    await assert_fatal(term, "authentication failed: invalid API key")
+    await assert_fatal(term, "authentication failed: invalid API key", capsule)
 
 
 async def test_invalid_token(open_socket: Any, capsule: Sandbox) -> None:
     term = Terminal.over_communicator(await open_socket(path(capsule), bearer("not.a.jwt")))
-    await assert_fatal(term, "authentication failed: token is invalid")
+    await assert_fatal(term, "authentication failed: token is invalid", capsule)
 
 
 async def test_expired_token(open_socket: Any, capsule: Sandbox, member: Any, team: Team) -> None:
@@ -230,7 +255,7 @@ async def test_expired_token(open_socket: Any, capsule: Sandbox, member: Any, te
     token["team_id"] = str(team.id)
     token.set_exp(lifetime=-timedelta(seconds=1))
     term = Terminal.over_communicator(await open_socket(path(capsule), bearer(str(token))))
-    await assert_fatal(term, "authentication failed: token is expired")
+    await assert_fatal(term, "authentication failed: token is expired", capsule)
 
 
 async def test_token_for_a_team_the_user_left(
@@ -239,37 +264,37 @@ async def test_token_for_a_team_the_user_left(
     token = AccessToken.for_user(member)
     token["team_id"] = str(other_team.id)
     term = Terminal.over_communicator(await open_socket(path(capsule), bearer(str(token))))
-    await assert_fatal(term, "authentication failed: not a member of the token's team")
+    await assert_fatal(term, "authentication failed: not a member of the token's team", capsule)
 
 
 async def test_inactive_user_is_refused(open_socket: Any, capsule: Sandbox, member: Any, team: Team) -> None:
     access = await _access_token(member, team)
     await get_user_model().objects.filter(pk=member.pk).aupdate(is_active=False)
     term = Terminal.over_communicator(await open_socket(path(capsule), bearer(access)))
-    await assert_fatal(term, "authentication failed: user is inactive")
+    await assert_fatal(term, "authentication failed: user is inactive", capsule)
 
 
 async def test_other_teams_capsule_reads_as_not_found(
     open_socket: Any, other_capsule: Sandbox, api_key: str
 ) -> None:
     term = await terminal(open_socket, other_capsule, api_key)
-    await assert_fatal(term, "sandbox not found")
+    await assert_fatal(term, "sandbox not found", other_capsule)
 
 
 async def test_unknown_capsule(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
     term = Terminal.over_communicator(await open_socket("/v1/capsules/cl-nope/pty", key_header(api_key)))
-    await assert_fatal(term, "sandbox not found")
+    await assert_fatal(term, "sandbox not found", capsule)
 
 
 async def test_stopped_capsule(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
     await Sandbox.objects.filter(pk=capsule.pk).aupdate(status="stopped")
     term = await terminal(open_socket, capsule, api_key)
-    await assert_fatal(term, "sandbox is not running (status: stopped)")
+    await assert_fatal(term, "sandbox is not running (status: stopped)", capsule)
 
 
 async def test_admin_route_refuses_non_staff(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
     term = await terminal(open_socket, capsule, api_key, route=f"/v1/admin/capsules/{capsule.id}/pty")
-    await assert_fatal(term, "the admin terminal requires a staff account")
+    await assert_fatal(term, "the admin terminal requires a staff account", capsule)
 
 
 async def test_admin_route_opens_any_teams_capsule(
@@ -341,10 +366,7 @@ async def test_bad_first_frame_is_fatal(
 ) -> None:
     communicator = await open_socket(path(capsule), key_header(api_key))
     await communicator.send_to(text_data=frame)
-    await assert_fatal(Terminal.over_communicator(communicator), message)
-    assert (await communicator.receive_output(timeout=5))["type"] == "websocket.close"
-    await communicator.disconnect()
-    await assert_nothing_left()
+    await assert_fatal(Terminal.over_communicator(communicator), message, capsule)
 
 
 async def test_frame_over_the_limit_closes_with_a_reason(
@@ -373,7 +395,7 @@ async def test_host_agent_down(open_socket: Any, capsule: Sandbox, api_key: str)
     await Host.objects.filter(sandboxes=capsule).aupdate(address=f"127.0.0.1:{free_port()}")
     term = await terminal(open_socket, capsule, api_key)
     await term.send(type="start")
-    await assert_fatal(term, "sandbox host is not reachable")
+    await assert_fatal(term, "sandbox host is not reachable", capsule)
 
 
 async def test_missing_command_is_reported(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
@@ -383,9 +405,55 @@ async def test_missing_command_is_reported(open_socket: Any, capsule: Sandbox, a
     assert frame["type"] == "error" and frame["fatal"] is True
     assert frame["data"].startswith("failed to start pty: ")
     assert "/no/such/binary" in frame["data"]
+    await assert_closed_and_clean(term.communicator, capsule)
+
+
+async def test_unknown_user_is_reported(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    term = await terminal(open_socket, capsule, api_key)
+    await term.send(type="start", user="mallory")
+    await assert_fatal(term, "failed to start pty: unknown user 'mallory'", capsule)
+
+
+async def test_start_passes_args_envs_cwd_and_user(open_socket: Any, capsule: Sandbox, api_key: str) -> None:
+    term = await terminal(open_socket, capsule, api_key)
+    await term.start(
+        cmd="/bin/sh",
+        args=["-c", 'echo "$GREETING from $(pwd) as $(id -un)"'],
+        envs={"GREETING": "hello"},
+        cwd="/tmp",
+        user="root",
+    )
+    await term.read_until(b"hello from /tmp as root")
+    assert (await term.expect("exit"))["exit_code"] == 0
+
+
+async def test_a_stalled_host_agent_gives_a_non_fatal_timeout(
+    open_socket: Any, team: Team, api_key: str, tmp_path: Any
+) -> None:
+    """A call that gets no answer in 5 seconds is reported, and the session goes on once the agent does."""
+    stalled = start_hostagent(tmp_path / "stalled")
+    try:
+        host = await Host.objects.acreate(address=stalled.address)
+        capsule = await Sandbox.objects.acreate(team=team, host=host, status="running")
+        await database_sync_to_async(create_on_agent)(stalled.address, capsule.id)
+        term = await terminal(open_socket, capsule, api_key)
+        await term.start(cmd="/bin/cat")
+        os.kill(stalled.proc.pid, signal.SIGSTOP)
+        try:
+            await term.type("lost?\n")
+            error = await term.expect("error", timeout=30)
+        finally:
+            os.kill(stalled.proc.pid, signal.SIGCONT)
+        assert error == {
+            "type": "error",
+            "data": "failed to send input: sandbox host did not answer in time",
+            "fatal": False,
+        }
+        await term.type("still-here\n")
+        await term.read_until(b"still-here")
+    finally:
+        stalled.stop()
 
 
 async def _access_token(user: Any, team: Team) -> str:
-    from channels.db import database_sync_to_async
-
     return (await database_sync_to_async(tokens_for)(user, team))["access"]

@@ -17,6 +17,7 @@ class Terminal:
         self._send_text = send_text
         self._recv_text = recv_text
         self.output = bytearray()
+        self.communicator: Any = None
 
     @classmethod
     def over_communicator(cls, communicator: Any) -> Terminal:
@@ -24,7 +25,9 @@ class Terminal:
             text: str = await communicator.receive_from(timeout=timeout)
             return text
 
-        return cls(lambda text: communicator.send_to(text_data=text), recv)
+        terminal = cls(lambda text: communicator.send_to(text_data=text), recv)
+        terminal.communicator = communicator
+        return terminal
 
     @classmethod
     def over_websocket(cls, websocket: Any) -> Terminal:
