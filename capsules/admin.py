@@ -1,20 +1,89 @@
 """Admin for teams, members, API keys, hosts and capsules.
 
-API keys are created here with a team and a name only; the raw key is shown once
-in a message after saving, and only its hash is stored.
+Capsules change state only through `capsules.actions`, the functions the REST API
+calls too. Raw API keys and host tokens are shown once in a message after they are
+made; only their hashes are stored, and no page shows a hash.
 """
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Model, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect
+from django.urls import URLPattern, path
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.views.decorators.http import require_POST
 
-from capsules.keys import issue_key, revoke_api_keys
+from capsules.actions import (
+    ActionError,
+    create_capsule,
+    destroy_capsule,
+    kill_terminal_session,
+    list_terminal_sessions,
+    pause_capsule,
+    resume_capsule,
+)
+from capsules.hosts import issue_host_token
+from capsules.keys import create_api_key, issue_key, revoke_api_keys
 from capsules.models import APIKey, Host, Membership, Sandbox, Team
 from capsules.services import terminal_path
+from capsules.validation import DEFAULT_TEMPLATE, TEMPLATES, ValidationFailed, clean_metadata, clean_timeout
+
+SHOWN_ONCE = "copy it now: it is stored only as a hash and will not be shown again."
+# Where the token message suggests keeping a host token: any file only the agent can read,
+# but not under /etc or /usr, which every bubblewrap capsule sees (read-only).
+AGENT_CREDENTIAL_FILE = "/var/lib/wrenn/host-token"
+
+
+def api_key_message(raw_key: str) -> str:
+    return f"The new API key is {raw_key} — {SHOWN_ONCE}"
+
+
+# --- Buttons on change pages: small POST forms outside the model form ----------
+
+
+def object_url(
+    model_admin: admin.ModelAdmin, route: str, view: Callable[..., HttpResponse], name: str, **kwargs: Any
+) -> URLPattern:
+    """`<object_id>/<route>/`, POST only, behind the admin's login and CSRF checks (`admin_view`)."""
+    opts = model_admin.opts
+    return path(
+        f"<path:object_id>/{route}/",
+        model_admin.admin_site.admin_view(require_POST(view)),
+        kwargs,
+        name=f"{opts.app_label}_{opts.model_name}_{name}",
+    )
+
+
+def changeable_object(
+    model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str, *, view_is_enough: bool = False
+) -> Any:
+    """The object a button acts on, if the user may change it (or, with `view_is_enough`, see it)."""
+    obj = model_admin.get_object(request, unquote(object_id))
+    if obj is None:
+        raise Http404(f"{model_admin.opts.verbose_name} not found")
+    allowed = (
+        model_admin.has_view_or_change_permission if view_is_enough else model_admin.has_change_permission
+    )
+    if not allowed(request, obj):
+        raise PermissionDenied
+    return obj
+
+
+def back_to_change_page(obj: Model) -> HttpResponseRedirect:
+    opts = obj._meta
+    return redirect(f"admin:{opts.app_label}_{opts.model_name}_change", quote(obj.pk))
+
+
+# --- Teams, members and API keys -------------------------------------------------
 
 
 class MembershipInline(admin.TabularInline):
@@ -25,7 +94,7 @@ class MembershipInline(admin.TabularInline):
 
 
 class APIKeyInline(admin.TabularInline):
-    """Keys of the team at a glance; keys are created and revoked from the API key admin."""
+    """Keys of the team at a glance; new keys come from the form under the team page."""
 
     model = APIKey
     extra = 0
@@ -52,6 +121,32 @@ class TeamAdmin(admin.ModelAdmin):
     @admin.display(description="members", ordering="member_count")
     def member_count(self, obj: Team) -> int:
         return int(getattr(obj, "member_count", 0))
+
+    def get_urls(self) -> list[URLPattern]:
+        return [object_url(self, "new-api-key", self.new_api_key_view, "new_api_key"), *super().get_urls()]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        context = {"can_add_api_key": self._can_add_api_key(request), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, context)
+
+    def _can_add_api_key(self, request: HttpRequest) -> bool:
+        return self.admin_site.get_model_admin(APIKey).has_add_permission(request)
+
+    def new_api_key_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        # Making a key is adding an API key, not changing the team.
+        team = changeable_object(self, request, object_id, view_is_enough=True)
+        if not self._can_add_api_key(request):
+            raise PermissionDenied
+        name = request.POST.get("name", "").strip()
+        if not name:
+            messages.error(request, "An API key needs a name.")
+            return back_to_change_page(team)
+        created_by = request.user if request.user.is_authenticated else None
+        _, raw_key = create_api_key(team, name[: APIKey._meta.get_field("name").max_length], created_by)
+        messages.success(request, api_key_message(raw_key))
+        return back_to_change_page(team)
 
 
 @admin.register(Membership)
@@ -90,11 +185,7 @@ class APIKeyAdmin(admin.ModelAdmin):
         if request.user.is_authenticated:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
-        messages.success(
-            request,
-            f"The new API key is {raw_key} — copy it now: it is stored only as a hash "
-            "and will not be shown again.",
-        )
+        messages.success(request, api_key_message(raw_key))
 
     @admin.action(description="Revoke selected API keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
@@ -102,39 +193,342 @@ class APIKeyAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {count} API key(s).", messages.SUCCESS)
 
 
+# --- Hosts -----------------------------------------------------------------------
+
+
+def age(moment: datetime | None, now: datetime) -> str:
+    """How long before `now` the moment was: "12 s ago", "5 min ago", "3 h ago", "2 d ago" or "never"."""
+    if moment is None:
+        return "never"
+    seconds = max(0, int((now - moment).total_seconds()))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+class HostForm(forms.ModelForm):
+    """Operators move a host between online and draining; only the monitor marks it unreachable."""
+
+    class Meta:
+        model = Host
+        fields = ["address", "status"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        allowed = [Host.Status.ONLINE, Host.Status.DRAINING]
+        if self.instance.pk is not None and self.instance.status == Host.Status.UNREACHABLE:
+            # Keep the monitor's verdict selectable so that editing the address does not change it.
+            allowed.insert(1, Host.Status.UNREACHABLE)
+        field = self.fields.get("status")
+        if isinstance(field, forms.ChoiceField):
+            field.choices = [(status.value, status.label) for status in allowed]
+
+
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ["address", "status", "last_heartbeat_at", "sandbox_count", "created_at"]
+    form = HostForm
+    list_display = [
+        "address",
+        "status",
+        "heartbeat",
+        "running_count",
+        "active_count",
+        "runtime",
+        "version",
+        "created_at",
+    ]
     list_filter = ["status"]
     search_fields = ["address"]
-    readonly_fields = ["created_at"]
+    actions = ["issue_token"]
+    # token_hash appears nowhere; token_prefix tells tokens apart.
+    fields = [
+        "address",
+        "status",
+        "heartbeat",
+        "last_heartbeat_at",
+        "runtime",
+        "version",
+        "vcpus",
+        "memory_mb",
+        "token_prefix",
+        "created_at",
+    ]
+    readonly_fields = [
+        "heartbeat",
+        "last_heartbeat_at",
+        "runtime",
+        "version",
+        "vcpus",
+        "memory_mb",
+        "token_prefix",
+        "created_at",
+    ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Host]:
-        return super().get_queryset(request).annotate(sandbox_count=Count("sandboxes"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                running_count=Count("sandboxes", filter=Q(sandboxes__status=Sandbox.Status.RUNNING)),
+                active_count=Count("sandboxes", filter=~Q(sandboxes__status=Sandbox.Status.STOPPED)),
+            )
+        )
 
-    @admin.display(description="sandboxes", ordering="sandbox_count")
-    def sandbox_count(self, obj: Host) -> int:
-        return int(getattr(obj, "sandbox_count", 0))
+    @admin.display(description="heartbeat", ordering="last_heartbeat_at")
+    def heartbeat(self, obj: Host) -> str:
+        return age(obj.last_heartbeat_at, timezone.now())
+
+    @admin.display(description="running capsules", ordering="running_count")
+    def running_count(self, obj: Host) -> int:
+        return int(getattr(obj, "running_count", 0))
+
+    @admin.display(description="capsules (not stopped)", ordering="active_count")
+    def active_count(self, obj: Host) -> int:
+        return int(getattr(obj, "active_count", 0))
+
+    @admin.action(description="Issue a new agent token (replaces the old one)", permissions=["change"])
+    def issue_token(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+        for host in queryset.order_by("address"):
+            self._issue_token(request, host)
+
+    def get_urls(self) -> list[URLPattern]:
+        return [object_url(self, "issue-token", self.issue_token_view, "issue_token"), *super().get_urls()]
+
+    def save_model(self, request: HttpRequest, obj: Host, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # A new host needs a token before its agent can report in.
+        if not change:
+            self._issue_token(request, obj)
+
+    def issue_token_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        host = changeable_object(self, request, object_id)
+        self._issue_token(request, host)
+        return back_to_change_page(host)
+
+    def _issue_token(self, request: HttpRequest, host: Host) -> None:
+        raw_token = issue_host_token(host)
+        control_plane = request.build_absolute_uri("/").rstrip("/")
+        messages.success(
+            request,
+            f"The new token for {host.address} is {raw_token} — {SHOWN_ONCE} "
+            f"Save it in a file only the agent can read and start the agent with: "
+            f"python -m hostagent --listen {host.address} --control-plane {control_plane} "
+            f"--register-token-file {AGENT_CREDENTIAL_FILE}",
+        )
+
+
+# --- Capsules --------------------------------------------------------------------
+
+
+class SandboxCreateForm(forms.ModelForm):
+    """Creating a capsule means starting it on a host: `create_capsule` does both.
+
+    It runs while the form is cleaned so that a refusal (no host, host down) comes
+    back as a form error with the entered values kept.
+    """
+
+    template = forms.ChoiceField(choices=[(name, name) for name in TEMPLATES], initial=DEFAULT_TEMPLATE)
+    created: Sandbox | None = None
+
+    class Meta:
+        model = Sandbox
+        fields = ["team", "template", "vcpus", "memory_mb", "timeout_sec", "metadata"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:
+            return cleaned
+        try:
+            self.created = create_capsule(
+                cleaned["team"],
+                template=cleaned.get("template") or None,
+                vcpus=cleaned.get("vcpus"),
+                memory_mb=cleaned.get("memory_mb"),
+                timeout_sec=cleaned.get("timeout_sec"),
+                metadata=cleaned.get("metadata") or None,
+            )
+        except ActionError as error:
+            raise forms.ValidationError(error.message, code=error.code) from error
+        return cleaned
+
+
+class SandboxChangeForm(forms.ModelForm):
+    """What an operator may change on an existing capsule, checked as the API checks it."""
+
+    class Meta:
+        model = Sandbox
+        fields = ["timeout_sec", "metadata"]
+
+    def clean_timeout_sec(self) -> int:
+        return checked(clean_timeout, self.cleaned_data["timeout_sec"])
+
+    def clean_metadata(self) -> dict[str, str]:
+        metadata = self.cleaned_data["metadata"]
+        return checked(clean_metadata, {} if metadata is None else metadata)
+
+
+def checked(check: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return check(value)
+    except ValidationFailed as error:
+        raise forms.ValidationError(error.message) from error
+
+
+# verb -> (action function, past tense for the message)
+LIFECYCLE: dict[str, tuple[Callable[[Sandbox], Any], str]] = {
+    "pause": (pause_capsule, "paused"),
+    "resume": (resume_capsule, "resumed"),
+    "destroy": (destroy_capsule, "destroyed"),
+}
+
+
+def run_lifecycle(request: HttpRequest, sandbox: Sandbox, verb: str) -> None:
+    """Run one action on one capsule and say how it went, one line per capsule."""
+    action, done = LIFECYCLE[verb]
+    try:
+        action(sandbox)
+    except ActionError as error:
+        messages.error(request, f"{sandbox.id}: {error.message}")
+    else:
+        messages.success(request, f"{sandbox.id} {done}")
 
 
 @admin.register(Sandbox)
 class SandboxAdmin(admin.ModelAdmin):
-    list_display = [
-        "id",
-        "team",
-        "status",
-        "host",
-        "template",
-        "created_at",
-        "last_active_at",
-        "terminal",
-    ]
+    list_display = ["id", "team", "status", "host", "template", "created_at", "last_active_at", "terminal"]
     list_filter = ["status", "team"]
     list_select_related = ["team", "host"]
     search_fields = ["id"]
-    readonly_fields = ["id", "created_at"]
     date_hierarchy = "created_at"
+    actions = ["pause", "resume", "destroy"]
+    add_fields = ("team", "template", "vcpus", "memory_mb", "timeout_sec", "metadata")
+    change_fields = (
+        "id",
+        "team",
+        "status",
+        "status_before_missing",
+        "host",
+        "template",
+        "vcpus",
+        "memory_mb",
+        "disk_size_mb",
+        "timeout_sec",
+        "metadata",
+        "created_at",
+        "started_at",
+        "last_active_at",
+        "last_updated",
+    )
+    # Status changes only through the actions; team, host and size are fixed at creation.
+    change_readonly_fields = tuple(f for f in change_fields if f not in ("timeout_sec", "metadata"))
 
     @admin.display(description="terminal")
     def terminal(self, obj: Sandbox) -> SafeString:
         return format_html('<a href="{}">open terminal</a>', terminal_path(obj.id))
+
+    def get_fields(self, request: HttpRequest, obj: Sandbox | None = None) -> tuple[str, ...]:
+        return self.add_fields if obj is None else self.change_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Sandbox | None = None) -> tuple[str, ...]:
+        return () if obj is None else self.change_readonly_fields
+
+    def get_form(
+        self, request: HttpRequest, obj: Sandbox | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        kwargs["form"] = SandboxCreateForm if obj is None else SandboxChangeForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        if object_id is None and request.method == "POST":
+            # create_capsule commits each of its steps and holds no lock across the call to the
+            # agent; the transaction the admin wraps around a save would hold them to the end.
+            # _changeform_view is what changeform_view runs inside its transaction (not in the stubs).
+            return self._changeform_view(request, object_id, form_url, extra_context)  # type: ignore[attr-defined]
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def save_form(self, request: HttpRequest, form: Any, change: bool) -> Any:
+        instance = super().save_form(request, form, change)
+        if not change and isinstance(form, SandboxCreateForm) and form.created is not None:
+            return form.created
+        return instance
+
+    def save_model(self, request: HttpRequest, obj: Sandbox, form: Any, change: bool) -> None:
+        # A new capsule was saved by create_capsule when the form was cleaned. A change writes
+        # only the edited fields, so that it never puts back a status an action set meanwhile.
+        if change and form.changed_data:
+            obj.save(update_fields=[*form.changed_data, "last_updated"])
+
+    def has_delete_permission(self, request: HttpRequest, obj: Sandbox | None = None) -> bool:
+        # Deleting the row of a live capsule would orphan its processes: destroy it first.
+        if obj is not None and obj.status != Sandbox.Status.STOPPED:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def _run_each(self, request: HttpRequest, queryset: QuerySet[Sandbox], verb: str) -> None:
+        for sandbox in queryset.select_related("host", "team").order_by("id"):
+            run_lifecycle(request, sandbox, verb)
+
+    @admin.action(description="Pause selected capsules", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Sandbox]) -> None:
+        self._run_each(request, queryset, "pause")
+
+    @admin.action(description="Resume selected capsules", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Sandbox]) -> None:
+        self._run_each(request, queryset, "resume")
+
+    @admin.action(description="Destroy selected capsules", permissions=["change"])
+    def destroy(self, request: HttpRequest, queryset: QuerySet[Sandbox]) -> None:
+        self._run_each(request, queryset, "destroy")
+
+    def get_urls(self) -> list[URLPattern]:
+        buttons = [object_url(self, verb, self.lifecycle_view, verb, verb=verb) for verb in LIFECYCLE]
+        kill = object_url(self, "terminal-sessions/<str:tag>/kill", self.kill_terminal_view, "kill_terminal")
+        return [*buttons, kill, *super().get_urls()]
+
+    def lifecycle_view(self, request: HttpRequest, object_id: str, verb: str) -> HttpResponse:
+        sandbox = changeable_object(self, request, object_id)
+        run_lifecycle(request, sandbox, verb)
+        return back_to_change_page(sandbox)
+
+    def kill_terminal_view(self, request: HttpRequest, object_id: str, tag: str) -> HttpResponse:
+        sandbox = changeable_object(self, request, object_id)
+        try:
+            kill_terminal_session(sandbox, tag)
+        except ActionError as error:
+            messages.error(request, f"{sandbox.id}: {error.message}")
+        else:
+            messages.success(request, f"{sandbox.id}: terminal session {tag} killed")
+        return back_to_change_page(sandbox)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        context = dict(extra_context or {})
+        sandbox = self.get_object(request, unquote(object_id))
+        # Only pages that are shown ask the host; a successful save just redirects.
+        if sandbox is not None and request.method != "POST":
+            context.update(self._terminal_context(sandbox))
+        return super().change_view(request, object_id, form_url, context)
+
+    def _terminal_context(self, sandbox: Sandbox) -> dict[str, Any]:
+        context: dict[str, Any] = {
+            "terminal_url": terminal_path(sandbox.id),
+            "lifecycle_verbs": list(LIFECYCLE),
+        }
+        try:
+            context["terminal_sessions"] = list_terminal_sessions(sandbox)
+        except ActionError as error:
+            context["terminal_sessions_error"] = f"terminal sessions unavailable: {error.message}"
+        return context

@@ -1,10 +1,56 @@
-"""What every call to a host agent carries: the shared host-agent token, when one is set."""
+"""Calling host agents from synchronous code: one pooled gRPC channel per host address, the shared
+host-agent token on every call, and the configured deadline."""
 
+import threading
+from typing import Any
+
+import grpc
 from django.conf import settings
 
+from protos import hostagent_pb2_grpc as pb_grpc
+
 METADATA_KEY = "authorization"
+DEFAULT_RPC_TIMEOUT = 10.0
+# gRPC's default reconnect backoff grows to two minutes; an agent that restarts would then look
+# unreachable long after it is back. Calls fail fast (UNAVAILABLE) while the channel waits.
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+_channels: dict[str, grpc.Channel] = {}
+_channels_lock = threading.Lock()
 
 
 def call_metadata() -> tuple[tuple[str, str], ...]:
     token = settings.HOSTAGENT_TOKEN
     return ((METADATA_KEY, f"Bearer {token}"),) if token else ()
+
+
+def rpc_timeout() -> float:
+    """Deadline of one unary call to an agent, in seconds."""
+    return float(getattr(settings, "HOSTAGENT_RPC_TIMEOUT", DEFAULT_RPC_TIMEOUT))
+
+
+def channel_for(address: str) -> grpc.Channel:
+    """The process-wide channel to the agent at `address` (channels are thread-safe)."""
+    with _channels_lock:
+        channel = _channels.get(address)
+        if channel is None:
+            channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            _channels[address] = channel
+        return channel
+
+
+def stub_for(address: str) -> Any:
+    """A HostAgent stub on the pooled channel to `address`."""
+    return pb_grpc.HostAgentStub(channel_for(address))
+
+
+def close_channels() -> None:
+    """Close every pooled channel (at shutdown, or between tests)."""
+    with _channels_lock:
+        channels = list(_channels.values())
+        _channels.clear()
+    for channel in channels:
+        channel.close()

@@ -72,7 +72,16 @@ class Host(models.Model):
     address = models.CharField(max_length=255, unique=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ONLINE)
     created_at = models.DateTimeField(auto_now_add=True)
+    # None until the agent first reports in; such a host is never declared dead (see hosts.py).
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The agent's heartbeat token ("wrh_…"), stored as a display prefix and a sha256 hash only.
+    token_prefix = models.CharField(max_length=16, blank=True, editable=False)
+    token_hash = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
+    # What the agent last reported about itself; 0 means "not reported".
+    runtime = models.CharField(max_length=32, blank=True)
+    version = models.CharField(max_length=64, blank=True)
+    vcpus = models.PositiveIntegerField(default=0)
+    memory_mb = models.PositiveIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.address} ({self.status})"
@@ -100,10 +109,15 @@ class Sandbox(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     vcpus = models.PositiveIntegerField(default=1)
     memory_mb = models.PositiveIntegerField(default=512)
+    disk_size_mb = models.PositiveIntegerField(default=0)
+    # Seconds without activity before the reaper pauses the capsule; 0 means never.
     timeout_sec = models.PositiveIntegerField(default=300)
     created_at = models.DateTimeField(auto_now_add=True)
+    last_updated = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     last_active_at = models.DateTimeField(null=True, blank=True)
+    # The status a capsule had when its host stopped reporting it, restored when it reappears.
+    status_before_missing = models.CharField(max_length=16, choices=Status.choices, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
 
     class Meta:
@@ -111,3 +125,26 @@ class Sandbox(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} ({self.status})"
+
+
+class TerminalSession(models.Model):
+    """What the control plane knows about a PTY session; the host agent holds the process itself."""
+
+    sandbox = models.ForeignKey(Sandbox, on_delete=models.CASCADE, related_name="terminal_sessions")
+    tag = models.CharField(max_length=64)
+    # Who started it: "user:alice" or "key:wrn_ab12cd34".
+    started_by = models.CharField(max_length=200, blank=True)
+    command = models.CharField(max_length=500, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    # WebSocket connections attached right now, across every daphne worker.
+    viewers = models.IntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["sandbox", "tag"], name="unique_terminal_tag")]
+        ordering = ["started_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.sandbox_id}/{self.tag}"

@@ -9,55 +9,22 @@ from uuid import UUID
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.hashers import make_password
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException
 from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView, exception_handler
+from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from capsules.api.errors import api_exception_handler, error_response
 from capsules.models import Team
 from capsules.services import default_team_for, is_member
 from capsules.tokens import TEAM_CLAIM, team_claim, tokens_for
 
 BAD_CREDENTIALS = "invalid username or password"
 BAD_REFRESH = "invalid or expired refresh token"
-
-
-def error_response(http_status: int, code: str, message: str) -> Response:
-    return Response({"error": {"code": code, "message": message}}, status=http_status)
-
-
-def _error_code(exc: APIException) -> str:
-    if exc.status_code == status.HTTP_400_BAD_REQUEST:
-        return "invalid_request"
-    return str(exc.default_code)
-
-
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's handler, reshaped into this API's error body."""
-    response = exception_handler(exc, context)
-    if response is not None and isinstance(exc, APIException):
-        detail = exc.detail
-        message = detail if isinstance(detail, str) else _flatten_errors(detail)
-        response.data = {"error": {"code": _error_code(exc), "message": str(message)}}
-    return response
-
-
-def _flatten_errors(errors: Any) -> str:
-    """ "field: message; other: message" from a serializer's nested error structure."""
-    if isinstance(errors, dict):
-        parts = []
-        for field, value in errors.items():
-            text = _flatten_errors(value)
-            parts.append(text if field == "non_field_errors" else f"{field}: {text}")
-        return "; ".join(parts)
-    if isinstance(errors, list):
-        return " ".join(_flatten_errors(item) for item in errors)
-    return str(errors)
 
 
 class TokenObtainSerializer(serializers.Serializer[dict[str, Any]]):

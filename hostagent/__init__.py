@@ -11,3 +11,6 @@ import os
 # closes their descriptors before exec. The child execs at once and never touches grpc, so turn
 # the handlers off; this must happen before grpc is first imported.
 os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+
+# Reported in heartbeats to the control plane.
+__version__ = "0.1.0"

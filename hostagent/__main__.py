@@ -7,14 +7,16 @@ import asyncio
 import logging
 import os
 import sys
+import urllib.parse
 from pathlib import Path
 
+from hostagent.config import DEFAULT_CGROUP_ROOT, NOBODY_UID, AgentConfig
+from hostagent.freezer import MECHANISMS, FreezerUnavailable
+from hostagent.heartbeat import HeartbeatConfig
 from hostagent.runtime import RuntimeUnavailable
 from hostagent.server import serve
 
 log = logging.getLogger("hostagent")
-
-NOBODY_UID = 65534
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,15 +53,105 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="file holding the token every call must carry (env HOSTAGENT_TOKEN_FILE, or the token "
         "itself in HOSTAGENT_TOKEN); without one the agent accepts any caller",
     )
+    parser.add_argument(
+        "--pause-mechanism",
+        choices=MECHANISMS,
+        default=env.get("HOSTAGENT_PAUSE_MECHANISM", "auto"),
+        help="how PauseSandbox freezes a capsule (env HOSTAGENT_PAUSE_MECHANISM; default auto: the "
+        "cgroup v2 freezer, else the v1 freezer, else SIGSTOP/SIGCONT)",
+    )
+    parser.add_argument(
+        "--cgroup-root",
+        default=env.get("HOSTAGENT_CGROUP_ROOT", DEFAULT_CGROUP_ROOT),
+        help="cgroup, below the agent's own (v2) or the freezer hierarchy's root (v1), that holds one "
+        f"cgroup per capsule (env HOSTAGENT_CGROUP_ROOT; default {DEFAULT_CGROUP_ROOT})",
+    )
+    parser.add_argument(
+        "--control-plane",
+        default=env.get("HOSTAGENT_CONTROL_PLANE") or None,
+        help="base URL of the control plane to send heartbeats to, e.g. http://127.0.0.1:8000 "
+        "(env HOSTAGENT_CONTROL_PLANE); without it no heartbeats are sent",
+    )
+    parser.add_argument(
+        "--register-token-file",
+        type=Path,
+        default=env.get("HOSTAGENT_REGISTER_TOKEN_FILE"),
+        help="file holding the host token an operator issued, sent with every heartbeat (env "
+        "HOSTAGENT_REGISTER_TOKEN_FILE, or the token itself in HOSTAGENT_REGISTER_TOKEN); required "
+        "with --control-plane",
+    )
+    parser.add_argument(
+        "--advertise",
+        default=env.get("HOSTAGENT_ADVERTISE") or None,
+        help="gRPC address the control plane should dial (env HOSTAGENT_ADVERTISE; default --listen)",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=float(env.get("HOSTAGENT_HEARTBEAT_INTERVAL", "10")),
+        help="seconds between heartbeats until the control plane says otherwise "
+        "(env HOSTAGENT_HEARTBEAT_INTERVAL; default 10)",
+    )
     args = parser.parse_args(argv)
     if args.sandbox_uid <= 0:
         parser.error("--sandbox-uid must be an unprivileged uid, not root")
+    if not args.heartbeat_interval > 0:
+        parser.error("--heartbeat-interval must be a positive number of seconds")
+    if args.control_plane is not None:
+        url = urllib.parse.urlsplit(args.control_plane)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            parser.error(f"--control-plane must be an http:// or https:// URL, not {args.control_plane!r}")
+        if args.register_token_file is None and not env_register_token():
+            parser.error(
+                "--control-plane needs the host's register token: --register-token-file F or "
+                "HOSTAGENT_REGISTER_TOKEN"
+            )
     return args
 
 
+# Tokens on the command line would show in `ps`; they come from a file or the environment.
+
+
 def env_token() -> str | None:
-    # A token on the command line would show in `ps`; it comes from a file or the environment.
     return os.environ.get("HOSTAGENT_TOKEN") or None
+
+
+def env_register_token() -> str | None:
+    return os.environ.get("HOSTAGENT_REGISTER_TOKEN") or None
+
+
+def read_token(path: Path, what: str) -> str:
+    token = path.read_text().strip()
+    if not token:
+        raise RuntimeError(f"{what} file {path} is empty")
+    return token
+
+
+def build_config(args: argparse.Namespace) -> AgentConfig:
+    heartbeat = None
+    if args.control_plane is not None:
+        register_token = (
+            read_token(args.register_token_file, "register token")
+            if args.register_token_file
+            else env_register_token()
+        )
+        assert register_token  # noqa: S101 - parse_args refuses --control-plane without one
+        heartbeat = HeartbeatConfig(
+            control_plane=args.control_plane,
+            register_token=register_token,
+            advertise=args.advertise or args.listen,
+            interval=args.heartbeat_interval,
+        )
+    return AgentConfig(
+        listen=args.listen,
+        data_dir=args.data_dir,
+        runtime=args.runtime,
+        sandbox_uid=args.sandbox_uid,
+        token=args.token_file.read_text().strip() if args.token_file else env_token(),
+        pause_mechanism=args.pause_mechanism,
+        cgroup_root=args.cgroup_root,
+        heartbeat=heartbeat,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,9 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        token = args.token_file.read_text().strip() if args.token_file else env_token()
-        asyncio.run(serve(args.listen, args.data_dir, args.runtime, args.sandbox_uid, token))
-    except (RuntimeUnavailable, RuntimeError, OSError) as exc:
+        asyncio.run(serve(build_config(args)))
+    except (RuntimeUnavailable, FreezerUnavailable, RuntimeError, OSError) as exc:
         log.error("hostagent cannot start: %s", exc)
         return 1
     return 0

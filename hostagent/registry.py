@@ -9,7 +9,7 @@ import signal
 
 from hostagent.errors import AlreadyExists, NotFound, ResourceExhausted
 from hostagent.runtime import LaunchSpec
-from hostagent.sessions import PtySession, Subscriber
+from hostagent.sessions import Origin, PtySession, Subscriber
 from hostagent.spawn import spawn
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,14 @@ class SessionRegistry:
         self._expiry: dict[Key, asyncio.TimerHandle] = {}
 
     async def start(
-        self, sandbox_id: str, tag: str, spec: LaunchSpec, cols: int, rows: int
+        self,
+        sandbox_id: str,
+        tag: str,
+        spec: LaunchSpec,
+        cols: int,
+        rows: int,
+        origin: Origin | None = None,
+        cgroup_procs: str | None = None,
     ) -> tuple[PtySession, Subscriber]:
         """Start a session with one subscriber attached before the first byte is read."""
         key = (sandbox_id, tag)
@@ -36,13 +43,13 @@ class SessionRegistry:
             raise AlreadyExists(f"pty session {tag} already exists")
         self._starting.add(key)
         try:
-            spawned = await spawn(spec, cols, rows)
+            spawned = await spawn(spec, cols, rows, cgroup_procs)
         except OSError as exc:  # openpty or fork: out of PTYs, descriptors or processes
             raise ResourceExhausted(f"cannot start '{spec.display}': {exc.strerror or exc}") from exc
         finally:
             self._starting.discard(key)
         try:
-            session = PtySession(sandbox_id, tag, spawned.pid, spawned.master_fd, self._on_finish)
+            session = PtySession(sandbox_id, tag, spawned.pid, spawned.master_fd, self._on_finish, origin)
         except OSError as exc:  # pidfd_open: out of descriptors
             os.kill(spawned.pid, signal.SIGKILL)
             os.waitpid(spawned.pid, 0)
@@ -62,6 +69,15 @@ class SessionRegistry:
 
     def live_count(self, sandbox_id: str) -> int:
         return sum(1 for s in self._sessions.values() if s.sandbox_id == sandbox_id and s.exit_code is None)
+
+    def live_pids(self, sandbox_id: str) -> list[int]:
+        """Session leaders of the sandbox whose process has not exited."""
+        return [s.pid for s in self._sessions.values() if s.sandbox_id == sandbox_id and s.running]
+
+    def sessions(self, sandbox_id: str | None = None) -> list[PtySession]:
+        """Live and recently exited sessions, of one sandbox or all, oldest first."""
+        found = [s for s in self._sessions.values() if sandbox_id is None or s.sandbox_id == sandbox_id]
+        return sorted(found, key=lambda s: (s.started_at_ms, s.sandbox_id, s.tag))
 
     def _on_finish(self, session: PtySession) -> None:
         key = (session.sandbox_id, session.tag)

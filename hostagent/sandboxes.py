@@ -1,6 +1,7 @@
 """Capsule directories under `<data-dir>/sandboxes/<sandbox_id>/` (with `home/` and `tmp/`).
 
-The directory is the record: the agent rescans it at start, so sandboxes survive a restart.
+The directory is the record: the agent rescans it at start, so sandboxes survive a restart,
+and so does their paused state (a `paused` file beside `home/`, out of a bwrap capsule's view).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 SANDBOX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 TRASH_PREFIX = ".deleting-"
+PAUSED_MARKER = "paused"
 
 
 def validate_sandbox_id(sandbox_id: str) -> str:
@@ -51,6 +53,7 @@ class SandboxStore:
         # The sandbox user (bwrap as an unprivileged uid) must be able to reach its directories.
         self.root.chmod(0o711)
         self._ids: set[str] = set()
+        self._paused: set[str] = set()
         self._rescan()
 
     def _rescan(self) -> None:
@@ -60,8 +63,10 @@ class SandboxStore:
             elif entry.is_dir() and SANDBOX_ID_RE.match(entry.name):
                 self.runtime.prepare_sandbox(entry)
                 self._ids.add(entry.name)
+                if (entry / PAUSED_MARKER).exists():
+                    self._paused.add(entry.name)
         if self._ids:
-            log.info("found %d sandboxes in %s", len(self._ids), self.root)
+            log.info("found %d sandboxes in %s (%d paused)", len(self._ids), self.root, len(self._paused))
 
     def ids(self) -> list[str]:
         return sorted(self._ids)
@@ -88,7 +93,20 @@ class SandboxStore:
         """Drop the sandbox from the known set; the caller then deletes its directory."""
         path = self.path(sandbox_id)
         self._ids.discard(sandbox_id)
+        self._paused.discard(sandbox_id)
         return path
+
+    def paused(self, sandbox_id: str) -> bool:
+        return sandbox_id in self._paused
+
+    def set_paused(self, sandbox_id: str, paused: bool) -> None:
+        marker = self.path(sandbox_id) / PAUSED_MARKER
+        if paused:
+            marker.write_text("paused by the control plane; ResumeSandbox clears this file\n")
+            self._paused.add(sandbox_id)
+        else:
+            marker.unlink(missing_ok=True)
+            self._paused.discard(sandbox_id)
 
     async def delete_directory(self, path: Path) -> None:
         # Rename first so a new sandbox with the same id gets a fresh directory at once.

@@ -14,11 +14,15 @@ from typing import Any
 import grpc
 
 from hostagent.auth import TokenInterceptor
+from hostagent.config import AgentConfig
 from hostagent.errors import AgentError, InvalidArgument
+from hostagent.freezer import choose_freezer
+from hostagent.heartbeat import Heartbeat
+from hostagent.lifecycle import Lifecycle, SandboxStatus
 from hostagent.registry import SessionRegistry
 from hostagent.runtime import LaunchRequest, Runtime, choose_runtime, validate_request
 from hostagent.sandboxes import SandboxStore
-from hostagent.sessions import Exited, PtySession, Subscriber
+from hostagent.sessions import Exited, Origin, PtySession, Subscriber
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 
@@ -28,6 +32,7 @@ TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 DEFAULT_COLS = 80
 DEFAULT_ROWS = 24
 MAX_SIZE = 1000
+MAX_OWNER = 256
 STOP_GRACE = 5.0
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -50,17 +55,41 @@ async def _abort(context: Context, error: AgentError) -> None:
     await context.abort(error.code, error.message)
 
 
+def session_info(session: PtySession) -> pb.PtySessionInfo:
+    return pb.PtySessionInfo(
+        sandbox_id=session.sandbox_id,
+        tag=session.tag,
+        pid=session.pid,
+        cmd=session.origin.cmd,
+        args=list(session.origin.args),
+        owner=session.origin.owner,
+        streams=session.streams,
+        bytes_in=session.bytes_in,
+        bytes_out=session.offset,
+        exited=session.exit_code is not None,
+        exit_code=session.exit_code or 0,
+        started_at_ms=session.started_at_ms,
+    )
+
+
 class HostAgentServicer(pb_grpc.HostAgentServicer):
-    def __init__(self, store: SandboxStore, registry: SessionRegistry, runtime: Runtime) -> None:
+    def __init__(
+        self, store: SandboxStore, registry: SessionRegistry, runtime: Runtime, lifecycle: Lifecycle
+    ) -> None:
         self.store = store
         self.registry = registry
         self.runtime = runtime
+        self.lifecycle = lifecycle
 
     def _sandbox_message(self, sandbox_id: str) -> pb.Sandbox:
+        return self._status_message(self.lifecycle.status(sandbox_id))
+
+    def _status_message(self, status: SandboxStatus) -> pb.Sandbox:
         return pb.Sandbox(
-            sandbox_id=sandbox_id,
+            sandbox_id=status.sandbox_id,
             runtime=self.runtime.name,
-            pty_sessions=self.registry.live_count(sandbox_id),
+            pty_sessions=status.pty_sessions,
+            state=status.state,
         )
 
     def _session(self, sandbox_id: str, tag: str) -> PtySession:
@@ -82,18 +111,35 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
         self, request: pb.DestroySandboxRequest, context: Context
     ) -> pb.DestroySandboxResponse:
         try:
-            path = self.store.forget(request.sandbox_id)
+            await self.lifecycle.destroy(request.sandbox_id)
         except AgentError as error:
             await _abort(context, error)
-        await self.registry.close_sandbox(request.sandbox_id)
-        await self.store.delete_directory(path)
-        log.info("destroyed sandbox %s", request.sandbox_id)
         return pb.DestroySandboxResponse()
 
     async def ListSandboxes(
         self, request: pb.ListSandboxesRequest, context: Context
     ) -> pb.ListSandboxesResponse:
-        return pb.ListSandboxesResponse(sandboxes=[self._sandbox_message(i) for i in self.store.ids()])
+        return pb.ListSandboxesResponse(
+            sandboxes=[self._status_message(s) for s in self.lifecycle.statuses()]
+        )
+
+    async def PauseSandbox(
+        self, request: pb.PauseSandboxRequest, context: Context
+    ) -> pb.PauseSandboxResponse:
+        try:
+            status = await self.lifecycle.pause(request.sandbox_id)
+        except AgentError as error:
+            await _abort(context, error)
+        return pb.PauseSandboxResponse(sandbox=self._status_message(status))
+
+    async def ResumeSandbox(
+        self, request: pb.ResumeSandboxRequest, context: Context
+    ) -> pb.ResumeSandboxResponse:
+        try:
+            status = await self.lifecycle.resume(request.sandbox_id)
+        except AgentError as error:
+            await _abort(context, error)
+        return pb.ResumeSandboxResponse(sandbox=self._status_message(status))
 
     # Terminals
 
@@ -128,9 +174,12 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
             session.unsubscribe(subscriber)
 
     async def _start(self, root: Path, request: pb.PtyAttachRequest) -> tuple[PtySession, Subscriber]:
+        self.lifecycle.check_startable(request.sandbox_id)
         cols = request.cols or DEFAULT_COLS
         rows = request.rows or DEFAULT_ROWS
         validate_size(cols, rows)
+        if len(request.owner) > MAX_OWNER:
+            raise InvalidArgument(f"owner must be at most {MAX_OWNER} characters")
         launch = LaunchRequest(
             cmd=request.cmd,
             args=list(request.args),
@@ -140,7 +189,11 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
         )
         validate_request(launch)
         spec = self.runtime.launch_spec(request.sandbox_id, root, launch)
-        return await self.registry.start(request.sandbox_id, request.tag, spec, cols, rows)
+        origin = Origin(cmd=request.cmd, args=tuple(request.args), owner=request.owner)
+        async with self.lifecycle.starting(request.sandbox_id) as cgroup_procs:
+            return await self.registry.start(
+                request.sandbox_id, request.tag, spec, cols, rows, origin, cgroup_procs
+            )
 
     async def PtySendInput(
         self, request: pb.PtySendInputRequest, context: Context
@@ -161,44 +214,72 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
 
     async def PtyKill(self, request: pb.PtyKillRequest, context: Context) -> pb.PtyKillResponse:
         try:
-            self._session(request.sandbox_id, request.tag).kill()
+            self.lifecycle.kill(self._session(request.sandbox_id, request.tag))
         except AgentError as error:
             await _abort(context, error)
         return pb.PtyKillResponse()
 
+    async def ListPtySessions(
+        self, request: pb.ListPtySessionsRequest, context: Context
+    ) -> pb.ListPtySessionsResponse:
+        try:
+            if request.sandbox_id:
+                self.store.path(request.sandbox_id)
+        except AgentError as error:
+            await _abort(context, error)
+        sessions = self.registry.sessions(request.sandbox_id or None)
+        return pb.ListPtySessionsResponse(sessions=[session_info(s) for s in sessions])
 
-async def serve(
-    listen: str, data_dir: Path, runtime_name: str, sandbox_uid: int, token: str | None = None
-) -> None:
-    """Serve until SIGTERM or SIGINT, then kill every PTY session and stop gracefully."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    runtime = choose_runtime(runtime_name, data_dir, sandbox_uid)
-    store = SandboxStore(data_dir, runtime)
+
+async def serve(config: AgentConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then kill every process of every sandbox and stop gracefully."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    runtime = choose_runtime(config.runtime, config.data_dir, config.sandbox_uid)
+    freezer = choose_freezer(config.pause_mechanism, config.cgroup_root)
+    log.info("pause mechanism: %s", freezer.describe())
+    store = SandboxStore(config.data_dir, runtime)
     registry = SessionRegistry()
-    # Without SO_REUSEPORT a second agent on the same address fails instead of sharing the port.
-    if not token:
+    lifecycle = Lifecycle(store, registry, freezer)
+    servicer = HostAgentServicer(store, registry, runtime, lifecycle)
+    if not config.token:
         log.warning(
             "no HOSTAGENT_TOKEN: any local process, a capsule's included, can call this agent; "
             "set the same token here and as WRENN_HOSTAGENT_TOKEN in the control plane"
         )
-    interceptors = [TokenInterceptor(token)] if token else []
+    interceptors = [TokenInterceptor(config.token)] if config.token else []
+    # Without SO_REUSEPORT a second agent on the same address fails instead of sharing the port.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=interceptors)
-    pb_grpc.add_HostAgentServicer_to_server(HostAgentServicer(store, registry, runtime), server)
-    if server.add_insecure_port(listen) == 0:
-        raise RuntimeError(f"cannot listen on {listen}")
+    pb_grpc.add_HostAgentServicer_to_server(servicer, server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    heartbeats: asyncio.Task[None] | None = None
+    # Bound before touching the sandboxes: a second agent started by mistake fails here and
+    # leaves the first one's processes alone.
     try:
+        if server.add_insecure_port(config.listen) == 0:
+            raise RuntimeError(f"cannot listen on {config.listen}")
+    except BaseException:
+        freezer.close()
+        raise
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await lifecycle.recover()
         await server.start()
-        log.info("hostagent listening on %s (runtime=%s)", listen, runtime.name)
+        log.info("hostagent listening on %s (runtime=%s)", config.listen, runtime.name)
+        if config.heartbeat is not None:
+            heartbeat = Heartbeat(config.heartbeat, runtime.name, lifecycle.statuses)
+            heartbeats = asyncio.create_task(heartbeat.run(), name="heartbeats")
         await stop.wait()
         log.info("stopping")
     finally:
+        if heartbeats is not None:
+            heartbeats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeats
         # Kill the sessions first: their streams then end with `exited` instead of blocking
         # the graceful stop until the grace period runs out.
-        await registry.close_all()
+        await lifecycle.shutdown()
         await server.stop(STOP_GRACE)
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):

@@ -13,11 +13,13 @@ import errno
 import logging
 import os
 import signal
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from hostagent.errors import FailedPrecondition, ResourceExhausted
+from hostagent.procs import session_members
 from hostagent.spawn import set_window_size
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,15 @@ class Exited:
 
 
 Event = Output | Exited
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What the session was started as, and by whom (free text from the control plane)."""
+
+    cmd: str
+    args: tuple[str, ...] = ()
+    owner: str = ""
 
 
 class Subscriber:
@@ -72,12 +83,22 @@ class Subscriber:
 
 class PtySession:
     def __init__(
-        self, sandbox_id: str, tag: str, pid: int, master_fd: int, on_finish: Callable[[PtySession], None]
+        self,
+        sandbox_id: str,
+        tag: str,
+        pid: int,
+        master_fd: int,
+        on_finish: Callable[[PtySession], None],
+        origin: Origin | None = None,
     ) -> None:
         self.sandbox_id = sandbox_id
         self.tag = tag
         self.pid = pid
+        self.origin = origin or Origin(cmd="")
+        self.started_at_ms = time.time_ns() // 1_000_000
+        # Output read from the terminal (also the offset of the next byte) and input written to it.
         self.offset = 0
+        self.bytes_in = 0
         self.exit_code: int | None = None
         self.finished = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -114,6 +135,11 @@ class PtySession:
         else:
             self._subscribers.add(subscriber)
         return subscriber
+
+    @property
+    def streams(self) -> int:
+        """Attached subscribers (PtyAttach streams) of a running session."""
+        return len(self._subscribers)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
@@ -244,6 +270,7 @@ class PtySession:
                 self._fail_input(FailedPrecondition(f"writing to pty session {self.tag} failed: {exc}"))
                 return
             self._input_bytes -= written
+            self.bytes_in += written
             if written < len(view):
                 self._input[0] = (view[written:], future)
                 if not self._writing:
@@ -272,35 +299,20 @@ class PtySession:
             raise FailedPrecondition(f"pty session {self.tag} has exited")
         set_window_size(self._master, cols, rows)
 
-    def kill(self, closing: bool = False) -> None:
+    def kill(self, closing: bool = False) -> list[int]:
         """SIGKILL the process group and every process in the session (background jobs too).
 
         `closing` (the sandbox or the agent goes away) ends the session as soon as the process
         is gone, without waiting for a full subscriber to take the rest of the output.
+        Returns the pids signalled.
         """
         if self.exit_code is not None:
-            return
+            return []
         self._closing = self._closing or closing
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        for pid in session_members(self.pid):
+        pids = session_members(self.pid)
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def session_members(sid: int) -> list[int]:
-    """Host pids whose session id or process group is `sid`, from /proc."""
-    members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as stat_file:
-                stat = stat_file.read()
-        except OSError:
-            continue
-        # Fields after the command name, which is in parentheses and may contain spaces.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 3 and sid in (int(fields[2]), int(fields[3])):
-            members.append(int(name))
-    return members
+        return pids

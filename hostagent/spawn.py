@@ -31,8 +31,11 @@ def set_window_size(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-async def spawn(spec: LaunchSpec, cols: int, rows: int) -> Spawned:
-    """Start `spec` as a session leader with a new PTY as its controlling terminal."""
+async def spawn(spec: LaunchSpec, cols: int, rows: int, cgroup_procs: str | None = None) -> Spawned:
+    """Start `spec` as a session leader with a new PTY as its controlling terminal.
+
+    With `cgroup_procs` the child joins that cgroup before exec, so everything it starts is in it.
+    """
     master, slave = os.openpty()
     try:
         set_window_size(master, cols, rows)
@@ -43,7 +46,7 @@ async def spawn(spec: LaunchSpec, cols: int, rows: int) -> Spawned:
         raise
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child execs or exits
-        _exec_child(spec, slave, err_write)
+        _exec_child(spec, slave, err_write, cgroup_procs)
     os.close(slave)
     os.close(err_write)
     try:
@@ -69,6 +72,8 @@ def _describe(spec: LaunchSpec, report: bytes) -> str:
     reason = os.strerror(number) if number else "unexpected error in the child"
     if stage == "chdir":
         return f"cannot start '{spec.display}': cannot change directory to '{spec.cwd}': {reason}"
+    if stage == "cgroup":
+        return f"cannot start '{spec.display}': cannot join the sandbox's cgroup: {reason}"
     if stage == "user":
         return f"cannot start '{spec.display}': cannot switch user: {reason}"
     return f"cannot start '{spec.display}': {reason}"
@@ -101,7 +106,9 @@ async def _read_to_eof(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _exec_child(spec: LaunchSpec, slave: int, err_write: int) -> None:  # pragma: no cover
+def _exec_child(
+    spec: LaunchSpec, slave: int, err_write: int, cgroup_procs: str | None
+) -> None:  # pragma: no cover
     stage = "setup"
     try:
         os.login_tty(slave)  # setsid, make the PTY the controlling terminal, dup2 onto 0/1/2
@@ -111,6 +118,12 @@ def _exec_child(spec: LaunchSpec, slave: int, err_write: int) -> None:  # pragma
         for signum in (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        if cgroup_procs is not None:
+            # Before dropping privileges: the sandbox user may not write the cgroup.
+            stage = "cgroup"
+            fd = os.open(cgroup_procs, os.O_WRONLY)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
         if spec.uid is not None and spec.gid is not None:
             stage = "user"
             os.setgroups(spec.groups)

@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Sandbox(_message.Message):
-    __slots__ = ("sandbox_id", "runtime", "pty_sessions")
+    __slots__ = ("sandbox_id", "runtime", "pty_sessions", "state")
     SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     PTY_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     sandbox_id: str
     runtime: str
     pty_sessions: int
-    def __init__(self, sandbox_id: _Optional[str] = ..., runtime: _Optional[str] = ..., pty_sessions: _Optional[int] = ...) -> None: ...
+    state: str
+    def __init__(self, sandbox_id: _Optional[str] = ..., runtime: _Optional[str] = ..., pty_sessions: _Optional[int] = ..., state: _Optional[str] = ...) -> None: ...
 
 class CreateSandboxRequest(_message.Message):
     __slots__ = ("sandbox_id", "template", "vcpus", "memory_mb")
@@ -55,7 +57,7 @@ class ListSandboxesResponse(_message.Message):
     def __init__(self, sandboxes: _Optional[_Iterable[_Union[Sandbox, _Mapping]]] = ...) -> None: ...
 
 class PtyAttachRequest(_message.Message):
-    __slots__ = ("sandbox_id", "tag", "cmd", "args", "cols", "rows", "envs", "cwd", "user")
+    __slots__ = ("sandbox_id", "tag", "cmd", "args", "cols", "rows", "envs", "cwd", "user", "owner")
     class EnvsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +74,7 @@ class PtyAttachRequest(_message.Message):
     ENVS_FIELD_NUMBER: _ClassVar[int]
     CWD_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     sandbox_id: str
     tag: str
     cmd: str
@@ -81,7 +84,8 @@ class PtyAttachRequest(_message.Message):
     envs: _containers.ScalarMap[str, str]
     cwd: str
     user: str
-    def __init__(self, sandbox_id: _Optional[str] = ..., tag: _Optional[str] = ..., cmd: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., cols: _Optional[int] = ..., rows: _Optional[int] = ..., envs: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., user: _Optional[str] = ...) -> None: ...
+    owner: str
+    def __init__(self, sandbox_id: _Optional[str] = ..., tag: _Optional[str] = ..., cmd: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., cols: _Optional[int] = ..., rows: _Optional[int] = ..., envs: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., user: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class PtyStarted(_message.Message):
     __slots__ = ("tag", "pid")
@@ -156,3 +160,67 @@ class PtyKillRequest(_message.Message):
 class PtyKillResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class PauseSandboxRequest(_message.Message):
+    __slots__ = ("sandbox_id",)
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    sandbox_id: str
+    def __init__(self, sandbox_id: _Optional[str] = ...) -> None: ...
+
+class PauseSandboxResponse(_message.Message):
+    __slots__ = ("sandbox",)
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    sandbox: Sandbox
+    def __init__(self, sandbox: _Optional[_Union[Sandbox, _Mapping]] = ...) -> None: ...
+
+class ResumeSandboxRequest(_message.Message):
+    __slots__ = ("sandbox_id",)
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    sandbox_id: str
+    def __init__(self, sandbox_id: _Optional[str] = ...) -> None: ...
+
+class ResumeSandboxResponse(_message.Message):
+    __slots__ = ("sandbox",)
+    SANDBOX_FIELD_NUMBER: _ClassVar[int]
+    sandbox: Sandbox
+    def __init__(self, sandbox: _Optional[_Union[Sandbox, _Mapping]] = ...) -> None: ...
+
+class ListPtySessionsRequest(_message.Message):
+    __slots__ = ("sandbox_id",)
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    sandbox_id: str
+    def __init__(self, sandbox_id: _Optional[str] = ...) -> None: ...
+
+class PtySessionInfo(_message.Message):
+    __slots__ = ("sandbox_id", "tag", "pid", "cmd", "args", "owner", "streams", "bytes_in", "bytes_out", "exited", "exit_code", "started_at_ms")
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    CMD_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_IN_FIELD_NUMBER: _ClassVar[int]
+    BYTES_OUT_FIELD_NUMBER: _ClassVar[int]
+    EXITED_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    sandbox_id: str
+    tag: str
+    pid: int
+    cmd: str
+    args: _containers.RepeatedScalarFieldContainer[str]
+    owner: str
+    streams: int
+    bytes_in: int
+    bytes_out: int
+    exited: bool
+    exit_code: int
+    started_at_ms: int
+    def __init__(self, sandbox_id: _Optional[str] = ..., tag: _Optional[str] = ..., pid: _Optional[int] = ..., cmd: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., streams: _Optional[int] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ..., started_at_ms: _Optional[int] = ...) -> None: ...
+
+class ListPtySessionsResponse(_message.Message):
+    __slots__ = ("sessions",)
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[PtySessionInfo]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[PtySessionInfo, _Mapping]]] = ...) -> None: ...

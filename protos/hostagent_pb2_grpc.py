@@ -69,6 +69,21 @@ class HostAgentStub:
                 request_serializer=protos_dot_hostagent__pb2.PtyKillRequest.SerializeToString,
                 response_deserializer=protos_dot_hostagent__pb2.PtyKillResponse.FromString,
                 _registered_method=True)
+        self.PauseSandbox = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/PauseSandbox',
+                request_serializer=protos_dot_hostagent__pb2.PauseSandboxRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.PauseSandboxResponse.FromString,
+                _registered_method=True)
+        self.ResumeSandbox = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/ResumeSandbox',
+                request_serializer=protos_dot_hostagent__pb2.ResumeSandboxRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.ResumeSandboxResponse.FromString,
+                _registered_method=True)
+        self.ListPtySessions = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/ListPtySessions',
+                request_serializer=protos_dot_hostagent__pb2.ListPtySessionsRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.ListPtySessionsResponse.FromString,
+                _registered_method=True)
 
 
 class HostAgentServicer:
@@ -124,6 +139,29 @@ class HostAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseSandbox(self, request, context):
+        """Freezes every process of the sandbox (PTY sessions included); they resume where they were.
+        While paused, starting a session fails with FAILED_PRECONDITION; attaching, input (it queues
+        in the terminal), resize and kill still work. Pausing a paused sandbox, or resuming a
+        running one, returns the sandbox unchanged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSandbox(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPtySessions(self, request, context):
+        """Live and recently exited PTY sessions, of one sandbox or (sandbox_id empty) all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +199,21 @@ def add_HostAgentServicer_to_server(servicer, server):
                     servicer.PtyKill,
                     request_deserializer=protos_dot_hostagent__pb2.PtyKillRequest.FromString,
                     response_serializer=protos_dot_hostagent__pb2.PtyKillResponse.SerializeToString,
+            ),
+            'PauseSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSandbox,
+                    request_deserializer=protos_dot_hostagent__pb2.PauseSandboxRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.PauseSandboxResponse.SerializeToString,
+            ),
+            'ResumeSandbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSandbox,
+                    request_deserializer=protos_dot_hostagent__pb2.ResumeSandboxRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.ResumeSandboxResponse.SerializeToString,
+            ),
+            'ListPtySessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPtySessions,
+                    request_deserializer=protos_dot_hostagent__pb2.ListPtySessionsRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.ListPtySessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +405,87 @@ class HostAgent:
             '/wrenn.hostagent.v1.HostAgent/PtyKill',
             protos_dot_hostagent__pb2.PtyKillRequest.SerializeToString,
             protos_dot_hostagent__pb2.PtyKillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/PauseSandbox',
+            protos_dot_hostagent__pb2.PauseSandboxRequest.SerializeToString,
+            protos_dot_hostagent__pb2.PauseSandboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSandbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/ResumeSandbox',
+            protos_dot_hostagent__pb2.ResumeSandboxRequest.SerializeToString,
+            protos_dot_hostagent__pb2.ResumeSandboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPtySessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/ListPtySessions',
+            protos_dot_hostagent__pb2.ListPtySessionsRequest.SerializeToString,
+            protos_dot_hostagent__pb2.ListPtySessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,8 @@ class Caller:
     team_id: str | None
     user: AbstractBaseUser | None
     method: str
+    # Who this is, for the admin's list of terminal sessions ("user:alice", "key:wrn_ab12cd34").
+    label: str = ""
 
     @property
     def is_staff(self) -> bool:
@@ -58,7 +60,7 @@ def _api_key_caller(raw_key: str) -> Caller:
     key = authenticate_api_key(raw_key)
     if key is None:
         raise AuthFailed("authentication failed: invalid API key")
-    return Caller(team_id=str(key.team_id), user=None, method="api_key")
+    return Caller(team_id=str(key.team_id), user=None, method="api_key", label=f"key:{key.prefix}")
 
 
 def _jwt_caller(raw_token: str) -> Caller:
@@ -77,7 +79,7 @@ def _jwt_caller(raw_token: str) -> Caller:
         raise AuthFailed("authentication failed: token has no team")
     if not is_member(user, team_id):
         raise AuthFailed("authentication failed: not a member of the token's team")
-    return Caller(team_id=str(team_id), user=user, method="jwt")
+    return Caller(team_id=str(team_id), user=user, method="jwt", label=f"user:{user.get_username()}")
 
 
 @database_sync_to_async
@@ -119,7 +121,7 @@ def session_caller(scope: dict[str, Any]) -> Caller | None:
         return None
     if not user.is_active or not same_site_origin(scope):
         return None
-    return Caller(team_id=None, user=user, method="session")
+    return Caller(team_id=None, user=user, method="session", label=f"user:{user.get_username()}")
 
 
 class TerminalAuthMiddleware(BaseMiddleware):

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
+    "drf_spectacular",
     "capsules",
     "pty",
 ]
@@ -111,10 +112,43 @@ STATICFILES_DIRS = [
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/admin/login/"
 
+# The API's own views set these too; the defaults make any other DRF view behave the same.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "capsules.api.authentication.APIKeyAuthentication",
+        "capsules.api.authentication.TeamJWTAuthentication",
     ],
+    "DEFAULT_PERMISSION_CLASSES": ["capsules.api.authentication.IsTeamCaller"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "capsules.api.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Wrenn control plane API",
+    "DESCRIPTION": (
+        "Capsules, API keys and sign-in. Every path is served under /v1/ and, as the public "
+        "deployment does, under /api/v1/. Errors are always "
+        '{"error": {"code": ..., "message": ...}}.'
+    ),
+    "VERSION": "1",
+    # 3.1: its schemas are JSON Schema 2020-12, so responses can be checked against them as they are.
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/v1",
+    "SERVERS": [
+        {"url": "/", "description": "This deployment"},
+        {"url": "/api", "description": "The same API under the /api prefix"},
+    ],
+    "PREPROCESSING_HOOKS": ["capsules.api.schema.only_v1_paths"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "capsules.api.schema.close_objects",
+        "capsules.api.schema.add_host_token_scheme",
+    ],
+    "ENUM_NAME_OVERRIDES": {"CapsuleStatusEnum": "capsules.models.Sandbox.Status"},
 }
 
 SIMPLE_JWT = {

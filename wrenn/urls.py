@@ -9,3 +9,7 @@ urlpatterns = [
     path("api/v1/", include("capsules.urls")),
     path("", include("pty.urls")),
 ]
+
+# JSON for paths under /v1/ and /api/v1/, Django's pages elsewhere.
+handler404 = "capsules.api.errors.page_not_found"
+handler500 = "capsules.api.errors.server_error"

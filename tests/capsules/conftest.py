@@ -9,6 +9,7 @@ from django.utils import timezone
 from capsules.keys import create_api_key
 from capsules.models import Host, Membership, Sandbox, Team
 from tests.capsules import MEMBER_PASSWORD
+from tests.support.hostagent import HostAgentProcess, free_port
 
 
 @pytest.fixture
@@ -46,3 +47,15 @@ def capsule(team: Team, host: Host) -> Sandbox:
     return Sandbox.objects.create(
         team=team, host=host, status=Sandbox.Status.RUNNING, started_at=timezone.now()
     )
+
+
+@pytest.fixture
+def agent_host(agent: HostAgentProcess, db: None) -> Host:
+    """A host row for the session's real host agent."""
+    return Host.objects.create(address=agent.address)
+
+
+@pytest.fixture
+def dead_host(db: None) -> Host:
+    """A host row whose address nobody listens on: every call to it is UNAVAILABLE."""
+    return Host.objects.create(address=f"127.0.0.1:{free_port()}")

@@ -86,6 +86,12 @@ async def capsule(stub: Any) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def other_capsule(stub: Any) -> AsyncIterator[str]:
+    async for value in _capsule(stub):
+        yield value
+
+
+@pytest.fixture
 async def bwrap_capsule(bwrap_stub: Any) -> AsyncIterator[str]:
     async for value in _capsule(bwrap_stub):
         yield value

@@ -89,11 +89,17 @@ def _let_sandbox_user_through(path: Path) -> None:
 
 
 def start_hostagent(
-    data_dir: Path, runtime: str = "auto", env: dict[str, str] | None = None, token: str | None = None
+    data_dir: Path,
+    runtime: str = "auto",
+    env: dict[str, str] | None = None,
+    token: str | None = None,
+    args: list[str] | None = None,
 ) -> HostAgentProcess:
     """Start an agent on a free port and wait until it answers ListSandboxes.
 
-    With ``token`` the agent requires it on every call (HOSTAGENT_TOKEN).
+    With ``token`` the agent requires it on every call (HOSTAGENT_TOKEN); ``args`` are added to
+    its command line. Each agent gets its own cgroup root (unless ``args`` names one), so agents
+    running side by side never see each other's capsule cgroups.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir = data_dir.resolve()
@@ -104,6 +110,9 @@ def start_hostagent(
     proc_env = {**os.environ, **(env or {})}
     if token:
         proc_env["HOSTAGENT_TOKEN"] = token
+    extra_args = list(args or [])
+    if "--cgroup-root" not in extra_args and "HOSTAGENT_CGROUP_ROOT" not in proc_env:
+        extra_args += ["--cgroup-root", f"wrenn-test-{uuid.uuid4().hex[:12]}"]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -115,6 +124,7 @@ def start_hostagent(
             str(data_dir),
             "--runtime",
             runtime,
+            *extra_args,
         ],
         cwd=REPO_ROOT,
         env=proc_env,

@@ -1,0 +1,433 @@
+"""Every change to a capsule goes through these functions: the REST views, the admin, the idle
+reaper and the terminal consumer all call them.
+
+Call them outside any transaction: each commits its own steps. A lifecycle operation runs in
+three. First, with the capsule's row locked, it checks the status, moves it to the in-between
+status (`pausing`, …) and commits, so that a concurrent request sees the operation in progress
+and is refused with 409. Then it calls the host agent, with no lock held. Last, with the row
+locked again, it sets the final status, or puts back the previous one if the agent failed so
+that the operation can be retried.
+"""
+
+import logging
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+from django.db import transaction
+from django.db.models import F, Min, Value
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
+
+from capsules import agents
+from capsules.hosts import choose_host, is_reachable
+from capsules.models import Sandbox, Team, TerminalSession
+from capsules.services import touch_sandbox
+from capsules.validation import ValidationFailed, clean_create_params
+from protos import hostagent_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+Status = Sandbox.Status
+HOST_UNREACHABLE = "sandbox host is not reachable"
+NO_CAPACITY = "no host has capacity for this capsule"
+# The host agent's own rule for tags.
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class ActionError(Exception):
+    """An action refused or failed; `code` and `http_status` say how an API should answer."""
+
+    HTTP_STATUS = {
+        "invalid_request": 400,
+        "invalid_state": 409,
+        "conflict": 409,
+        "not_found": 404,
+        "agent_error": 502,
+        "host_unavailable": 503,
+        "internal_error": 500,
+    }
+
+    def __init__(self, code: str, message: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.http_status = http_status or self.HTTP_STATUS.get(code, 500)
+
+
+@dataclass(frozen=True)
+class TerminalInfo:
+    tag: str
+    pid: int
+    command: str
+    # "user:alice" or "key:wrn_ab12cd34"; "" when the control plane did not start it.
+    started_by: str
+    viewers: int
+    bytes_in: int
+    bytes_out: int
+    exited: bool
+    exit_code: int | None
+    started_at: datetime | None
+
+
+@dataclass(frozen=True)
+class _Transition:
+    verb: str
+    allowed: tuple[str, ...]
+    in_between: str
+
+
+_PAUSE = _Transition("pause", (Status.RUNNING,), Status.PAUSING)
+_RESUME = _Transition("resume", (Status.PAUSED,), Status.RESUMING)
+_DESTROY = _Transition(
+    "destroy", (Status.RUNNING, Status.PAUSED, Status.ERROR, Status.MISSING, Status.PENDING), Status.STOPPING
+)
+_TERMINAL_STATES = (Status.RUNNING, Status.PAUSED)
+
+
+class _Skip(Exception):
+    """The capsule no longer qualifies (the reaper re-checks idleness under the lock)."""
+
+
+# Helpers
+
+
+def _invalid_state(status: str, verb: str) -> ActionError:
+    return ActionError("invalid_state", f"capsule is {status}; cannot {verb}")
+
+
+def _agent_failure(exc: grpc.RpcError, verb: str) -> ActionError:
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return ActionError("host_unavailable", HOST_UNREACHABLE)
+    detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    name = code.name if code is not None else "error"
+    return ActionError("agent_error", f"the host agent could not {verb} the capsule ({name}: {detail})")
+
+
+def _locked(sandbox_id: str) -> Sandbox:
+    """The capsule's row, locked until the end of the transaction (its host is read, not locked)."""
+    capsule = (
+        Sandbox.objects.select_for_update(of=("self",)).select_related("host").filter(pk=sandbox_id).first()
+    )
+    if capsule is None:
+        raise ActionError("not_found", f"capsule {sandbox_id} not found")
+    return capsule
+
+
+def _current(sandbox_id: str) -> Sandbox:
+    capsule = Sandbox.objects.select_related("host").filter(pk=sandbox_id).first()
+    if capsule is None:
+        raise ActionError("not_found", f"capsule {sandbox_id} not found")
+    return capsule
+
+
+def _call(capsule: Sandbox, method: str, request: Any) -> Any:
+    assert capsule.host is not None  # noqa: S101 - callers check is_reachable first
+    stub = agents.stub_for(capsule.host.address)
+    return getattr(stub, method)(request, timeout=agents.rpc_timeout(), metadata=agents.call_metadata())
+
+
+def _begin(
+    sandbox_id: str,
+    transition: _Transition,
+    check: Callable[[Sandbox], None] | None = None,
+    allow_no_host: bool = False,
+) -> tuple[Sandbox, str]:
+    """Step one: check and move to the in-between status, committed. Returns (capsule, previous)."""
+    with transaction.atomic():
+        capsule = _locked(sandbox_id)
+        if capsule.status not in transition.allowed:
+            raise _invalid_state(capsule.status, transition.verb)
+        if check is not None:
+            check(capsule)
+        if not (allow_no_host and capsule.host is None) and not is_reachable(capsule.host):
+            raise ActionError("host_unavailable", HOST_UNREACHABLE)
+        previous = capsule.status
+        capsule.status = transition.in_between
+        capsule.save(update_fields=["status", "last_updated"])
+    return capsule, previous
+
+
+def _finish(sandbox_id: str, expected: str, final: str, **fields: Any) -> Sandbox:
+    """Step three: the final status, unless something else moved the capsule meanwhile."""
+    with transaction.atomic():
+        capsule = _locked(sandbox_id)
+        if capsule.status == expected:
+            capsule.status = final
+        elif capsule.status == Status.MISSING:
+            # The host went quiet during the call; when it is back the capsule returns to this.
+            capsule.status_before_missing = final
+        else:
+            log.warning("capsule %s became %s while going to %s", sandbox_id, capsule.status, final)
+            return capsule
+        for name, value in fields.items():
+            setattr(capsule, name, value)
+        capsule.save(update_fields=["status", "status_before_missing", "last_updated", *fields])
+    return capsule
+
+
+def _run(
+    capsule: Sandbox,
+    previous: str,
+    verb: str,
+    method: str,
+    request: Any,
+    done_if: tuple[grpc.StatusCode, ...] = (),
+) -> None:
+    """Step two: the agent call; on failure the previous status is put back and ActionError raised.
+
+    An error whose code is in `done_if` counts as success.
+    """
+    try:
+        _call(capsule, method, request)
+    except grpc.RpcError as exc:
+        if isinstance(exc, grpc.Call) and exc.code() in done_if:
+            return
+        _finish(capsule.pk, capsule.status, previous)
+        raise _agent_failure(exc, verb) from exc
+    except Exception:
+        _finish(capsule.pk, capsule.status, previous)
+        raise
+
+
+# Lifecycle
+
+
+def create_capsule(
+    team: Team,
+    *,
+    template: str | None = None,
+    vcpus: int | None = None,
+    memory_mb: int | None = None,
+    timeout_sec: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Sandbox:
+    """A new running capsule for `team` on the least loaded host that fits it."""
+    try:
+        params = clean_create_params(template, vcpus, memory_mb, timeout_sec, metadata)
+    except ValidationFailed as exc:
+        raise ActionError("invalid_request", exc.message) from None
+    with transaction.atomic():
+        host = choose_host(params.vcpus, params.memory_mb, for_update=True)
+        if host is None:
+            raise ActionError("host_unavailable", NO_CAPACITY)
+        capsule = Sandbox.objects.create(
+            team=team,
+            host=host,
+            status=Status.PENDING,
+            template=params.template,
+            vcpus=params.vcpus,
+            memory_mb=params.memory_mb,
+            disk_size_mb=params.disk_size_mb,
+            timeout_sec=params.timeout_sec,
+            metadata=params.metadata,
+        )
+    with transaction.atomic():
+        capsule = _locked(capsule.pk)
+        if capsule.status != Status.PENDING:
+            # Destroyed between the two steps.
+            raise ActionError("conflict", f"capsule is {capsule.status}; it changed while being created")
+        capsule.status = Status.STARTING
+        capsule.save(update_fields=["status", "last_updated"])
+    request = pb.CreateSandboxRequest(
+        sandbox_id=capsule.pk, template=capsule.template, vcpus=capsule.vcpus, memory_mb=capsule.memory_mb
+    )
+    # A capsule the agent may or may not have made ends in `error`, from which it can be destroyed.
+    _run(capsule, Status.ERROR, "create", "CreateSandbox", request)
+    now = timezone.now()
+    log.info("created capsule %s on %s", capsule.pk, host.address)
+    return _finish(capsule.pk, Status.STARTING, Status.RUNNING, started_at=now, last_active_at=now)
+
+
+def pause_capsule(sandbox: Sandbox) -> Sandbox:
+    return _pause(sandbox.pk)
+
+
+def _pause(sandbox_id: str, check: Callable[[Sandbox], None] | None = None) -> Sandbox:
+    capsule, previous = _begin(sandbox_id, _PAUSE, check)
+    _run(capsule, previous, "pause", "PauseSandbox", pb.PauseSandboxRequest(sandbox_id=capsule.pk))
+    return _finish(capsule.pk, Status.PAUSING, Status.PAUSED)
+
+
+def resume_capsule(sandbox: Sandbox) -> Sandbox:
+    capsule, previous = _begin(sandbox.pk, _RESUME)
+    _run(capsule, previous, "resume", "ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=capsule.pk))
+    return _finish(capsule.pk, Status.RESUMING, Status.RUNNING, last_active_at=timezone.now())
+
+
+def destroy_capsule(sandbox: Sandbox) -> Sandbox:
+    """Destroy the capsule on its host and mark it stopped; the row stays as a record."""
+    # A capsule that never got a host exists nowhere but in this table.
+    capsule, previous = _begin(sandbox.pk, _DESTROY, allow_no_host=True)
+    if capsule.host is not None:
+        request = pb.DestroySandboxRequest(sandbox_id=capsule.pk)
+        # NOT_FOUND: already gone from the host, which is what destroy wanted.
+        _run(capsule, previous, "destroy", "DestroySandbox", request, done_if=(grpc.StatusCode.NOT_FOUND,))
+    now = timezone.now()
+    open_sessions = TerminalSession.objects.filter(sandbox_id=capsule.pk, ended_at__isnull=True)
+    open_sessions.update(ended_at=now, viewers=0)
+    log.info("destroyed capsule %s", capsule.pk)
+    return _finish(capsule.pk, Status.STOPPING, Status.STOPPED)
+
+
+def record_activity(sandbox_id: str) -> None:
+    """Someone is using the capsule now: the idle reaper counts from here."""
+    touch_sandbox(sandbox_id)
+
+
+def ping_capsule(sandbox: Sandbox) -> Sandbox:
+    """Record activity on a running capsule, postponing its idle pause."""
+    if not Sandbox.objects.filter(pk=sandbox.pk, status=Status.RUNNING).update(last_active_at=timezone.now()):
+        raise _invalid_state(_current(sandbox.pk).status, "ping")
+    return _current(sandbox.pk)
+
+
+def reap_idle(now: datetime | None = None) -> list[str]:
+    """Pause running capsules idle for longer than their timeout (0 = never); returns their ids.
+
+    Idle time counts from the last activity, else the start, else the creation.
+    """
+    now = now or timezone.now()
+    running = Sandbox.objects.filter(status=Status.RUNNING, timeout_sec__gt=0)
+    shortest = running.aggregate(shortest=Min("timeout_sec"))["shortest"]
+    if shortest is None:
+        return []
+    # Per-row "idle_since + timeout_sec seconds" needs interval arithmetic that SQLite lacks, so
+    # SQL narrows the rows down with the shortest timeout and Python decides.
+    candidates = (
+        running.annotate(idle_since=Coalesce("last_active_at", "started_at", "created_at"))
+        .filter(idle_since__lt=now - timedelta(seconds=shortest))
+        .order_by("idle_since")
+        .values_list("pk", "idle_since", "timeout_sec")
+    )
+    due = [pk for pk, since, timeout in candidates if _idle_past(since, timeout, now)]
+
+    def still_idle(capsule: Sandbox) -> None:
+        since = capsule.last_active_at or capsule.started_at or capsule.created_at
+        if not _idle_past(since, capsule.timeout_sec, now):
+            raise _Skip
+
+    paused = []
+    for sandbox_id in due:
+        try:
+            _pause(sandbox_id, still_idle)
+        except _Skip:
+            continue
+        except ActionError as exc:
+            log.warning("could not pause idle capsule %s: %s", sandbox_id, exc.message)
+            continue
+        log.info("paused idle capsule %s", sandbox_id)
+        paused.append(sandbox_id)
+    return paused
+
+
+def _idle_past(since: datetime, timeout_sec: int, now: datetime) -> bool:
+    return timeout_sec > 0 and since + timedelta(seconds=timeout_sec) < now
+
+
+# Terminals
+
+
+def _terminal_capsule(sandbox: Sandbox, verb: str) -> Sandbox:
+    capsule = _current(sandbox.pk)
+    if capsule.status not in _TERMINAL_STATES:
+        raise _invalid_state(capsule.status, verb)
+    if not is_reachable(capsule.host):
+        raise ActionError("host_unavailable", HOST_UNREACHABLE)
+    return capsule
+
+
+def list_terminal_sessions(sandbox: Sandbox) -> list[TerminalInfo]:
+    """The capsule's PTY sessions as its agent reports them, with who started them and who watches."""
+    capsule = _terminal_capsule(sandbox, "list terminals")
+    request = pb.ListPtySessionsRequest(sandbox_id=capsule.pk)
+    try:
+        response = _call(capsule, "ListPtySessions", request)
+    except grpc.RpcError as exc:
+        raise _agent_failure(exc, "list the terminals of") from exc
+    rows = {row.tag: row for row in TerminalSession.objects.filter(sandbox_id=capsule.pk)}
+    return [_terminal_info(session, rows.get(session.tag)) for session in response.sessions]
+
+
+def _terminal_info(session: Any, row: TerminalSession | None) -> TerminalInfo:
+    command = shlex.join([session.cmd, *session.args]) if session.cmd else (row.command if row else "")
+    started_at = (
+        datetime.fromtimestamp(session.started_at_ms / 1000, tz=UTC)
+        if session.started_at_ms
+        else (row.started_at if row else None)
+    )
+    return TerminalInfo(
+        tag=session.tag,
+        pid=session.pid,
+        command=command,
+        started_by=row.started_by if row and row.started_by else session.owner,
+        viewers=row.viewers if row else 0,
+        bytes_in=session.bytes_in,
+        bytes_out=session.bytes_out,
+        exited=session.exited,
+        exit_code=session.exit_code if session.exited else None,
+        started_at=started_at,
+    )
+
+
+def kill_terminal_session(sandbox: Sandbox, tag: str) -> None:
+    """Kill the process of terminal `tag`; its viewers then receive its exit."""
+    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+        raise ActionError("invalid_request", f"tag {tag!r} is not a terminal tag")
+    capsule = _terminal_capsule(sandbox, "kill terminals")
+    try:
+        _call(capsule, "PtyKill", pb.PtyKillRequest(sandbox_id=capsule.pk, tag=tag))
+    except grpc.RpcError as exc:
+        if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise ActionError("not_found", f"capsule has no terminal session {tag}") from exc
+        raise _agent_failure(exc, "kill a terminal of") from exc
+
+
+def _capsule_exists(sandbox_id: str) -> bool:
+    # Foreign keys are checked at commit on PostgreSQL, so a bad id is caught here instead.
+    if Sandbox.objects.filter(pk=sandbox_id).exists():
+        return True
+    log.warning("terminal event for unknown capsule %s ignored", sandbox_id)
+    return False
+
+
+def record_terminal_started(sandbox_id: str, tag: str, started_by: str, command: str, pid: int) -> None:
+    if not _capsule_exists(sandbox_id):
+        return
+    TerminalSession.objects.update_or_create(
+        sandbox_id=sandbox_id,
+        tag=tag,
+        defaults={
+            "started_by": started_by[:200],
+            "command": command[:500],
+            "pid": pid,
+            "ended_at": None,
+            "exit_code": None,
+        },
+    )
+
+
+def record_viewer(sandbox_id: str, tag: str, delta: int) -> None:
+    """Add `delta` (+1 on attach, -1 on detach) to the session's viewer count, never below 0."""
+    if not _capsule_exists(sandbox_id):
+        return
+    with transaction.atomic():
+        TerminalSession.objects.get_or_create(sandbox_id=sandbox_id, tag=tag)
+        TerminalSession.objects.filter(sandbox_id=sandbox_id, tag=tag).update(
+            viewers=Greatest(F("viewers") + delta, Value(0))
+        )
+
+
+def record_terminal_exit(sandbox_id: str, tag: str, exit_code: int) -> None:
+    if not _capsule_exists(sandbox_id):
+        return
+    TerminalSession.objects.update_or_create(
+        sandbox_id=sandbox_id,
+        tag=tag,
+        defaults={"ended_at": timezone.now(), "exit_code": exit_code},
+    )

@@ -1,0 +1,122 @@
+"""Who is calling the API and for which team: `X-API-Key: wrn_...` or `Authorization: Bearer <access token>`.
+
+Both set `request.auth` to a `TeamContext`; views read the caller's team from it
+and nowhere else. Credentials that are offered and refused answer 401 with the reason.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.tokens import AccessToken, Token
+
+from capsules.keys import authenticate_api_key
+from capsules.models import APIKey, Team
+from capsules.services import is_member
+from capsules.tokens import team_claim
+
+API_KEY_HEADER = "X-API-Key"
+MISSING_CREDENTIALS = "missing credentials: send X-API-Key or Authorization: Bearer"
+# DRF answers 403 instead of 401 unless the first authenticator names a challenge.
+WWW_AUTHENTICATE = 'Bearer realm="api", ApiKey realm="api"'
+
+
+@dataclass(frozen=True)
+class TeamContext:
+    """`request.auth` of an authenticated API call."""
+
+    team: Team
+    api_key: APIKey | None = None
+    token: Token | None = None
+
+
+class APIKeyPrincipal:
+    """`request.user` for an API key: authenticated, but no person and no Django permissions."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+    pk = None
+    id = None
+
+    def __init__(self, api_key: APIKey) -> None:
+        self.api_key = api_key
+        self.username = f"key:{api_key.prefix}"
+
+    def __str__(self) -> str:
+        return self.username
+
+
+class APIKeyAuthentication(BaseAuthentication):
+    """`X-API-Key: wrn_...`, acting for the key's team. Unknown, malformed and revoked keys look alike."""
+
+    def authenticate(self, request: Request) -> tuple[APIKeyPrincipal, TeamContext] | None:
+        raw_key = request.META.get("HTTP_X_API_KEY")
+        if raw_key is None:
+            return None
+        api_key = authenticate_api_key(raw_key.strip())
+        if api_key is None:
+            raise AuthenticationFailed("invalid API key")
+        return APIKeyPrincipal(api_key), TeamContext(team=api_key.team, api_key=api_key)
+
+    def authenticate_header(self, request: Request) -> str:
+        return WWW_AUTHENTICATE
+
+
+class TeamJWTAuthentication(JWTAuthentication):
+    """`Authorization: Bearer <access token>` whose `team_id` claim is a team of the active user."""
+
+    def authenticate(self, request: Request) -> tuple[Any, TeamContext] | None:  # type: ignore[override]
+        header = self.get_header(request)
+        if header is None:
+            return None
+        token = self.get_validated_token(self.get_raw_token(header))
+        user = self.get_user(token)
+        team_id = team_claim(token)
+        if team_id is None:
+            raise AuthenticationFailed("token has no team")
+        team = Team.objects.filter(pk=team_id).first() if is_member(user, team_id) else None
+        if team is None:
+            raise AuthenticationFailed("not a member of the token's team")
+        return user, TeamContext(team=team, token=token)
+
+    def authenticate_header(self, request: Request) -> str:
+        return WWW_AUTHENTICATE
+
+    def get_raw_token(self, header: bytes) -> bytes:
+        scheme, _, raw_token = header.strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not raw_token.strip():
+            raise AuthenticationFailed("Authorization must be 'Bearer <token>'")
+        return raw_token.strip()
+
+    def get_validated_token(self, raw_token: bytes) -> Token:
+        try:
+            return AccessToken(raw_token)  # type: ignore[arg-type]  # bytes are accepted too
+        except TokenError as exc:
+            raise AuthenticationFailed(str(exc).lower()) from None
+
+    def get_user(self, validated_token: Token) -> Any:
+        user_id = validated_token.get(jwt_settings.USER_ID_CLAIM)
+        users = get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id})
+        user = users.first() if user_id is not None else None
+        if user is None:
+            raise AuthenticationFailed("user not found")
+        if not user.is_active:
+            raise AuthenticationFailed("user is inactive")
+        return user
+
+
+class IsTeamCaller(BasePermission):
+    """Any caller authenticated for a team; which objects it reaches is up to each view's queryset."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.auth, TeamContext)

@@ -1,0 +1,51 @@
+"""What every authenticated endpoint shares: the two credentials, JSON in and out, the caller's team."""
+
+from typing import Any, NoReturn, cast
+
+from rest_framework.exceptions import NotAuthenticated
+from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+
+from capsules.api.authentication import (
+    MISSING_CREDENTIALS,
+    APIKeyAuthentication,
+    IsTeamCaller,
+    TeamContext,
+    TeamJWTAuthentication,
+)
+from capsules.api.errors import api_exception_handler
+from capsules.models import Team
+
+
+class TeamAPIView(GenericAPIView[Any]):
+    """An endpoint for a team's caller; subclasses scope `get_queryset()` to `self.team`."""
+
+    authentication_classes = [APIKeyAuthentication, TeamJWTAuthentication]
+    permission_classes = [IsTeamCaller]
+    parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
+
+    def get_exception_handler(self) -> Any:
+        return api_exception_handler
+
+    def permission_denied(
+        self, request: Request, message: str | None = None, code: str | None = None
+    ) -> NoReturn:
+        if request.successful_authenticator is None:
+            raise NotAuthenticated(MISSING_CREDENTIALS)
+        super().permission_denied(request, message, code)
+
+    @property
+    def caller(self) -> TeamContext:
+        return cast(TeamContext, self.request.auth)
+
+    @property
+    def team(self) -> Team:
+        return self.caller.team
+
+    @property
+    def person(self) -> Any | None:
+        """The signed-in user behind a bearer token; None for an API key."""
+        return self.request.user if self.caller.token is not None else None

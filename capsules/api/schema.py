@@ -1,0 +1,101 @@
+"""The OpenAPI document: security schemes, the error body of each status, and the hooks that shape it."""
+
+from functools import cache
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from drf_spectacular.utils import OpenApiResponse, extend_schema_field
+from rest_framework import serializers
+
+from capsules.api.authentication import API_KEY_HEADER
+from capsules.api.errors import ERROR_CODES
+
+HOST_TOKEN_SCHEME = "HostTokenAuth"  # noqa: S105 - a scheme name, not a secret
+# Host agents authenticate with their own token inside the heartbeat view, so no
+# authentication class is there for drf-spectacular to describe.
+HOST_TOKEN_SECURITY = {"type": "http", "scheme": "bearer", "description": "A host agent's token, wrh_..."}
+
+ERROR_DESCRIPTIONS = {
+    400: "The request is malformed: bad JSON, a wrong type, an unknown field or a rejected value.",
+    401: "Credentials are missing or refused.",
+    403: "The caller may not do this.",
+    404: "No such object for the caller's team (another team's objects answer the same).",
+    409: "The capsule's status does not allow this now.",
+    415: "The body is not application/json.",
+    500: "An unexpected error; it has been logged.",
+    502: "The host agent refused or failed the operation.",
+    503: "No host can take the capsule, or its host is unreachable.",
+}
+
+
+class APIKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "capsules.api.authentication.APIKeyAuthentication"
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
+
+
+class BearerScheme(OpenApiAuthenticationExtension):
+    target_class = "capsules.api.authentication.TeamJWTAuthentication"
+    name = "BearerAuth"
+    # Ahead of drf-spectacular's own extension for SimpleJWT's JWTAuthentication.
+    priority = 1
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        definition: dict[str, str] = build_bearer_security_scheme_object(
+            header_name="Authorization",
+            token_prefix="Bearer",  # noqa: S106 - the scheme word, not a secret
+            bearer_format="JWT",
+        )
+        return definition
+
+
+@cache
+def error_serializer(http_status: int) -> type[serializers.Serializer[Any]]:
+    """`{"error": {"code", "message"}}` with the codes that status can carry, as component `Error<status>`."""
+    code_field = extend_schema_field({"type": "string", "enum": list(ERROR_CODES[http_status])})(
+        type(f"ErrorCode{http_status}Field", (serializers.CharField,), {})
+    )
+    detail = type(
+        f"Error{http_status}DetailSerializer",
+        (serializers.Serializer,),
+        {"code": code_field(), "message": serializers.CharField(), "__module__": __name__},
+    )
+    return type(
+        f"Error{http_status}Serializer",
+        (serializers.Serializer,),
+        {"error": detail(), "__module__": __name__},
+    )
+
+
+def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
+    return {
+        http_status: OpenApiResponse(
+            error_serializer(http_status), description=ERROR_DESCRIPTIONS[http_status]
+        )
+        for http_status in statuses
+    }
+
+
+def only_v1_paths(endpoints: list[tuple[Any, ...]], **kwargs: Any) -> list[tuple[Any, ...]]:
+    """Preprocessing hook: the API is mounted at /v1/ and /api/v1/; document it once, at /v1/."""
+    return [endpoint for endpoint in endpoints if endpoint[0].startswith("/v1/")]
+
+
+def close_objects(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: components list every property, so extra ones are refused (requests)
+    and never sent (responses)."""
+    for schema in result.get("components", {}).get("schemas", {}).values():
+        if schema.get("type") == "object" and "properties" in schema:
+            schema.setdefault("additionalProperties", False)
+    return result
+
+
+def add_host_token_scheme(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: the security scheme the heartbeat operation names."""
+    result.setdefault("components", {}).setdefault("securitySchemes", {})[HOST_TOKEN_SCHEME] = (
+        HOST_TOKEN_SECURITY
+    )
+    return result

@@ -1,0 +1,295 @@
+"""Host agents as the control plane sees them: heartbeat tokens, heartbeats, liveness and placement.
+
+An agent reports in with `POST /v1/hosts/heartbeat` (see hosts_api.py) carrying a JSON object:
+
+    {"address": "10.0.0.5:50071",              # optional: where its gRPC server is reachable
+     "runtime": "bwrap", "version": "0.2.0",   # optional
+     "capacity": {"vcpus": 8, "memory_mb": 16384},   # optional; top-level vcpus/memory_mb also work
+     "sandboxes": [{"id": "cl-…", "state": "running", "pty_sessions": 1}]}   # optional
+
+Without "sandboxes" the capsules of the host are left alone; with it (even empty) the list is
+the truth about which capsules exist there.
+
+A host that has never sent a heartbeat (last_heartbeat_at None, like the one `manage.py demo`
+creates) is trusted as it is: `check_hosts` only declares dead a host that reported and then
+went quiet.
+"""
+
+import hashlib
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from capsules.models import Host, Sandbox
+from capsules.validation import ValidationFailed
+
+log = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "wrh_"  # noqa: S105 - a marker, not a secret
+DISPLAY_PREFIX_LENGTH = 12
+_TOKEN_RE = re.compile(r"wrh_[0-9a-f]{48}")
+
+# Statuses in which a capsule occupies its host.
+ACTIVE_STATUSES = [s for s in Sandbox.Status if s not in (Sandbox.Status.STOPPED, Sandbox.Status.ERROR)]
+# Statuses that become `missing` when the host goes quiet.
+LOST_WITH_HOST = [
+    Sandbox.Status.RUNNING,
+    Sandbox.Status.PAUSED,
+    Sandbox.Status.STARTING,
+    Sandbox.Status.PAUSING,
+    Sandbox.Status.RESUMING,
+]
+# A heartbeat lists the sandboxes the agent had when it sent it; a capsule that reached a settled
+# status just before that report arrived may not be in it yet.
+MISSING_GRACE = timedelta(seconds=5)
+MAX_REPORTED_SANDBOXES = 10_000
+_MAX_INT = 2**31 - 1
+_ADDRESS_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
+
+
+def dead_after() -> timedelta:
+    return timedelta(seconds=float(getattr(settings, "WRENN_HOST_DEAD_AFTER_SEC", 30)))
+
+
+def is_reachable(host: Host | None) -> bool:
+    """Whether calls to this host's agent are worth making (draining hosts still serve their capsules)."""
+    return host is not None and host.status != Host.Status.UNREACHABLE
+
+
+# Tokens
+
+
+def hash_token(raw_token: str) -> str:
+    return hashlib.sha256(raw_token.encode()).hexdigest()
+
+
+def issue_host_token(host: Host) -> str:
+    """Give `host` a new heartbeat token, replacing any earlier one; returns the only copy of it."""
+    raw_token = TOKEN_PREFIX + secrets.token_hex(24)
+    host.token_prefix = raw_token[:DISPLAY_PREFIX_LENGTH]
+    host.token_hash = hash_token(raw_token)
+    if host._state.adding:
+        host.save()
+    else:
+        host.save(update_fields=["token_prefix", "token_hash"])
+    return raw_token
+
+
+def host_for_token(raw_token: str) -> Host | None:
+    """The host whose heartbeat token this is, or None for unknown or malformed tokens."""
+    if not isinstance(raw_token, str) or not _TOKEN_RE.fullmatch(raw_token):
+        return None
+    return Host.objects.filter(token_hash=hash_token(raw_token)).first()
+
+
+# Heartbeats
+
+
+@dataclass(frozen=True)
+class ReportedSandbox:
+    id: str
+    state: str
+    pty_sessions: int
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    address: str | None
+    runtime: str | None
+    version: str | None
+    vcpus: int | None
+    memory_mb: int | None
+    sandboxes: list[ReportedSandbox] | None
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+        raise ValidationFailed(f"{name} must be a non-negative integer")
+    return value
+
+
+def _text(name: str, value: Any, max_length: int) -> str:
+    if not isinstance(value, str) or len(value) > max_length:
+        raise ValidationFailed(f"{name} must be a string of at most {max_length} characters")
+    return value
+
+
+def clean_address(value: Any) -> str:
+    """`host:port` (host a name, IPv4 or [IPv6]), or ValidationFailed."""
+    address = _text("address", value, 255)
+    match = _ADDRESS_RE.fullmatch(address)
+    if match is None or not 1 <= int(match.group(1)) <= 65535:
+        raise ValidationFailed(f"address must be host:port, got {address!r}")
+    return address
+
+
+def _reported_sandbox(index: int, item: Any) -> ReportedSandbox:
+    name = f"sandboxes[{index}]"
+    if not isinstance(item, dict):
+        raise ValidationFailed(f"{name} must be an object with id, state and pty_sessions")
+    if "id" not in item:
+        raise ValidationFailed(f"{name}.id is required")
+    return ReportedSandbox(
+        id=_text(f"{name}.id", item["id"], 64),
+        state=_text(f"{name}.state", item.get("state", ""), 16),
+        pty_sessions=_count(f"{name}.pty_sessions", item.get("pty_sessions", 0)),
+    )
+
+
+def parse_heartbeat(payload: Any) -> Heartbeat:
+    """The checked heartbeat, or ValidationFailed naming the first bad field."""
+    if not isinstance(payload, dict):
+        raise ValidationFailed("the heartbeat must be a JSON object")
+    capacity = payload.get("capacity", {})
+    if not isinstance(capacity, dict):
+        raise ValidationFailed("capacity must be an object with vcpus and memory_mb")
+    vcpus = capacity.get("vcpus", payload.get("vcpus"))
+    memory_mb = capacity.get("memory_mb", payload.get("memory_mb"))
+    sandboxes = payload.get("sandboxes")
+    if sandboxes is not None and (not isinstance(sandboxes, list) or len(sandboxes) > MAX_REPORTED_SANDBOXES):
+        raise ValidationFailed(f"sandboxes must be a list of at most {MAX_REPORTED_SANDBOXES} objects")
+    return Heartbeat(
+        address=None if payload.get("address") is None else clean_address(payload["address"]),
+        runtime=None if payload.get("runtime") is None else _text("runtime", payload["runtime"], 32),
+        version=None if payload.get("version") is None else _text("version", payload["version"], 64),
+        vcpus=None if vcpus is None else _count("capacity.vcpus", vcpus),
+        memory_mb=None if memory_mb is None else _count("capacity.memory_mb", memory_mb),
+        sandboxes=(None if sandboxes is None else [_reported_sandbox(i, s) for i, s in enumerate(sandboxes)]),
+    )
+
+
+def record_heartbeat(host: Host, payload: Any) -> Host:
+    """Record that `host` is alive and what it reports; returns the updated host.
+
+    Raises ValidationFailed for a malformed payload or an address another host already has.
+    """
+    beat = parse_heartbeat(payload)
+    now = timezone.now()
+    with transaction.atomic():
+        host = Host.objects.select_for_update().get(pk=host.pk)
+        host.last_heartbeat_at = now
+        if host.status != Host.Status.DRAINING:
+            host.status = Host.Status.ONLINE
+        if beat.address is not None:
+            host.address = beat.address
+        for name in ("runtime", "version", "vcpus", "memory_mb"):
+            value = getattr(beat, name)
+            if value is not None:
+                setattr(host, name, value)
+        try:
+            with transaction.atomic():
+                host.save()
+        except IntegrityError:
+            raise ValidationFailed(f"address {beat.address} belongs to another host") from None
+        if beat.sandboxes is not None:
+            _reconcile(host, beat.sandboxes, now)
+    return host
+
+
+def _restored_status(capsule: Sandbox, agent_state: str) -> str:
+    """Where a capsule that reappears goes: what the agent says, else where it was, else running."""
+    settled = (Sandbox.Status.RUNNING, Sandbox.Status.PAUSED)
+    if agent_state in settled:
+        return agent_state
+    if capsule.status_before_missing in settled:
+        return capsule.status_before_missing
+    return Sandbox.Status.RUNNING
+
+
+def _reconcile(host: Host, reported: list[ReportedSandbox], now: datetime) -> None:
+    states = {sandbox.id: sandbox.state for sandbox in reported}
+    back = Sandbox.objects.select_for_update().filter(
+        host=host, status=Sandbox.Status.MISSING, pk__in=list(states)
+    )
+    for capsule in back:
+        capsule.status = _restored_status(capsule, states[capsule.pk])
+        capsule.status_before_missing = ""
+        capsule.save(update_fields=["status", "status_before_missing", "last_updated"])
+        log.info("capsule %s is back on host %s (%s)", capsule.pk, host.address, capsule.status)
+    # Capsules in the middle of an operation are left to that operation.
+    lost = (
+        Sandbox.objects.filter(
+            host=host,
+            status__in=[Sandbox.Status.RUNNING, Sandbox.Status.PAUSED],
+            last_updated__lt=now - MISSING_GRACE,
+        )
+        .exclude(pk__in=list(states))
+        .update(status_before_missing=F("status"), status=Sandbox.Status.MISSING, last_updated=now)
+    )
+    if lost:
+        log.warning("host %s no longer reports %d capsule(s); marked missing", host.address, lost)
+
+
+# Liveness
+
+
+def check_hosts(now: datetime | None = None) -> list[Host]:
+    """Declare dead the hosts that reported before but not within WRENN_HOST_DEAD_AFTER_SEC.
+
+    An online host becomes unreachable (a draining one stays draining), and its capsules that
+    were running or on their way there become missing. Returns the hosts that changed.
+    """
+    cutoff = (now or timezone.now()) - dead_after()
+    quiet = Q(status__in=[Host.Status.ONLINE, Host.Status.DRAINING], last_heartbeat_at__lt=cutoff)
+    changed = []
+    for host_id in Host.objects.filter(quiet).values_list("pk", flat=True):
+        with transaction.atomic():
+            # Re-checked under the lock: a heartbeat may have arrived since.
+            host = Host.objects.select_for_update().filter(quiet, pk=host_id).first()
+            if host is None:
+                continue
+            went_down = host.status == Host.Status.ONLINE
+            if went_down:
+                host.status = Host.Status.UNREACHABLE
+                host.save(update_fields=["status"])
+            lost = Sandbox.objects.filter(host=host, status__in=LOST_WITH_HOST).update(
+                status_before_missing=F("status"), status=Sandbox.Status.MISSING, last_updated=timezone.now()
+            )
+        if went_down or lost:
+            log.warning(
+                "host %s last reported at %s; now %s, %d capsule(s) missing",
+                host.address,
+                host.last_heartbeat_at,
+                host.status,
+                lost,
+            )
+            changed.append(host)
+    return changed
+
+
+# Placement
+
+
+def choose_host(vcpus: int, memory_mb: int, *, for_update: bool = False) -> Host | None:
+    """The least loaded online host that can take a capsule of this size, or None.
+
+    Load is the number of capsules occupying the host, then the memory they reserve. A host that
+    reported its memory (or vCPUs) is skipped when the capsule does not fit; one that did not is
+    assumed to fit. With `for_update` (inside a transaction) the online hosts are locked so that
+    concurrent placements see each other's capsules.
+    """
+    online = Host.objects.filter(status=Host.Status.ONLINE)
+    if for_update:
+        # FOR UPDATE cannot go with the GROUP BY below, so the rows are locked first, in pk order.
+        list(online.select_for_update().order_by("pk").values_list("pk", flat=True))
+    active = Q(sandboxes__status__in=ACTIVE_STATUSES)
+    candidates = online.annotate(
+        load=Count("sandboxes", filter=active),
+        reserved_mb=Coalesce(Sum("sandboxes__memory_mb", filter=active), 0),
+    ).order_by("load", "reserved_mb", "created_at", "pk")
+    for host in candidates:
+        if host.memory_mb and host.reserved_mb + memory_mb > host.memory_mb:
+            continue
+        if host.vcpus and vcpus > host.vcpus:
+            continue
+        return host
+    return None

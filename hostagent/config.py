@@ -1,0 +1,25 @@
+"""Everything `serve()` needs, as parsed from the command line and the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hostagent.heartbeat import HeartbeatConfig
+
+NOBODY_UID = 65534
+DEFAULT_CGROUP_ROOT = "wrenn-hostagent"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    listen: str
+    data_dir: Path
+    runtime: str = "auto"
+    sandbox_uid: int = NOBODY_UID
+    # Every RPC must carry it; None accepts any caller.
+    token: str | None = None
+    pause_mechanism: str = "auto"
+    cgroup_root: str = DEFAULT_CGROUP_ROOT
+    # None: no control plane to report to.
+    heartbeat: HeartbeatConfig | None = None
