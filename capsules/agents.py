@@ -10,7 +10,6 @@ from django.conf import settings
 from protos import hostagent_pb2_grpc as pb_grpc
 
 METADATA_KEY = "authorization"
-DEFAULT_RPC_TIMEOUT = 10.0
 # gRPC's default reconnect backoff grows to two minutes; an agent that restarts would then look
 # unreachable long after it is back. Calls fail fast (UNAVAILABLE) while the channel waits.
 _CHANNEL_OPTIONS = [
@@ -29,7 +28,7 @@ def call_metadata() -> tuple[tuple[str, str], ...]:
 
 def rpc_timeout() -> float:
     """Deadline of one unary call to an agent, in seconds."""
-    return float(getattr(settings, "HOSTAGENT_RPC_TIMEOUT", DEFAULT_RPC_TIMEOUT))
+    return float(settings.HOSTAGENT_RPC_TIMEOUT)
 
 
 def channel_for(address: str) -> grpc.Channel:

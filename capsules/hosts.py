@@ -57,7 +57,7 @@ _ADDRESS_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
 
 
 def dead_after() -> timedelta:
-    return timedelta(seconds=float(getattr(settings, "WRENN_HOST_DEAD_AFTER_SEC", 30)))
+    return timedelta(seconds=float(settings.WRENN_HOST_DEAD_AFTER_SEC))
 
 
 def is_reachable(host: Host | None) -> bool:

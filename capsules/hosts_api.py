@@ -19,13 +19,11 @@ from capsules.validation import ValidationFailed
 from capsules.views import PublicAPIView, error_response
 
 BAD_TOKEN = "invalid host token"  # noqa: S105 - an error message, not a secret
-DEFAULT_INTERVAL_SEC = 10
 
 
 def heartbeat_interval() -> float:
     """Seconds the agent should wait before its next heartbeat (a fraction is fine, for tests)."""
-    value: float = getattr(settings, "WRENN_HOST_HEARTBEAT_INTERVAL_SEC", DEFAULT_INTERVAL_SEC)
-    return value
+    return float(settings.WRENN_HOST_HEARTBEAT_INTERVAL_SEC)
 
 
 def bearer_token(request: Request) -> str | None:

@@ -53,15 +53,15 @@ class CreateParams:
 
 
 def max_vcpus() -> int:
-    return int(getattr(settings, "WRENN_MAX_VCPUS", 8))
+    return int(settings.WRENN_MAX_VCPUS)
 
 
 def max_memory_mb() -> int:
-    return int(getattr(settings, "WRENN_MAX_MEMORY_MB", 16384))
+    return int(settings.WRENN_MAX_MEMORY_MB)
 
 
 def max_timeout_sec() -> int:
-    return int(getattr(settings, "WRENN_MAX_TIMEOUT_SEC", 86400))
+    return int(settings.WRENN_MAX_TIMEOUT_SEC)
 
 
 def _type_name(value: Any) -> str:

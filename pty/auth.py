@@ -15,15 +15,12 @@ from urllib.parse import urlparse
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http.request import validate_host
-from rest_framework_simplejwt.exceptions import TokenError
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
-from rest_framework_simplejwt.tokens import AccessToken
+from rest_framework.exceptions import AuthenticationFailed
 
+from capsules.api.authentication import TeamJWTAuthentication
 from capsules.keys import authenticate_api_key
-from capsules.services import is_member
 
 API_KEY_PREFIX = "wrn_"
 SCOPE_CALLER = "wrenn.caller"
@@ -64,22 +61,15 @@ def _api_key_caller(raw_key: str) -> Caller:
 
 
 def _jwt_caller(raw_token: str) -> Caller:
+    # The same checks, in the same order and words, as the REST API's bearer authentication.
+    jwt = TeamJWTAuthentication()
     try:
-        token = AccessToken(raw_token)  # type: ignore[arg-type]
-    except TokenError as exc:
-        raise AuthFailed(f"authentication failed: {str(exc).lower()}") from None
-    user_id = token.get(jwt_settings.USER_ID_CLAIM)
-    team_id = token.get("team_id")
-    user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
-    if user is None:
-        raise AuthFailed("authentication failed: unknown user")
-    if not user.is_active:
-        raise AuthFailed("authentication failed: user is inactive")
-    if not team_id:
-        raise AuthFailed("authentication failed: token has no team")
-    if not is_member(user, team_id):
-        raise AuthFailed("authentication failed: not a member of the token's team")
-    return Caller(team_id=str(team_id), user=user, method="jwt", label=f"user:{user.get_username()}")
+        token = jwt.get_validated_token(raw_token.encode())
+        user = jwt.get_user(token)
+        team = jwt.get_team(user, token)
+    except AuthenticationFailed as exc:
+        raise AuthFailed(f"authentication failed: {exc.detail}") from None
+    return Caller(team_id=str(team.pk), user=user, method="jwt", label=f"user:{user.get_username()}")
 
 
 @database_sync_to_async

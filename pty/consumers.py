@@ -20,8 +20,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from capsules.actions import record_activity, record_terminal_exit, record_terminal_started, record_viewer
 from capsules.agents import call_metadata
-from capsules.services import find_sandbox, is_member, touch_sandbox
+from capsules.services import find_sandbox, is_member
 from protos import hostagent_pb2 as pb
 
 from . import protocol as p
@@ -62,7 +63,10 @@ def _find_capsule(sandbox_id: str, caller: Caller, admin_route: bool) -> Capsule
     return Capsule(sandbox.id, sandbox.status, sandbox.host.address if sandbox.host else None)
 
 
-_touch = database_sync_to_async(touch_sandbox)
+_record_activity = database_sync_to_async(record_activity)
+_record_started = database_sync_to_async(record_terminal_started)
+_record_viewer = database_sync_to_async(record_viewer)
+_record_exit = database_sync_to_async(record_terminal_exit)
 
 
 class PtyConsumer(AsyncWebsocketConsumer):
@@ -71,6 +75,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.capsule: Capsule | None = None
+        self.caller: Caller | None = None
         self.tag = ""
         self.group = ""
         self.phase = "auth"  # auth -> first -> attached -> closed
@@ -181,6 +186,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
             await self.fatal("sandbox host is not reachable")
         else:
             self.capsule = capsule
+            self.caller = caller
             self.phase = "first"
 
     async def _start(self, start: p.StartRequest) -> None:
@@ -195,6 +201,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
             envs=start.envs,
             cwd=start.cwd,
             user=start.user,
+            owner=self.caller.label if self.caller else "",
         )
         await self._attach(request.tag, request)
 
@@ -214,6 +221,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
         self._spawn("input", self.pump.run())
         # Join before the stream opens, so not a byte published for the group is missed.
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await _record_viewer(self.capsule.id, tag, 1)
         self._request = request
         if registry.join(self.group, self):
             self.take_lead()
@@ -236,9 +244,10 @@ class PtyConsumer(AsyncWebsocketConsumer):
         )
         self._spawn("stream", self._run_stream(stream))
 
-    async def _run_stream(self, stream: Awaitable[None]) -> None:
+    async def _run_stream(self, stream: Awaitable[int]) -> None:
+        assert self.capsule is not None  # noqa: S101 - only leaders run a stream
         try:
-            await stream
+            exit_code = await stream
         except StreamFailed as exc:
             if exc.attached:
                 # Everyone watching lost the session: tell them all.
@@ -249,10 +258,15 @@ class PtyConsumer(AsyncWebsocketConsumer):
                 await self.fatal(f"failed to start pty: {exc}")
             else:
                 await self.fatal(str(exc))
+        else:
+            await _record_exit(self.capsule.id, self.tag, exit_code)
 
     async def _started(self, started: pb.PtyStarted) -> None:
+        assert self.capsule is not None  # noqa: S101 - a session was started in this capsule
         self.attached.set()
         await self.send_json_frame(p.STARTED, tag=started.tag, pid=started.pid)
+        command = " ".join([self._request.cmd, *self._request.args])
+        await _record_started(self.capsule.id, started.tag, self._request.owner, command, started.pid)
 
     async def _send_op(self, op: Op) -> None:
         assert self.capsule is not None and self.capsule.host_address  # noqa: S101
@@ -315,7 +329,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
             await self._release()
 
     async def _keepalive(self) -> None:
-        interval = float(getattr(settings, "PTY_KEEPALIVE_SECONDS", 30))
+        interval = float(settings.PTY_KEEPALIVE_SECONDS)
         while True:
             await asyncio.sleep(interval)
             await self.send_json_frame(p.PING)
@@ -324,10 +338,10 @@ class PtyConsumer(AsyncWebsocketConsumer):
         # The idle reaper must see a terminal in use as active, but one UPDATE per
         # keystroke is wasteful: at most one per interval per connection.
         now = time.monotonic()
-        interval = float(getattr(settings, "PTY_ACTIVITY_INTERVAL_SECONDS", 30))
+        interval = float(settings.PTY_ACTIVITY_INTERVAL_SECONDS)
         if self.capsule is not None and now - self.last_touch >= interval:
             self.last_touch = now
-            await _touch(self.capsule.id)
+            await _record_activity(self.capsule.id)
 
     # --- cleanup -------------------------------------------------------------------
 
@@ -371,7 +385,9 @@ class PtyConsumer(AsyncWebsocketConsumer):
             if self.group:
                 await self.channel_layer.group_discard(self.group, self.channel_name)
             if self.capsule is not None:
-                await _touch(self.capsule.id)
+                if self.group:
+                    await _record_viewer(self.capsule.id, self.tag, -1)
+                await _record_activity(self.capsule.id)
 
 
 class AdminPtyConsumer(PtyConsumer):

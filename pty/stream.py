@@ -48,8 +48,8 @@ async def lead(
     group: str,
     on_started: Callable[[pb.PtyStarted], Awaitable[None]],
     on_output: Callable[[], Awaitable[None]],
-) -> None:
-    """Runs until the process exits (an exit event is published) or the task is cancelled."""
+) -> int:
+    """Runs until the process exits (its exit event is published; the code returned) or is cancelled."""
     call = stub.PtyAttach(request, metadata=call_metadata())
     attached = False
     try:
@@ -73,7 +73,7 @@ async def lead(
                 await on_started(event.started)
             elif kind == "exited":
                 await layer.group_send(group, {"type": EXIT_EVENT, "exit_code": event.exited.exit_code})
-                return
+                return int(event.exited.exit_code)
         raise StreamFailed("the sandbox host closed the terminal stream", attached=attached)
     except grpc.aio.AioRpcError as exc:
         log.info("pty stream %s ended: %s %s", group, exc.code().name, exc.details())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The embedded quick start behind `make run`: SQLite, the in-memory channel layer,
-# one host agent and one daphne, with a demo user, team, API key and capsule.
+# one host agent (heartbeating to the control plane), the monitor (dead hosts,
+# idle capsules) and one daphne, with a demo user, team, API key and capsule.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -21,20 +22,31 @@ export HOSTAGENT_TOKEN_FILE=$token_file WRENN_HOSTAGENT_TOKEN_FILE=$token_file
 
 "$PY" manage.py migrate --noinput >/dev/null
 
+# Register the host (a fresh heartbeat token each start, kept beside the database).
+host_token_file="$WRENN_DATA_DIR/host.token"
+host_json=$("$PY" manage.py create_host "$WRENN_HOSTAGENT_ADDR" --json 2>/dev/null ||
+  "$PY" manage.py create_host "$WRENN_HOSTAGENT_ADDR" --rotate --json)
+(umask 077 && "$PY" -c 'import json,sys; print(json.loads(sys.argv[1])["token"])' "$host_json" >"$host_token_file")
+reach=$HOST; [ "$reach" = 0.0.0.0 ] && reach=127.0.0.1
+
+: >"$WRENN_DATA_DIR/hostagent.log"
 "$PY" -m hostagent --listen "$WRENN_HOSTAGENT_ADDR" --data-dir "$WRENN_DATA_DIR/hostagent" \
+  --control-plane "http://$reach:$PORT" --register-token-file "$host_token_file" \
   >>"$WRENN_DATA_DIR/hostagent.log" 2>&1 &
 agent=$!
-trap 'kill "$agent" 2>/dev/null; wait "$agent" 2>/dev/null' EXIT
+"$PY" manage.py monitor >>"$WRENN_DATA_DIR/monitor.log" 2>&1 &
+monitor=$!
+trap 'kill "$agent" "$monitor" 2>/dev/null; wait "$agent" "$monitor" 2>/dev/null' EXIT
 for _ in $(seq 100); do
   grep -q "hostagent listening" "$WRENN_DATA_DIR/hostagent.log" 2>/dev/null && break
   kill -0 "$agent" 2>/dev/null || { cat "$WRENN_DATA_DIR/hostagent.log"; exit 1; }
   sleep 0.1
 done
-grep -i "warning" "$WRENN_DATA_DIR/hostagent.log" | tail -n 3 || true
+grep "ISOLATES NOTHING" "$WRENN_DATA_DIR/hostagent.log" || true
 
 demo=$("$PY" manage.py demo --json)
 field() { "$PY" -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$demo" "$1"; }
-shown=$HOST; [ "$shown" = 0.0.0.0 ] && shown=127.0.0.1
+shown=$reach
 cat <<MSG
 
   Wrenn control plane is starting on http://$shown:$PORT/

@@ -27,6 +27,19 @@ HOSTAGENT_ADDR = _env("WRENN_HOSTAGENT_ADDR", "127.0.0.1:50071")
 # from WRENN_HOSTAGENT_TOKEN_FILE when set, so it stays out of process listings.
 _token_file = _env("WRENN_HOSTAGENT_TOKEN_FILE", "")
 HOSTAGENT_TOKEN = Path(_token_file).read_text().strip() if _token_file else _env("WRENN_HOSTAGENT_TOKEN", "")
+# Limits of what a team may ask for when it creates a capsule.
+WRENN_MAX_VCPUS = int(_env("WRENN_MAX_VCPUS", "8"))
+WRENN_MAX_MEMORY_MB = int(_env("WRENN_MAX_MEMORY_MB", "16384"))
+WRENN_MAX_TIMEOUT_SEC = int(_env("WRENN_MAX_TIMEOUT_SEC", "86400"))
+# A host whose heartbeats stop for this long is unreachable and its capsules missing.
+WRENN_HOST_DEAD_AFTER_SEC = float(_env("WRENN_HOST_DEAD_AFTER_SEC", "30"))
+# The heartbeat interval the control plane asks host agents for.
+WRENN_HOST_HEARTBEAT_INTERVAL_SEC = float(_env("WRENN_HOST_HEARTBEAT_INTERVAL_SEC", "10"))
+# Deadline of lifecycle calls to host agents (create, pause, resume, destroy).
+HOSTAGENT_RPC_TIMEOUT = float(_env("WRENN_HOSTAGENT_RPC_TIMEOUT", "10"))
+# Terminal sockets: keepalive ping, and how often activity is written per connection.
+PTY_KEEPALIVE_SECONDS = float(_env("WRENN_PTY_KEEPALIVE_SECONDS", "30"))
+PTY_ACTIVITY_INTERVAL_SECONDS = float(_env("WRENN_PTY_ACTIVITY_INTERVAL_SECONDS", "30"))
 LOG_LEVEL = _env("WRENN_LOG_LEVEL", "INFO")
 # ------------------------------------------------------------------------------
 

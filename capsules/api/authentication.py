@@ -81,13 +81,17 @@ class TeamJWTAuthentication(JWTAuthentication):
             return None
         token = self.get_validated_token(self.get_raw_token(header))
         user = self.get_user(token)
-        team_id = team_claim(token)
+        return user, TeamContext(team=self.get_team(user, token), token=token)
+
+    def get_team(self, user: Any, validated_token: Token) -> Team:
+        """The token's team, which the user must still belong to."""
+        team_id = team_claim(validated_token)
         if team_id is None:
             raise AuthenticationFailed("token has no team")
         team = Team.objects.filter(pk=team_id).first() if is_member(user, team_id) else None
         if team is None:
             raise AuthenticationFailed("not a member of the token's team")
-        return user, TeamContext(team=team, token=token)
+        return team
 
     def authenticate_header(self, request: Request) -> str:
         return WWW_AUTHENTICATE

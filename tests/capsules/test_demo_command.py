@@ -174,3 +174,23 @@ def test_demo_creates_the_capsule_on_a_real_agent(settings: Settings, tmp_path: 
         assert stderr_again == ""
     finally:
         agent.stop()
+
+
+def test_the_demo_capsule_is_never_paused_for_idleness(demo_settings: Settings) -> None:
+    capsule = Sandbox.objects.get(pk=run_demo_json()["capsule_id"])
+    assert capsule.timeout_sec == 0
+
+
+def test_a_destroyed_demo_capsule_is_replaced(demo_settings: Settings) -> None:
+    first = run_demo_json()["capsule_id"]
+    Sandbox.objects.filter(pk=first).update(status=Sandbox.Status.STOPPED)
+    second = run_demo_json()["capsule_id"]
+    assert second != first
+    assert Sandbox.objects.get(pk=second).status == Sandbox.Status.RUNNING
+
+
+def test_a_paused_demo_capsule_stays_paused(demo_settings: Settings) -> None:
+    first = run_demo_json()["capsule_id"]
+    Sandbox.objects.filter(pk=first).update(status=Sandbox.Status.PAUSED)
+    assert run_demo_json()["capsule_id"] == first
+    assert Sandbox.objects.get(pk=first).status == Sandbox.Status.PAUSED

@@ -18,7 +18,7 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from rest_framework_simplejwt.tokens import AccessToken
 
-from capsules.models import Host, Membership, Sandbox, Team
+from capsules.models import Host, Membership, Sandbox, Team, TerminalSession
 from capsules.tokens import tokens_for
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
@@ -457,3 +457,35 @@ async def test_a_stalled_host_agent_gives_a_non_fatal_timeout(
 
 async def _access_token(user: Any, team: Team) -> str:
     return (await database_sync_to_async(tokens_for)(user, team))["access"]
+
+
+async def test_terminal_sessions_are_recorded_for_the_admin(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    first = await terminal(open_socket, capsule, api_key)
+    started = await first.start(cmd="/bin/sh", args=["-c", "read line; exit 9"])
+    second = await terminal(open_socket, capsule, api_key)
+    await second.send(type="connect", tag=started["tag"])
+    await second.type("bye\n")  # also proves the second viewer is attached
+    row = await TerminalSession.objects.aget(sandbox=capsule, tag=started["tag"])
+    assert row.started_by.startswith("key:wrn_") and api_key.startswith(row.started_by[4:])
+    assert (row.command, row.pid) == ("/bin/sh -c read line; exit 9", started["pid"])
+    assert (await first.expect("exit"))["exit_code"] == 9
+    await second.expect("exit")
+    await assert_nothing_left()
+    row = await TerminalSession.objects.aget(pk=row.pk)
+    assert (row.exit_code, row.viewers) == (9, 0)
+    assert row.ended_at is not None
+
+
+async def test_the_agent_knows_who_started_a_session(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    term = await terminal(open_socket, capsule, api_key)
+    tag = (await term.start(cmd="/bin/cat"))["tag"]
+    async with grpc.aio.insecure_channel(capsule.host.address) as channel:  # type: ignore[union-attr]
+        listing = await pb_grpc.HostAgentStub(channel).ListPtySessions(
+            pb.ListPtySessionsRequest(sandbox_id=capsule.id), timeout=10
+        )
+    (session,) = [s for s in listing.sessions if s.tag == tag]
+    assert session.owner.startswith("key:wrn_")

@@ -94,17 +94,19 @@ def start_hostagent(
     env: dict[str, str] | None = None,
     token: str | None = None,
     args: list[str] | None = None,
+    address: str | None = None,
 ) -> HostAgentProcess:
     """Start an agent on a free port and wait until it answers ListSandboxes.
 
     With ``token`` the agent requires it on every call (HOSTAGENT_TOKEN); ``args`` are added to
-    its command line. Each agent gets its own cgroup root (unless ``args`` names one), so agents
-    running side by side never see each other's capsule cgroups.
+    its command line; ``address`` (default: a free port) lets a restarted agent keep its address.
+    Each agent gets its own cgroup root (unless ``args`` names one), so agents running side by
+    side never see each other's capsule cgroups.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir = data_dir.resolve()
     _let_sandbox_user_through(data_dir)
-    address = f"127.0.0.1:{free_port()}"
+    address = address or f"127.0.0.1:{free_port()}"
     log_path = data_dir / "hostagent.log"
     log_file = log_path.open("ab")
     proc_env = {**os.environ, **(env or {})}

@@ -1,5 +1,5 @@
-"""The production topology for integration tests: a host agent and daphne workers as subprocesses,
-on a fresh PostgreSQL database and the Redis channel layer."""
+"""The production topology for integration tests: a host agent, daphne workers and the monitor as
+subprocesses, on a fresh PostgreSQL database and the Redis channel layer."""
 
 from __future__ import annotations
 
@@ -25,15 +25,23 @@ POSTGRES_URL = os.environ.get("WRENN_TEST_POSTGRES_URL", "postgres://postgres@12
 REDIS_URL = os.environ.get("WRENN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 START_TIMEOUT = 30.0
 BIN = Path(sys.executable).parent
+# Short liveness periods, so that a killed agent is noticed within a test.
+HEARTBEAT_INTERVAL = "0.5"
+DEAD_AFTER = "3"
 
 
 @dataclass
 class Stack:
     data_dir: Path
-    agent: HostAgentProcess
     env: dict[str, str]
     database: str
+    port: int
+    agent_address: str
+    agent_token: str
+    host_token: str = ""
+    agent: HostAgentProcess | None = None
     workers: list[tuple[int, subprocess.Popen[bytes]]] = field(default_factory=list)
+    monitor: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
@@ -59,9 +67,27 @@ class Stack:
     def demo(self) -> dict[str, Any]:
         return json.loads(self.manage("demo", "--json"))
 
-    def start_worker(self) -> int:
+    def start_agent(self) -> HostAgentProcess:
+        """(Re)starts the host agent on its address and data, heartbeating to the first worker."""
+        self.agent = start_hostagent(
+            self.data_dir / "agent",
+            token=self.agent_token,
+            address=self.agent_address,
+            env={"HOSTAGENT_REGISTER_TOKEN": self.host_token},
+            args=[
+                "--control-plane",
+                f"http://127.0.0.1:{self.port}",
+                "--heartbeat-interval",
+                HEARTBEAT_INTERVAL,
+                "--cgroup-root",
+                f"wrenn-stack-{self.database}",
+            ],
+        )
+        return self.agent
+
+    def start_worker(self, port: int | None = None) -> int:
         """Starts one more daphne process, exactly as the README runs it; returns its index."""
-        port = free_port()
+        port = port or free_port()
         log = (self.data_dir / f"daphne-{port}.log").open("ab")
         proc = subprocess.Popen(
             [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "wrenn.asgi:application"],
@@ -76,17 +102,30 @@ class Stack:
         self.workers.append((port, proc))
         return len(self.workers) - 1
 
+    def start_monitor(self) -> None:
+        log = (self.data_dir / "monitor.log").open("ab")
+        self.monitor = subprocess.Popen(
+            [sys.executable, "manage.py", "monitor", "--interval", "0.5"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
     def stop(self) -> None:
-        for _, proc in self.workers:
+        processes = [proc for _, proc in self.workers] + ([self.monitor] if self.monitor else [])
+        for proc in processes:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for _, proc in self.workers:
+        for proc in processes:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        self.agent.stop()
+        if self.agent is not None:
+            self.agent.stop()
         drop_database(self.database)
 
 
@@ -121,30 +160,44 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_stack(data_dir: Path, workers: int = 1, runtime: str = "auto") -> Stack:
-    # As in production, the agent only answers calls that carry the shared token.
-    token = secrets.token_hex(16)
-    token_file = data_dir / "hostagent.token"
-    token_file.write_text(token)
-    token_file.chmod(0o600)
-    agent = start_hostagent(data_dir / "agent", runtime=runtime, token=token)
+def start_stack(data_dir: Path, workers: int = 1) -> Stack:
+    """Database, then the host (registered with a token), its agent, daphne workers and the monitor."""
     database = create_database()
     base, _, _ = POSTGRES_URL.rpartition("/")
+    # As in production, the agent only answers calls that carry the shared token.
+    agent_token = secrets.token_hex(16)
+    token_file = data_dir / "hostagent.token"
+    token_file.write_text(agent_token)
+    token_file.chmod(0o600)
+    agent_address = f"127.0.0.1:{free_port()}"
     env = {
         **os.environ,
         "DATABASE_URL": f"{base}/{database}",
         "REDIS_URL": REDIS_URL,
         "WRENN_DATA_DIR": str(data_dir / "web"),
-        "WRENN_HOSTAGENT_ADDR": agent.address,
+        "WRENN_HOSTAGENT_ADDR": agent_address,
         "WRENN_HOSTAGENT_TOKEN_FILE": str(token_file),
         "WRENN_DEMO_PASSWORD": "it-demo-password",
+        "WRENN_HOST_HEARTBEAT_INTERVAL_SEC": HEARTBEAT_INTERVAL,
+        "WRENN_HOST_DEAD_AFTER_SEC": DEAD_AFTER,
         "PYTHONUNBUFFERED": "1",
     }
-    stack = Stack(data_dir=data_dir, agent=agent, env=env, database=database)
+    stack = Stack(
+        data_dir=data_dir,
+        env=env,
+        database=database,
+        port=free_port(),
+        agent_address=agent_address,
+        agent_token=agent_token,
+    )
     try:
         stack.manage("migrate", "--noinput")
-        for _ in range(workers):
+        stack.host_token = json.loads(stack.manage("create_host", agent_address, "--json"))["token"]
+        stack.start_agent()
+        stack.start_worker(stack.port)
+        for _ in range(workers - 1):
             stack.start_worker()
+        stack.start_monitor()
     except BaseException:
         stack.stop()
         raise

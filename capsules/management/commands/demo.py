@@ -87,12 +87,21 @@ class Command(BaseCommand):
         return host
 
     def _demo_capsule(self, team: Team, host: Host) -> Sandbox:
-        capsule = team.sandboxes.filter(metadata__demo="true").order_by("created_at").first()
+        gone = (Sandbox.Status.STOPPED, Sandbox.Status.ERROR)
+        capsule = (
+            team.sandboxes.filter(metadata__demo="true")
+            .exclude(status__in=gone)
+            .order_by("created_at")
+            .first()
+        )
         if capsule is None:
-            capsule = Sandbox(team=team, metadata={"demo": "true"})
-        # The demo capsule follows the configured host agent, wherever it now listens.
+            # timeout_sec 0: the idle reaper never pauses the demo capsule under a new user.
+            capsule = Sandbox(team=team, metadata={"demo": "true"}, timeout_sec=0)
+        # The demo capsule follows the configured host agent, wherever it now listens. A paused
+        # one stays paused (its processes are frozen on the agent): resume it with the API.
         capsule.host = host
-        capsule.status = Sandbox.Status.RUNNING
+        if capsule.status != Sandbox.Status.PAUSED:
+            capsule.status = Sandbox.Status.RUNNING
         capsule.started_at = capsule.started_at or timezone.now()
         capsule.save()
         return capsule

@@ -1,0 +1,119 @@
+"""The capsule lifecycle over the REST API on the real stack, as the README's curl examples drive it."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.support.stack import Stack
+from tests.support.terminal import Terminal
+
+pytestmark = [pytest.mark.timeout(180)]
+
+Api = Callable[..., tuple[int, Any]]
+
+
+@pytest.fixture
+def api(stack: Stack, demo: dict[str, Any]) -> Api:
+    def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        request = urllib.request.Request(  # noqa: S310 - the local stack
+            f"{stack.base_url}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"X-API-Key": demo["api_key"], "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    return call
+
+
+@asynccontextmanager
+async def terminal(stack: Stack, demo: dict[str, Any], capsule_id: str) -> AsyncIterator[Terminal]:
+    url = f"{stack.ws_url()}/v1/capsules/{capsule_id}/pty"
+    async with connect(url, additional_headers=[("X-API-Key", demo["api_key"])]) as websocket:
+        yield Terminal.over_websocket(websocket)
+
+
+def wait_for_status(api: Api, capsule_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, capsule = api("GET", f"/v1/capsules/{capsule_id}")
+        assert code == 200, capsule
+        if capsule["status"] == status or time.monotonic() > deadline:
+            assert capsule["status"] == status, capsule
+            return dict(capsule)
+        time.sleep(0.2)
+
+
+async def test_create_use_pause_resume_destroy(api: Api, stack: Stack, demo: dict[str, Any]) -> None:
+    code, capsule = api("POST", "/v1/capsules", {"timeout_sec": 0, "metadata": {"purpose": "it"}})
+    assert code == 201, capsule
+    assert capsule["status"] == "running"
+    capsule_id = capsule["id"]
+
+    async with terminal(stack, demo, capsule_id) as term:
+        await term.start()
+        # The pid comes back as "[1234]", which the echoed command line cannot contain.
+        await term.type("sleep 600 & echo \"<$!>\" | tr '<>' '[]'\n")
+        output = await term.read_until(b"]\r\n", timeout=30)
+        pid = re.findall(rb"\[(\d+)\]\r\n", output)[-1].decode()
+
+        code, paused = api("POST", f"/v1/capsules/{capsule_id}/pause")
+        assert (code, paused["status"]) == (200, "paused")
+        # A paused capsule takes no new terminal, and answers 409 to a second pause.
+        async with terminal(stack, demo, capsule_id) as refused:
+            assert await refused.recv() == {
+                "type": "error",
+                "data": "sandbox is not running (status: paused)",
+                "fatal": True,
+            }
+        code, error = api("POST", f"/v1/capsules/{capsule_id}/pause")
+        assert code == 409 and error["error"]["code"] == "invalid_state"
+
+        # Typed while frozen, answered after resume: the same shell, the same sleep.
+        await term.type(f"kill -0 {pid} && echo still-$((40+2))\n")
+        code, resumed = api("POST", f"/v1/capsules/{capsule_id}/resume")
+        assert (code, resumed["status"]) == (200, "running")
+        await term.read_until(b"still-42", timeout=30)
+
+        code, _ = api("DELETE", f"/v1/capsules/{capsule_id}")
+        assert code == 204
+        assert (await term.expect("exit"))["exit_code"] != 0
+    assert wait_for_status(api, capsule_id, "stopped")["status"] == "stopped"
+    async with terminal(stack, demo, capsule_id) as refused:
+        assert (await refused.recv())["data"] == "sandbox is not running (status: stopped)"
+
+
+async def test_a_killed_host_agent_makes_capsules_missing_until_it_returns(
+    api: Api, stack: Stack, demo: dict[str, Any]
+) -> None:
+    code, capsule = api("POST", "/v1/capsules", {})
+    assert code == 201, capsule
+    capsule_id = capsule["id"]
+    assert stack.agent is not None
+    stack.agent.proc.kill()  # no goodbye: only the missing heartbeats tell
+    stack.agent.proc.wait()
+    try:
+        wait_for_status(api, capsule_id, "missing")
+        async with terminal(stack, demo, capsule_id) as refused:
+            assert (await refused.recv())["data"] == "sandbox is not running (status: missing)"
+    finally:
+        stack.start_agent()
+    wait_for_status(api, capsule_id, "running")
+    async with terminal(stack, demo, capsule_id) as term:
+        await term.start(cmd="/bin/echo", args=["back-again"])
+        await term.read_until(b"back-again")
