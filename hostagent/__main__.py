@@ -13,6 +13,7 @@ from pathlib import Path
 from hostagent.config import DEFAULT_CGROUP_ROOT, NOBODY_UID, AgentConfig
 from hostagent.freezer import MECHANISMS, FreezerUnavailable
 from hostagent.heartbeat import HeartbeatConfig
+from hostagent.replay import DEFAULT_LIMIT
 from hostagent.runtime import RuntimeUnavailable
 from hostagent.server import serve
 
@@ -92,7 +93,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds between heartbeats until the control plane says otherwise "
         "(env HOSTAGENT_HEARTBEAT_INTERVAL; default 10)",
     )
+    parser.add_argument(
+        "--replay-buffer",
+        type=int,
+        # A string default goes through `type` too: a bad environment value gets a usage error.
+        default=env.get("HOSTAGENT_REPLAY_BUFFER", str(DEFAULT_LIMIT)),
+        metavar="BYTES",
+        help="recent output each PTY session keeps, for clients that resume or replay it "
+        f"(env HOSTAGENT_REPLAY_BUFFER; default {DEFAULT_LIMIT}, 1 MiB)",
+    )
     args = parser.parse_args(argv)
+    if args.replay_buffer < 0:
+        parser.error("--replay-buffer must be a number of bytes, 0 or more")
     if args.sandbox_uid <= 0:
         parser.error("--sandbox-uid must be an unprivileged uid, not root")
     if not args.heartbeat_interval > 0:
@@ -151,6 +163,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         pause_mechanism=args.pause_mechanism,
         cgroup_root=args.cgroup_root,
         heartbeat=heartbeat,
+        replay_buffer=args.replay_buffer,
     )
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hostagent.heartbeat import HeartbeatConfig
+from hostagent.replay import DEFAULT_LIMIT
 
 NOBODY_UID = 65534
 DEFAULT_CGROUP_ROOT = "wrenn-hostagent"
@@ -23,3 +24,5 @@ class AgentConfig:
     cgroup_root: str = DEFAULT_CGROUP_ROOT
     # None: no control plane to report to.
     heartbeat: HeartbeatConfig | None = None
+    # Bytes of recent output each PTY session keeps for resuming and replaying.
+    replay_buffer: int = DEFAULT_LIMIT

@@ -8,21 +8,25 @@ import os
 import signal
 
 from hostagent.errors import AlreadyExists, NotFound, ResourceExhausted
+from hostagent.replay import DEFAULT_LIMIT
 from hostagent.runtime import LaunchSpec
-from hostagent.sessions import Origin, PtySession, Subscriber
+from hostagent.sessions import Origin, PtySession
 from hostagent.spawn import spawn
+from hostagent.subscribers import Subscriber
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-# A late attach to a session that exited this recently still gets its exit code.
+# A late attach to a session that exited this recently still gets its exit code (and, resuming,
+# the tail of its output).
 RETAIN_EXITED = 60.0
 KILL_TIMEOUT = 5.0
 
 
 class SessionRegistry:
-    def __init__(self, retain_exited: float = RETAIN_EXITED) -> None:
+    def __init__(self, retain_exited: float = RETAIN_EXITED, replay_limit: int = DEFAULT_LIMIT) -> None:
         self._retain = retain_exited
+        self._replay_limit = replay_limit
         self._sessions: dict[Key, PtySession] = {}
         self._starting: set[Key] = set()
         self._expiry: dict[Key, asyncio.TimerHandle] = {}
@@ -49,7 +53,9 @@ class SessionRegistry:
         finally:
             self._starting.discard(key)
         try:
-            session = PtySession(sandbox_id, tag, spawned.pid, spawned.master_fd, self._on_finish, origin)
+            session = PtySession(
+                sandbox_id, tag, spawned.pid, spawned.master_fd, self._on_finish, origin, self._replay_limit
+            )
         except OSError as exc:  # pidfd_open: out of descriptors
             os.kill(spawned.pid, signal.SIGKILL)
             os.waitpid(spawned.pid, 0)

@@ -22,7 +22,8 @@ from hostagent.lifecycle import Lifecycle, SandboxStatus
 from hostagent.registry import SessionRegistry
 from hostagent.runtime import LaunchRequest, Runtime, choose_runtime, validate_request
 from hostagent.sandboxes import SandboxStore
-from hostagent.sessions import Exited, Origin, PtySession, Subscriber
+from hostagent.sessions import Origin, PtySession
+from hostagent.subscribers import Exited, Missed, Subscriber
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 
@@ -34,6 +35,8 @@ DEFAULT_ROWS = 24
 MAX_SIZE = 1000
 MAX_OWNER = 256
 STOP_GRACE = 5.0
+READ_DEFAULT = 64 * 1024
+READ_MAX = 1024 * 1024
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -150,10 +153,13 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
             root = self.store.path(request.sandbox_id)
             validate_tag(request.tag)
             if request.cmd:
+                if request.resume or request.replay:
+                    raise InvalidArgument("resume and replay apply to attaching, not to starting (cmd)")
                 session, subscriber = await self._start(root, request)
             else:
                 session = self.registry.get(request.sandbox_id, request.tag)
-                subscriber = session.subscribe()
+                resume_from = request.from_offset if request.resume else None
+                subscriber = session.subscribe(resume_from, replay=request.replay)
         except AgentError as error:
             await _abort(context, error)
             return
@@ -168,6 +174,9 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
                 if isinstance(event, Exited):
                     yield pb.PtyAttachResponse(exited=pb.PtyExited(exit_code=event.exit_code))
                     return
+                if isinstance(event, Missed):
+                    yield pb.PtyAttachResponse(missed=pb.PtyMissed(offset=event.offset, bytes=event.bytes))
+                    continue
                 yield pb.PtyAttachResponse(output=pb.PtyOutput(data=event.data, offset=event.offset))
         finally:
             # The session outlives the stream: only this subscriber goes away.
@@ -219,6 +228,21 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
             await _abort(context, error)
         return pb.PtyKillResponse()
 
+    async def PtyRead(self, request: pb.PtyReadRequest, context: Context) -> pb.PtyReadResponse:
+        try:
+            session = self._session(request.sandbox_id, request.tag)
+            max_bytes = min(request.max_bytes or READ_DEFAULT, READ_MAX)
+            offset, data = session.read_output(request.offset, max_bytes, request.neutralize_queries)
+        except AgentError as error:
+            await _abort(context, error)
+        return pb.PtyReadResponse(
+            data=data,
+            offset=offset,
+            end_offset=session.offset,
+            exited=session.exit_code is not None,
+            exit_code=session.exit_code or 0,
+        )
+
     async def ListPtySessions(
         self, request: pb.ListPtySessionsRequest, context: Context
     ) -> pb.ListPtySessionsResponse:
@@ -238,7 +262,7 @@ async def serve(config: AgentConfig) -> None:
     freezer = choose_freezer(config.pause_mechanism, config.cgroup_root)
     log.info("pause mechanism: %s", freezer.describe())
     store = SandboxStore(config.data_dir, runtime)
-    registry = SessionRegistry()
+    registry = SessionRegistry(replay_limit=config.replay_buffer)
     lifecycle = Lifecycle(store, registry, freezer)
     servicer = HostAgentServicer(store, registry, runtime, lifecycle)
     if not config.token:

@@ -1,8 +1,8 @@
-"""A PTY session: one process under a PTY, its output fanned out to attached subscribers.
+"""A PTY session: one process under a PTY, its output kept in a replay buffer and fanned out.
 
 Output is never dropped for an attached subscriber: each has a bounded queue, and while any
 queue is full the master is not read, so the process blocks on write like on a real terminal.
-With nobody attached the output is read and discarded (the offset counter keeps counting).
+With nobody attached the output is still read, into the replay buffer only.
 """
 
 from __future__ import annotations
@@ -20,31 +20,20 @@ from dataclasses import dataclass
 
 from hostagent.errors import FailedPrecondition, ResourceExhausted
 from hostagent.procs import session_members
+from hostagent.replay import DEFAULT_LIMIT, ReplayBuffer
 from hostagent.spawn import set_window_size
+from hostagent.subscribers import Exited, Output, Subscriber, backlog
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 64 * 1024
-SUBSCRIBER_QUEUE_CHUNKS = 16
 INPUT_LIMIT = 1024 * 1024
 # After the process exits, other processes may still hold the terminal open: stop reading
 # once the master has been quiet this long, or after DRAIN_MAX of continuous output.
 DRAIN_IDLE = 0.1
 DRAIN_MAX = 2.0
-
-
-@dataclass(frozen=True)
-class Output:
-    data: bytes
-    offset: int
-
-
-@dataclass(frozen=True)
-class Exited:
-    exit_code: int
-
-
-Event = Output | Exited
+# How long output waits for a new stream once the last one is gone and the buffer is full.
+ORPHAN_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -56,31 +45,6 @@ class Origin:
     owner: str = ""
 
 
-class Subscriber:
-    """One attached stream's bounded queue of events."""
-
-    def __init__(self, session: PtySession, limit: int = SUBSCRIBER_QUEUE_CHUNKS) -> None:
-        self._session = session
-        self._limit = limit
-        self._items: deque[Event] = deque()
-        self._ready = asyncio.Event()
-
-    def full(self) -> bool:
-        return len(self._items) >= self._limit
-
-    def push(self, event: Event) -> None:
-        self._items.append(event)
-        self._ready.set()
-
-    async def get(self) -> Event:
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        event = self._items.popleft()
-        self._session.update_reader()
-        return event
-
-
 class PtySession:
     def __init__(
         self,
@@ -90,6 +54,7 @@ class PtySession:
         master_fd: int,
         on_finish: Callable[[PtySession], None],
         origin: Origin | None = None,
+        replay_limit: int = DEFAULT_LIMIT,
     ) -> None:
         self.sandbox_id = sandbox_id
         self.tag = tag
@@ -100,11 +65,15 @@ class PtySession:
         self.offset = 0
         self.bytes_in = 0
         self.exit_code: int | None = None
+        self.output = ReplayBuffer(replay_limit)
         self.finished = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._master = master_fd
         self._on_finish = on_finish
         self._subscribers: set[Subscriber] = set()
+        # When the last stream went away (None while one is attached); see update_reader.
+        self._orphaned_at: float | None = self._loop.time()
+        self._orphan_timer: asyncio.TimerHandle | None = None
         self._reading = False
         self._eof = False
         self._child_code: int | None = None
@@ -128,12 +97,22 @@ class PtySession:
 
     # Subscribers
 
-    def subscribe(self) -> Subscriber:
-        subscriber = Subscriber(self)
+    def subscribe(self, resume_from: int | None = None, replay: bool = False) -> Subscriber:
+        """A new subscriber, first given the buffered output from `resume_from` (or all of it,
+        queries neutralised, with `replay`), then live output.
+
+        Synchronous, so no byte can be read between the snapshot and the registration: the
+        buffered part and the live part meet exactly.
+        """
+        subscriber = Subscriber(self.update_reader)
+        for event in backlog(self.output, resume_from, replay):
+            subscriber.push(event)
         if self.exit_code is not None:
             subscriber.push(Exited(self.exit_code))
         else:
             self._subscribers.add(subscriber)
+            self._orphaned_at = None
+            self.update_reader()
         return subscriber
 
     @property
@@ -143,13 +122,53 @@ class PtySession:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
+        if not self._subscribers and self._orphaned_at is None:
+            self._orphaned_at = self._loop.time()
         self.update_reader()
 
     # Output
 
+    def read_output(self, offset: int, max_bytes: int, neutralise: bool = False) -> tuple[int, bytes]:
+        """Up to `max_bytes` of buffered output from `offset` (or the buffer's start, if later)."""
+        if neutralise:
+            return self.output.read_neutralised(offset, max_bytes)
+        return self.output.read(offset, max_bytes)
+
+    def _held_for_successor(self) -> bool:
+        """Whether to stop reading because nobody is attached and the buffer would lose bytes.
+
+        When the control-plane worker that read this session dies, another one attaches a
+        moment later and resumes from the byte its viewers reached. Until it does (at most
+        ORPHAN_GRACE), a full buffer is not overwritten: the writer blocks, as on a terminal
+        nobody reads. After that the session runs on, keeping only its latest output.
+        """
+        if not self._within_orphan_grace() or self.output.end - self.output.start < self.output.limit:
+            return False
+        if self._orphan_timer is None:
+            assert self._orphaned_at is not None  # noqa: S101 - within the grace period
+            remaining = self._orphaned_at + ORPHAN_GRACE - self._loop.time()
+            self._orphan_timer = self._loop.call_later(remaining, self._orphan_grace_over)
+        return True
+
+    def _within_orphan_grace(self) -> bool:
+        return (
+            not self._subscribers
+            and self._orphaned_at is not None
+            and self._loop.time() < self._orphaned_at + ORPHAN_GRACE
+        )
+
+    def _orphan_grace_over(self) -> None:
+        self._orphan_timer = None
+        self.update_reader()
+
     def update_reader(self) -> None:
         """Read the master only while every subscriber has room (backpressure)."""
-        want = not self._eof and self.exit_code is None and not any(s.full() for s in self._subscribers)
+        want = (
+            not self._eof
+            and self.exit_code is None
+            and not any(s.full() for s in self._subscribers)
+            and not self._held_for_successor()
+        )
         if want and not self._reading:
             self._loop.add_reader(self._master, self._on_readable)
         elif not want and self._reading:
@@ -157,8 +176,11 @@ class PtySession:
         self._reading = want
 
     def _on_readable(self) -> None:
+        size = READ_CHUNK
+        if self._within_orphan_grace():  # read no more than the buffer can keep
+            size = max(1, min(size, self.output.limit - (self.output.end - self.output.start)))
         try:
-            data = os.read(self._master, READ_CHUNK)
+            data = os.read(self._master, size)
         except BlockingIOError:
             return
         except OSError as exc:
@@ -173,6 +195,7 @@ class PtySession:
             return
         event = Output(data, self.offset)
         self.offset += len(data)
+        self.output.append(data)
         self._last_data_at = self._loop.time()
         for subscriber in self._subscribers:
             subscriber.push(event)
@@ -219,6 +242,9 @@ class PtySession:
         if self._drain_timer is not None:
             self._drain_timer.cancel()
             self._drain_timer = None
+        if self._orphan_timer is not None:
+            self._orphan_timer.cancel()
+            self._orphan_timer = None
         self.exit_code = self._child_code
         self.update_reader()
         if self._writing:

@@ -57,7 +57,7 @@ class ListSandboxesResponse(_message.Message):
     def __init__(self, sandboxes: _Optional[_Iterable[_Union[Sandbox, _Mapping]]] = ...) -> None: ...
 
 class PtyAttachRequest(_message.Message):
-    __slots__ = ("sandbox_id", "tag", "cmd", "args", "cols", "rows", "envs", "cwd", "user", "owner")
+    __slots__ = ("sandbox_id", "tag", "cmd", "args", "cols", "rows", "envs", "cwd", "user", "owner", "resume", "from_offset", "replay")
     class EnvsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,9 @@ class PtyAttachRequest(_message.Message):
     CWD_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
+    FROM_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FIELD_NUMBER: _ClassVar[int]
     sandbox_id: str
     tag: str
     cmd: str
@@ -85,7 +88,10 @@ class PtyAttachRequest(_message.Message):
     cwd: str
     user: str
     owner: str
-    def __init__(self, sandbox_id: _Optional[str] = ..., tag: _Optional[str] = ..., cmd: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., cols: _Optional[int] = ..., rows: _Optional[int] = ..., envs: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., user: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+    resume: bool
+    from_offset: int
+    replay: bool
+    def __init__(self, sandbox_id: _Optional[str] = ..., tag: _Optional[str] = ..., cmd: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ..., cols: _Optional[int] = ..., rows: _Optional[int] = ..., envs: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., user: _Optional[str] = ..., owner: _Optional[str] = ..., resume: _Optional[bool] = ..., from_offset: _Optional[int] = ..., replay: _Optional[bool] = ...) -> None: ...
 
 class PtyStarted(_message.Message):
     __slots__ = ("tag", "pid")
@@ -110,14 +116,52 @@ class PtyExited(_message.Message):
     def __init__(self, exit_code: _Optional[int] = ...) -> None: ...
 
 class PtyAttachResponse(_message.Message):
-    __slots__ = ("started", "output", "exited")
+    __slots__ = ("started", "output", "exited", "missed")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     EXITED_FIELD_NUMBER: _ClassVar[int]
+    MISSED_FIELD_NUMBER: _ClassVar[int]
     started: PtyStarted
     output: PtyOutput
     exited: PtyExited
-    def __init__(self, started: _Optional[_Union[PtyStarted, _Mapping]] = ..., output: _Optional[_Union[PtyOutput, _Mapping]] = ..., exited: _Optional[_Union[PtyExited, _Mapping]] = ...) -> None: ...
+    missed: PtyMissed
+    def __init__(self, started: _Optional[_Union[PtyStarted, _Mapping]] = ..., output: _Optional[_Union[PtyOutput, _Mapping]] = ..., exited: _Optional[_Union[PtyExited, _Mapping]] = ..., missed: _Optional[_Union[PtyMissed, _Mapping]] = ...) -> None: ...
+
+class PtyMissed(_message.Message):
+    __slots__ = ("offset", "bytes")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    bytes: int
+    def __init__(self, offset: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class PtyReadRequest(_message.Message):
+    __slots__ = ("sandbox_id", "tag", "offset", "max_bytes", "neutralize_queries")
+    SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NEUTRALIZE_QUERIES_FIELD_NUMBER: _ClassVar[int]
+    sandbox_id: str
+    tag: str
+    offset: int
+    max_bytes: int
+    neutralize_queries: bool
+    def __init__(self, sandbox_id: _Optional[str] = ..., tag: _Optional[str] = ..., offset: _Optional[int] = ..., max_bytes: _Optional[int] = ..., neutralize_queries: _Optional[bool] = ...) -> None: ...
+
+class PtyReadResponse(_message.Message):
+    __slots__ = ("data", "offset", "end_offset", "exited", "exit_code")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    END_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    EXITED_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    offset: int
+    end_offset: int
+    exited: bool
+    exit_code: int
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., end_offset: _Optional[int] = ..., exited: _Optional[bool] = ..., exit_code: _Optional[int] = ...) -> None: ...
 
 class PtySendInputRequest(_message.Message):
     __slots__ = ("sandbox_id", "tag", "data")

@@ -54,6 +54,11 @@ class HostAgentStub:
                 request_serializer=protos_dot_hostagent__pb2.PtyAttachRequest.SerializeToString,
                 response_deserializer=protos_dot_hostagent__pb2.PtyAttachResponse.FromString,
                 _registered_method=True)
+        self.PtyRead = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/PtyRead',
+                request_serializer=protos_dot_hostagent__pb2.PtyReadRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.PtyReadResponse.FromString,
+                _registered_method=True)
         self.PtySendInput = channel.unary_unary(
                 '/wrenn.hostagent.v1.HostAgent/PtySendInput',
                 request_serializer=protos_dot_hostagent__pb2.PtySendInputRequest.SerializeToString,
@@ -115,7 +120,19 @@ class HostAgentServicer:
 
         PtyAttach with `cmd` set starts a new session and streams `started`, then
         output, then `exited`. With only `tag` set it attaches to a running session
-        and streams its output from now on, then `exited`.
+        and streams its output from now on (or, with `resume` or `replay`, from the
+        session's replay buffer first), then `exited`.
+
+        Every session keeps its most recent output (the agent's --replay-buffer,
+        1 MiB by default) in a replay buffer, attached or not, and keeps it for a
+        minute after the process exits.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PtyRead(self, request, context):
+        """Bytes from the session's replay buffer, for repairing gaps.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -184,6 +201,11 @@ def add_HostAgentServicer_to_server(servicer, server):
                     servicer.PtyAttach,
                     request_deserializer=protos_dot_hostagent__pb2.PtyAttachRequest.FromString,
                     response_serializer=protos_dot_hostagent__pb2.PtyAttachResponse.SerializeToString,
+            ),
+            'PtyRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.PtyRead,
+                    request_deserializer=protos_dot_hostagent__pb2.PtyReadRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.PtyReadResponse.SerializeToString,
             ),
             'PtySendInput': grpc.unary_unary_rpc_method_handler(
                     servicer.PtySendInput,
@@ -324,6 +346,33 @@ class HostAgent:
             '/wrenn.hostagent.v1.HostAgent/PtyAttach',
             protos_dot_hostagent__pb2.PtyAttachRequest.SerializeToString,
             protos_dot_hostagent__pb2.PtyAttachResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PtyRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/PtyRead',
+            protos_dot_hostagent__pb2.PtyReadRequest.SerializeToString,
+            protos_dot_hostagent__pb2.PtyReadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -164,7 +164,8 @@ def new_tag() -> str:
 class Terminal:
     """One PtyAttach stream and the unary calls on its session (grpc.aio), for tests.
 
-    It collects output and checks that offsets are contiguous.
+    It collects output and checks that offsets are contiguous; `missed` events are recorded as
+    (offset, bytes).
     """
 
     stub: Any
@@ -174,6 +175,7 @@ class Terminal:
     output: bytearray = field(default_factory=bytearray)
     first_offset: int | None = None
     exit_code: int | None = None
+    missed: list[tuple[int, int]] = field(default_factory=list)
 
     async def next_event(self, timeout: float = 30.0) -> Any:
         event = await asyncio.wait_for(self.call.read(), timeout)
@@ -187,6 +189,10 @@ class Terminal:
             if self.first_offset is None:
                 self.first_offset = event.output.offset
             self.output += event.output.data
+        elif kind == "missed":
+            if self.first_offset is not None:
+                raise AssertionError(f"missed {event.missed} after output")
+            self.missed.append((event.missed.offset, event.missed.bytes))
         elif kind == "exited":
             self.exit_code = event.exited.exit_code
         return event
@@ -234,8 +240,19 @@ async def start_terminal(
     return terminal, event.started
 
 
-async def attach_terminal(stub: Any, sandbox_id: str, tag: str) -> Terminal:
-    """Attach to a running session; returns once the agent has registered the stream."""
-    call = stub.PtyAttach(pb.PtyAttachRequest(sandbox_id=sandbox_id, tag=tag))
+async def attach_terminal(stub: Any, sandbox_id: str, tag: str, **fields: Any) -> Terminal:
+    """Attach to a running session; returns once the agent has registered the stream.
+
+    ``fields`` go into the request, e.g. ``resume=True, from_offset=n`` or ``replay=True``.
+    """
+    call = stub.PtyAttach(pb.PtyAttachRequest(sandbox_id=sandbox_id, tag=tag, **fields))
     await asyncio.wait_for(call.initial_metadata(), 30)
     return Terminal(stub, sandbox_id, tag, call)
+
+
+async def read_output(
+    stub: Any, sandbox_id: str, tag: str, offset: int, max_bytes: int = 0, **fields: Any
+) -> Any:
+    """One PtyRead call: the session's buffered output from ``offset``."""
+    request = pb.PtyReadRequest(sandbox_id=sandbox_id, tag=tag, offset=offset, max_bytes=max_bytes, **fields)
+    return await stub.PtyRead(request, timeout=30)

@@ -1,0 +1,84 @@
+"""What an attached stream receives: output, a note of missed bytes, the exit; and its queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hostagent.replay import ReplayBuffer
+
+SUBSCRIBER_QUEUE_CHUNKS = 16
+# Replayed output is sent in pieces of the size live output is read in.
+BACKLOG_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Output:
+    data: bytes
+    offset: int
+
+
+@dataclass(frozen=True)
+class Missed:
+    """`bytes` bytes before `offset` are gone from the replay buffer; output goes on at `offset`."""
+
+    offset: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Exited:
+    exit_code: int
+
+
+Event = Output | Missed | Exited
+
+
+class Subscriber:
+    """One attached stream's queue of events.
+
+    Live output stops being read while the queue holds `limit` events; `on_take` runs after
+    each event taken, so the session can read again. A backlog pushed at attach time may
+    exceed the limit: the session then waits until the stream has caught up.
+    """
+
+    def __init__(self, on_take: Callable[[], None], limit: int = SUBSCRIBER_QUEUE_CHUNKS) -> None:
+        self._on_take = on_take
+        self._limit = limit
+        self._items: deque[Event] = deque()
+        self._ready = asyncio.Event()
+
+    def full(self) -> bool:
+        return len(self._items) >= self._limit
+
+    def push(self, event: Event) -> None:
+        self._items.append(event)
+        self._ready.set()
+
+    async def get(self) -> Event:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        event = self._items.popleft()
+        self._on_take()
+        return event
+
+
+def backlog(buffer: ReplayBuffer, resume_from: int | None, replay: bool) -> list[Event]:
+    """The buffered events a new subscriber gets first: from `resume_from`, or all of them
+    with terminal queries neutralised (`replay`), or none."""
+    if resume_from is not None:
+        buffer.check(resume_from)
+        offset, data = buffer.read(resume_from)
+    elif replay:
+        offset, data = buffer.read_neutralised(buffer.start)
+    else:
+        return []
+    events: list[Event] = []
+    if resume_from is not None and offset > resume_from:
+        events.append(Missed(offset=offset, bytes=offset - resume_from))
+    for at in range(0, len(data), BACKLOG_CHUNK):
+        events.append(Output(data[at : at + BACKLOG_CHUNK], offset + at))
+    return events
