@@ -6,13 +6,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# `make cluster`: daphne workers behind the proxy on PORT, on ports PORT+1 … PORT+WORKERS.
+WORKERS ?= 3
 # Integration tests and `make test` use the real PostgreSQL; `make run` uses SQLite.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/wrenn
 
-.PHONY: run setup system-packages protos check-protos lint typecheck check test clean
+.PHONY: run cluster setup system-packages protos check-protos lint typecheck check test clean
 
 run: setup system-packages
 	HOST=$(HOST) PORT=$(PORT) PY=$(PY) scripts/run-local.sh
+
+# WORKERS daphne processes behind HAProxy on HOST:PORT, sharing PostgreSQL (DATABASE_URL)
+# and Redis (REDIS_URL); run-cluster.sh says what is missing when HAProxy could not be installed.
+cluster: setup system-packages
+	@command -v haproxy >/dev/null || scripts/install-system-packages.sh haproxy || true
+	HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) PY=$(PY) scripts/run-cluster.sh
 
 # Python and npm packages; re-runs only when their lists change.
 setup: $(VENV)/.installed node_modules/.installed

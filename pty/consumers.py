@@ -1,17 +1,19 @@
 """The terminal WebSocket: speaks the reference protocol to one client.
 
-It authenticates the caller, checks the capsule, then either leads the session
-(runs its gRPC stream worker as a task it owns) or joins the session's group as
-a viewer. Its own input goes to the host agent through an ``InputPump``.
+It authenticates the caller, checks the capsule, joins the session's group and
+follows its output by offset: duplicates are dropped, gaps are filled from the
+host agent's replay buffer. Whichever viewer holds the session's lease (on any
+worker) runs the gRPC stream worker as a task it owns. Its own input goes to
+the host agent through an ``InputPump``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +29,11 @@ from protos import hostagent_pb2 as pb
 
 from . import protocol as p
 from .auth import SCOPE_AUTH_ERROR, SCOPE_CALLER, AuthFailed, Caller, caller_from_token
+from .catchup import Chunk, Ended, Missed, read_output
 from .hostagents import RPC_TIMEOUT, UNREACHABLE, describe, stub_for
 from .input import InputPump, Op
-from .sessions import registry
+from .leadership import keep_leading
+from .leases import lease_key, leases
 from .stream import ERROR_EVENT, StreamFailed, group_name, lead
 
 log = logging.getLogger(__name__)
@@ -79,8 +83,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
         self.tag = ""
         self.group = ""
         self.phase = "auth"  # auth -> first -> attached -> closed
-        self.leading = False
-        self.next_offset: int | None = None
+        self.next_offset = 0  # the next byte of output this client is to get
         self.last_touch = 0.0
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.pump: InputPump | None = None
@@ -148,7 +151,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
         if msg.type == p.START and msg.start is not None:
             await self._start(msg.start)
         elif msg.type == p.CONNECT:
-            await self._connect(msg.tag)
+            await self._connect(msg.tag, msg.offset)
         else:
             await self.fatal("first message must be type 'start' or 'connect'")
 
@@ -205,61 +208,77 @@ class PtyConsumer(AsyncWebsocketConsumer):
         )
         await self._attach(request.tag, request)
 
-    async def _connect(self, tag: str) -> None:
+    async def _connect(self, tag: str, offset: int | None) -> None:
         assert self.capsule is not None  # noqa: S101 - phase "first" implies a capsule
         if not _NAME.match(tag):
             await self.fatal(f"pty session {tag[:64]} not found")
             return
-        await self._attach(tag, pb.PtyAttachRequest(sandbox_id=self.capsule.id, tag=tag))
+        await self._join(tag)
+        # Without an offset a newcomer gets the recent screen, minus the terminal
+        # queries in it that the browser would otherwise answer into the shell.
+        self.next_offset = offset or 0
+        try:
+            ended = await self._catch_up(None, neutralize_queries=offset is None)
+        except grpc.aio.AioRpcError as exc:
+            await self.fatal(describe(exc))
+            return
+        if ended is not None:
+            await self._exit(ended.exit_code)
+            return
+        self.attached.set()
+        self._spawn("lead", self._lead(pb.PtyAttachRequest()))
 
     async def _attach(self, tag: str, request: pb.PtyAttachRequest) -> None:
-        assert self.capsule is not None and self.capsule.host_address  # noqa: S101
+        """Starts a new session: this connection leads it from its first byte."""
+        await self._join(tag)
+        self._spawn("lead", self._lead(request))
+
+    async def _join(self, tag: str) -> None:
+        assert self.capsule is not None  # noqa: S101 - phase "first" implies a capsule
         self.tag = tag
         self.group = group_name(self.capsule.id, tag)
         self.phase = "attached"
         self.pump = InputPump(self._send_op)
         self._spawn("input", self.pump.run())
-        # Join before the stream opens, so not a byte published for the group is missed.
+        # Join before reading anything, so that no byte published for the group is missed.
         await self.channel_layer.group_add(self.group, self.channel_name)
         await _record_viewer(self.capsule.id, tag, 1)
-        self._request = request
-        if registry.join(self.group, self):
-            self.take_lead()
-        else:
-            self.attached.set()
 
-    def take_lead(self) -> None:
-        """Reads the session's stream from now on (first viewer here, or the leader left)."""
-        assert self.capsule is not None and self.capsule.host_address  # noqa: S101
-        self.leading = True
-        if not self._request.cmd:
-            self.attached.set()  # attaching to a running session: input may flow at once
-        stream = lead(
-            stub_for(self.capsule.host_address),
-            self._request,
-            self.channel_layer,
-            self.group,
-            self._started,
-            self._touch,
-        )
-        self._spawn("stream", self._run_stream(stream))
+    async def _lead(self, first: pb.PtyAttachRequest) -> None:
+        """Leads the session whenever its lease is free, until the process exits."""
+        capsule = self.capsule
+        assert capsule is not None and capsule.host_address  # noqa: S101
+        stub = stub_for(capsule.host_address)
+        requests = [first] if first.cmd else []
+        self._request = first
 
-    async def _run_stream(self, stream: Awaitable[int]) -> None:
-        assert self.capsule is not None  # noqa: S101 - only leaders run a stream
+        async def stream() -> int:
+            # The starter's request once; after that, resume exactly where this client is.
+            request = requests.pop() if requests else None
+            if request is None:
+                request = pb.PtyAttachRequest(
+                    sandbox_id=capsule.id, tag=self.tag, resume=True, from_offset=self.next_offset
+                )
+            return await lead(
+                stub, request, self.channel_layer, self.group, self._started, self._touch, self._exited
+            )
+
         try:
-            exit_code = await stream
+            await keep_leading(leases(), lease_key(self.group), self.channel_name, stream)
         except StreamFailed as exc:
-            if exc.attached:
+            if exc.attached or not first.cmd:
                 # Everyone watching lost the session: tell them all.
                 await self.channel_layer.group_send(
                     self.group, {"type": ERROR_EVENT, "data": str(exc), "fatal": True}
                 )
-            elif self._request.cmd and str(exc) != UNREACHABLE:
+            elif str(exc) != UNREACHABLE:
                 await self.fatal(f"failed to start pty: {exc}")
             else:
                 await self.fatal(str(exc))
-        else:
-            await _record_exit(self.capsule.id, self.tag, exit_code)
+
+    async def _exited(self, exit_code: int) -> None:
+        assert self.capsule is not None  # noqa: S101 - only a leader of a capsule's session exits
+        await _record_exit(self.capsule.id, self.tag, exit_code)
 
     async def _started(self, started: pb.PtyStarted) -> None:
         assert self.capsule is not None  # noqa: S101 - a session was started in this capsule
@@ -292,16 +311,60 @@ class PtyConsumer(AsyncWebsocketConsumer):
     # --- group events ------------------------------------------------------------
 
     async def terminal_output(self, event: dict[str, Any]) -> None:
-        offset, size = event["offset"], event["size"]
-        if self.next_offset is not None and offset + size <= self.next_offset:
-            return  # already sent: a second stream into the same session overlapped
+        offset, size, data = event["offset"], event["size"], event["data"]
+        if offset > self.next_offset:
+            await self._repair(offset)  # a message was lost on the way: fill the gap
+        if offset + size <= self.next_offset:
+            return  # already sent (streams overlapped as the lead changed hands, or a repair read it)
+        if offset < self.next_offset:
+            cut = self.next_offset - offset
+            data = base64.b64encode(base64.b64decode(data)[cut:]).decode("ascii")
+            offset, size = self.next_offset, size - cut
         self.next_offset = offset + size
-        await self.send_json_frame(p.OUTPUT, data=event["data"])
+        await self.send_json_frame(p.OUTPUT, data=data, offset=offset)
+
+    async def terminal_mark(self, event: dict[str, Any]) -> None:
+        if event["offset"] > self.next_offset:
+            await self._repair(event["offset"])  # the end of a burst was lost on the way
 
     async def terminal_exit(self, event: dict[str, Any]) -> None:
-        await self.send_json_frame(p.EXIT, exit_code=event["exit_code"])
-        registry.forget(self.group)
+        if event["offset"] > self.next_offset:
+            await self._repair(event["offset"])
+        await self._exit(event["exit_code"])
+
+    async def _exit(self, exit_code: int) -> None:
+        await self.send_json_frame(p.EXIT, exit_code=exit_code)
         await self._close(1000)
+
+    async def _catch_up(self, until: int | None, *, neutralize_queries: bool = False) -> Ended | None:
+        """Sends output from ``next_offset`` up to ``until`` (or everything there is) from the agent."""
+        assert self.capsule is not None and self.capsule.host_address  # noqa: S101
+        stub = stub_for(self.capsule.host_address)
+        items = read_output(
+            stub, self.capsule.id, self.tag, self.next_offset, until, neutralize_queries=neutralize_queries
+        )
+        async for item in items:
+            if isinstance(item, Missed):
+                await self.send_json_frame(p.MISSED, bytes=item.bytes, offset=item.offset)
+                self.next_offset = item.offset
+            elif isinstance(item, Chunk):
+                data = base64.b64encode(item.data).decode("ascii")
+                await self.send_json_frame(p.OUTPUT, data=data, offset=item.offset)
+                self.next_offset = item.offset + len(item.data)
+            elif isinstance(item, Ended):
+                return item
+        return None
+
+    async def _repair(self, until: int) -> None:
+        log.info("pty %s: refilling bytes %d-%d lost on the way", self.group, self.next_offset, until)
+        try:
+            await self._catch_up(until)
+        except grpc.aio.AioRpcError as exc:
+            lost = until - self.next_offset
+            await self.error(f"could not recover {lost} bytes of output: {describe(exc)}")
+        if self.next_offset < until:  # the agent could not give them all: say how many are gone
+            await self.send_json_frame(p.MISSED, bytes=until - self.next_offset, offset=until)
+            self.next_offset = until
 
     async def terminal_error(self, event: dict[str, Any]) -> None:
         await self.error(event["data"], fatal=event["fatal"])
@@ -369,10 +432,6 @@ class PtyConsumer(AsyncWebsocketConsumer):
                     await asyncio.wait_for(self.pump.drained(), RPC_TIMEOUT)
                 except TimeoutError:
                     log.warning("pty %s: input not delivered before close", self.group)
-            if self.group:
-                successor = registry.leave(self.group, self)
-                if successor is not None:
-                    successor.take_lead()
         finally:
             # A task may be the one closing the socket (a fatal error found by the
             # stream worker): it finishes on its own, the others are cancelled.

@@ -29,6 +29,7 @@ OUTPUT = "output"
 EXIT = "exit"
 ERROR = "error"
 PING = "ping"
+MISSED = "missed"  # extension: {"bytes": n, "offset": o}, n bytes before o are lost to this client
 
 DEFAULT_CMD = "/bin/bash"
 DEFAULT_COLS = 80
@@ -64,6 +65,7 @@ class Message:
     cols: int = 0
     rows: int = 0
     token: str = ""
+    offset: int | None = None
 
 
 def new_tag() -> str:
@@ -91,7 +93,10 @@ def parse(text: str) -> Message:
             raise ProtocolError("connect requires a 'tag' field")
         if not isinstance(tag, str):
             raise ProtocolError("invalid connect: 'tag' must be a string")
-        return Message(CONNECT, tag=tag)
+        offset = raw.get("offset")
+        if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
+            raise ProtocolError("invalid connect: 'offset' must be a non-negative integer")
+        return Message(CONNECT, tag=tag, offset=offset)
     if kind == INPUT:
         return Message(INPUT, data=_base64(raw.get("data")))
     if kind == RESIZE:

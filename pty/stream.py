@@ -1,11 +1,13 @@
 """The gRPC stream worker: reads one PTY session from its host agent and publishes it.
 
-Output goes to the channel-layer group of the session, encoded once, so every
-viewer of the session (on this worker or another) sends the same frames.
+Output goes to the channel-layer group of the session, encoded once and with its
+byte offset, so every viewer of the session (on this worker or another) sends
+the same frames and can tell a duplicate or a gap from the offsets alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,11 +28,24 @@ log = logging.getLogger(__name__)
 OUTPUT_EVENT = "terminal.output"
 EXIT_EVENT = "terminal.exit"
 ERROR_EVENT = "terminal.error"
+MARK_EVENT = "terminal.mark"
+# After output goes quiet for this long, the leader publishes where the output ends, so a
+# viewer whose channel dropped the last chunks of a burst notices and refetches them.
+MARK_AFTER_QUIET = 0.05
 
 
 def group_name(sandbox_id: str, tag: str) -> str:
     """The group of one terminal session (ASCII; ids and tags are validated upstream)."""
     return f"pty.{sandbox_id}.{tag}"
+
+
+def output_event(data: bytes, offset: int) -> dict[str, object]:
+    return {
+        "type": OUTPUT_EVENT,
+        "data": base64.b64encode(data).decode("ascii"),
+        "offset": offset,
+        "size": len(data),
+    }
 
 
 class StreamFailed(Exception):
@@ -48,31 +63,45 @@ async def lead(
     group: str,
     on_started: Callable[[pb.PtyStarted], Awaitable[None]],
     on_output: Callable[[], Awaitable[None]],
+    on_exit: Callable[[int], Awaitable[None]],
 ) -> int:
     """Runs until the process exits (its exit event is published; the code returned) or is cancelled."""
     call = stub.PtyAttach(request, metadata=call_metadata())
     attached = False
+    end = request.from_offset
+    loop = asyncio.get_running_loop()
+    mark: asyncio.TimerHandle | None = None
+    marking: set[asyncio.Task[None]] = set()
+
+    def publish_mark(offset: int) -> None:
+        task = loop.create_task(layer.group_send(group, {"type": MARK_EVENT, "offset": offset}))
+        marking.add(task)
+        task.add_done_callback(marking.discard)
+
     try:
         async for event in call:
             kind = event.WhichOneof("event")
             if kind == "output":
                 attached = True
                 chunk = event.output
-                await layer.group_send(
-                    group,
-                    {
-                        "type": OUTPUT_EVENT,
-                        "data": base64.b64encode(chunk.data).decode("ascii"),
-                        "offset": chunk.offset,
-                        "size": len(chunk.data),
-                    },
-                )
+                end = chunk.offset + len(chunk.data)
+                await layer.group_send(group, output_event(chunk.data, chunk.offset))
+                if mark is not None:
+                    mark.cancel()
+                mark = loop.call_later(MARK_AFTER_QUIET, publish_mark, end)
                 await on_output()
             elif kind == "started":
                 attached = True
                 await on_started(event.started)
+            elif kind == "missed":
+                # The agent no longer holds bytes this stream was asked to resume from.
+                # Viewers see the gap in the offsets and report it themselves.
+                attached = True
             elif kind == "exited":
-                await layer.group_send(group, {"type": EXIT_EVENT, "exit_code": event.exited.exit_code})
+                # Recorded before it is published: viewers close (and cancel this) on the event.
+                await on_exit(event.exited.exit_code)
+                exit_event = {"type": EXIT_EVENT, "exit_code": event.exited.exit_code, "offset": end}
+                await layer.group_send(group, exit_event)
                 return int(event.exited.exit_code)
         raise StreamFailed("the sandbox host closed the terminal stream", attached=attached)
     except grpc.aio.AioRpcError as exc:
@@ -80,3 +109,7 @@ async def lead(
         raise StreamFailed(describe(exc), attached=attached) from None
     finally:
         call.cancel()
+        if mark is not None:
+            mark.cancel()
+        for task in marking:  # owned here: none outlives the stream
+            task.cancel()

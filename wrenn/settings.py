@@ -21,6 +21,9 @@ ALLOWED_HOSTS = [h for h in _env("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[:
 DATA_DIR = Path(_env("WRENN_DATA_DIR", str(BASE_DIR / "var")))
 DATABASE_URL = _env("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}")
 REDIS_URL = _env("REDIS_URL", "")
+# With Redis: "redis-pubsub" (default) or "redis-list" (channels_redis.core, which drops past capacity).
+CHANNEL_LAYER = _env("WRENN_CHANNEL_LAYER", "redis-pubsub")
+CHANNEL_CAPACITY = int(_env("WRENN_CHANNEL_CAPACITY", "1000"))
 # Address of the host agent that the demo host (and `manage.py demo`) points at.
 HOSTAGENT_ADDR = _env("WRENN_HOSTAGENT_ADDR", "127.0.0.1:50071")
 # Token that host agents require on every call (their HOSTAGENT_TOKEN); read
@@ -88,7 +91,16 @@ TEMPLATES = [
 
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 
-if REDIS_URL:
+if REDIS_URL and CHANNEL_LAYER == "redis-list":
+    # The list-based layer drops messages silently past `capacity` per channel;
+    # terminal viewers detect the gaps by offset and fill them from the host agent.
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": CHANNEL_CAPACITY},
+        }
+    }
+elif REDIS_URL:
     # The pub/sub layer neither drops a channel's messages at a fixed capacity
     # nor polls lists; see DESIGN.md for the figures behind the choice.
     CHANNEL_LAYERS = {
@@ -98,11 +110,13 @@ if REDIS_URL:
         }
     }
 else:
-    # One process only. The default capacity (100 messages a channel, then
-    # silent drops) is too small for a terminal burst of 64 KiB chunks; 1,000
-    # bounds a stalled viewer's backlog at about 64 MiB.
+    # One process only. A full channel drops messages silently; viewers repair
+    # such gaps from the host agent, and 1,000 keeps repairs rare.
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY},
+        }
     }
 
 AUTH_PASSWORD_VALIDATORS = [

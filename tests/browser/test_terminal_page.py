@@ -101,6 +101,7 @@ def test_terminal_runs_a_shell_and_follows_the_window(
     reopened.goto(f"{stack.base_url}{demo['terminal_path']}")
     wait_for_state(reopened, "connected")
     assert reopened.evaluate("window.wrennTerminal.tag()") == tag
+    wait_for_screen(reopened, re.compile(r"42wrenn"))  # the recent output was replayed, not a blank screen
     reopened.click("#terminal")
     run(reopened, 'echo "mark=$MARK."')
     wait_for_screen(reopened, re.compile(r"^mark=kept-across-tabs\.$", re.MULTILINE))

@@ -23,8 +23,8 @@ from capsules.tokens import tokens_for
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from pty import consumers
+from pty.leases import local_leases
 from pty.protocol import MAX_FRAME_BYTES
-from pty.sessions import registry
 from tests.pty.conftest import create_on_agent
 from tests.support.hostagent import start_hostagent
 from tests.support.terminal import Terminal
@@ -72,14 +72,14 @@ async def assert_closed_and_clean(communicator: Any, capsule: Sandbox) -> None:
 
 
 async def assert_nothing_left() -> None:
-    """No stream or input task, no registry entry and no group membership outlives the sockets."""
+    """No stream or input task, no lease and no group membership outlives the sockets."""
     for _ in range(50):
         tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("pty-")]
         layer = get_channel_layer()
-        if not tasks and not layer.groups and not registry._members:
+        if not tasks and not layer.groups and not local_leases.held():
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"left behind: tasks={tasks} groups={layer.groups} sessions={registry._members}")
+    raise AssertionError(f"left behind: tasks={tasks} groups={layer.groups} leases={local_leases.held()}")
 
 
 # --- happy paths ------------------------------------------------------------------
@@ -489,3 +489,122 @@ async def test_the_agent_knows_who_started_a_session(
         )
     (session,) = [s for s in listing.sessions if s.tag == tag]
     assert session.owner.startswith("key:wrn_")
+
+
+# --- offsets, resume and replay ------------------------------------------------------
+
+RAW_SEQ = "stty raw -echo; seq 1 3000; printf END; read x"
+
+
+async def test_output_frames_carry_their_offsets_from_zero(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    term = await terminal(open_socket, capsule, api_key)
+    await term.start(cmd="/bin/sh", args=["-c", RAW_SEQ])
+    output = await term.read_until(b"END")
+    assert term.next_offset == len(output)  # every frame was at the offset the bytes before it add up to
+
+
+async def test_connect_with_an_offset_resumes_at_exactly_that_byte(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    first = await terminal(open_socket, capsule, api_key)
+    tag = (await first.start(cmd="/bin/sh", args=["-c", RAW_SEQ]))["tag"]
+    output = await first.read_until(b"END")
+    middle = len(output) // 2 + 3
+    second = await terminal(open_socket, capsule, api_key)
+    await second.send(type="connect", tag=tag, offset=middle)
+    assert await second.read_until(b"END") == output[middle:]
+    assert second.missed == []
+
+
+async def test_connect_without_an_offset_replays_the_screen(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    first = await terminal(open_socket, capsule, api_key)
+    tag = (await first.start())["tag"]
+    await first.type("echo seen-$((2*21))\n")
+    await first.read_until(b"seen-42")
+    late = await terminal(open_socket, capsule, api_key)
+    await late.send(type="connect", tag=tag)
+    await late.read_until(b"seen-42")
+
+
+async def test_replayed_terminal_queries_are_neutralised(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    first = await terminal(open_socket, capsule, api_key)
+    tag = (await first.start(cmd="/bin/sh", args=["-c", r"printf 'a\033[6nb\033]11;?\007c'; read x"]))["tag"]
+    await first.read_until(b"c")
+    late = await terminal(open_socket, capsule, api_key)
+    await late.send(type="connect", tag=tag)
+    # Same length, so offsets stay exact; the browser has nothing to answer.
+    assert await late.read_until(b"c") == b"a" + b"\0" * 4 + b"b" + b"\0" * 7 + b"c"
+
+
+async def test_an_evicted_offset_is_reported_as_missed_bytes(
+    open_socket: Any, team: Team, api_key: str, tmp_path: Any
+) -> None:
+    small = start_hostagent(tmp_path / "small", args=["--replay-buffer", "4096"])
+    try:
+        host = await Host.objects.acreate(address=small.address)
+        capsule = await Sandbox.objects.acreate(team=team, host=host, status="running")
+        await database_sync_to_async(create_on_agent)(small.address, capsule.id)
+        first = await terminal(open_socket, capsule, api_key)
+        tag = (await first.start(cmd="/bin/sh", args=["-c", RAW_SEQ]))["tag"]
+        output = await first.read_until(b"END")
+        late = await terminal(open_socket, capsule, api_key)
+        await late.send(type="connect", tag=tag, offset=0)
+        missed = await late.expect("missed")
+        assert missed == {"type": "missed", "bytes": len(output) - 4096, "offset": len(output) - 4096}
+        assert await late.read_until(b"END") == output[-4096:]
+    finally:
+        small.stop()
+
+
+async def test_an_offset_beyond_the_output_is_refused(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    first = await terminal(open_socket, capsule, api_key)
+    tag = (await first.start(cmd="/bin/sh", args=["-c", RAW_SEQ]))["tag"]
+    output = await first.read_until(b"END")
+    late = await terminal(open_socket, capsule, api_key)
+    await late.send(type="connect", tag=tag, offset=len(output) + 10)
+    frame = await late.recv()
+    assert frame == {
+        "type": "error",
+        "data": f"offset {len(output) + 10} is beyond the end of the output ({len(output)} bytes)",
+        "fatal": True,
+    }
+
+
+async def test_a_connect_after_the_exit_gets_the_exit_code(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    first = await terminal(open_socket, capsule, api_key)
+    tag = (await first.start(cmd="/bin/sh", args=["-c", "echo bye; exit 7"]))["tag"]
+    assert (await first.expect("exit"))["exit_code"] == 7
+    late = await terminal(open_socket, capsule, api_key)
+    await late.send(type="connect", tag=tag)
+    assert (await late.expect("exit"))["exit_code"] == 7
+    assert b"bye" in late.output
+
+
+async def test_messages_the_channel_layer_drops_are_refilled(
+    open_socket: Any, capsule: Sandbox, api_key: str, settings: Any, caplog: Any
+) -> None:
+    """With room for two messages a channel, most output is dropped on the way and must be refetched.
+
+    The output (541 KB) fits the agent's replay buffer (1 MiB), so every byte can be recovered.
+    """
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2}}
+    }
+    term = await terminal(open_socket, capsule, api_key)
+    script = "stty raw -echo; head -c 400000 /dev/urandom | base64 -w 100; printf '<END>'; read x"
+    await term.start(cmd="/bin/sh", args=["-c", script])
+    output = await term.read_until(b"<END>", timeout=60)  # '<' is not in the base64 alphabet
+    assert term.missed == []
+    body = output[: output.index(b"<END>")]
+    assert len(body) == 533336 + 5334  # 400,000 bytes in base64 (padded), 100 columns a line
+    assert "lost on the way" in caplog.text  # messages really were dropped, and refilled

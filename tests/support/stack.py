@@ -40,6 +40,7 @@ class Stack:
     agent_token: str
     host_token: str = ""
     agent: HostAgentProcess | None = None
+    agent_args: list[str] = field(default_factory=list)
     workers: list[tuple[int, subprocess.Popen[bytes]]] = field(default_factory=list)
     monitor: subprocess.Popen[bytes] | None = None
 
@@ -81,6 +82,7 @@ class Stack:
                 HEARTBEAT_INTERVAL,
                 "--cgroup-root",
                 f"wrenn-stack-{self.database}",
+                *self.agent_args,
             ],
         )
         return self.agent
@@ -160,7 +162,9 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_stack(data_dir: Path, workers: int = 1) -> Stack:
+def start_stack(
+    data_dir: Path, workers: int = 1, agent_args: list[str] | None = None, env: dict[str, str] | None = None
+) -> Stack:
     """Database, then the host (registered with a token), its agent, daphne workers and the monitor."""
     database = create_database()
     base, _, _ = POSTGRES_URL.rpartition("/")
@@ -181,6 +185,7 @@ def start_stack(data_dir: Path, workers: int = 1) -> Stack:
         "WRENN_HOST_HEARTBEAT_INTERVAL_SEC": HEARTBEAT_INTERVAL,
         "WRENN_HOST_DEAD_AFTER_SEC": DEAD_AFTER,
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
     }
     stack = Stack(
         data_dir=data_dir,
@@ -189,6 +194,7 @@ def start_stack(data_dir: Path, workers: int = 1) -> Stack:
         port=free_port(),
         agent_address=agent_address,
         agent_token=agent_token,
+        agent_args=list(agent_args or []),
     )
     try:
         stack.manage("migrate", "--noinput")

@@ -18,6 +18,10 @@ class Terminal:
         self._recv_text = recv_text
         self.output = bytearray()
         self.communicator: Any = None
+        # The offset the next output frame must carry: every frame is checked, so a
+        # lost, repeated or reordered byte fails the test that reads it.
+        self.next_offset: int | None = None
+        self.missed: list[dict[str, Any]] = []
 
     @classmethod
     def over_communicator(cls, communicator: Any) -> Terminal:
@@ -48,7 +52,17 @@ class Terminal:
             if frame["type"] == "ping":
                 continue
             if frame["type"] == "output":
-                self.output += base64.b64decode(frame["data"])
+                data = base64.b64decode(frame["data"])
+                if "offset" in frame:
+                    assert self.next_offset is None or frame["offset"] == self.next_offset, (
+                        f"output at offset {frame['offset']}, expected {self.next_offset}"
+                    )
+                    self.next_offset = frame["offset"] + len(data)
+                self.output += data
+            elif frame["type"] == "missed":
+                assert self.next_offset is None or frame["offset"] == self.next_offset + frame["bytes"], frame
+                self.missed.append(frame)
+                self.next_offset = frame["offset"]
             return frame
 
     async def start(self, **fields: Any) -> dict[str, Any]:
@@ -80,5 +94,5 @@ class Terminal:
             frame = await self.recv(timeout)
             if frame["type"] == kind:
                 return frame
-            if frame["type"] != "output":
+            if frame["type"] not in ("output", "missed"):
                 raise AssertionError(f"expected {kind}, got {frame}")

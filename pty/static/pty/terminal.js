@@ -37,6 +37,9 @@
   let reconnectTimer = null;
   let firstFrame = null; // "start" or "connect": what the current socket opened with
   let sessionOver = false; // after exit or a fatal error: no automatic reconnect
+  // Offset of the next output byte this page has not written yet, or null when the screen is
+  // blank (a fresh page): a reconnect resumes exactly there, a fresh page asks for a replay.
+  let nextOffset = null;
   let sentSize = null; // {cols, rows} the server last heard from this socket
   let pending = []; // Uint8Array chunks typed while not connected
   let pendingBytes = 0;
@@ -199,12 +202,14 @@
         firstFrame = "connect";
         // The session may have been sized by another window: always send ours after connecting.
         sentSize = null;
-        send({ type: "connect", tag: tag });
+        if (nextOffset === null) send({ type: "connect", tag: tag });
+        else send({ type: "connect", tag: tag, offset: nextOffset });
         // The reference sends nothing back on a successful connect, so the open socket is the
         // success signal; a missing session answers with a fatal error, handled below.
         becomeConnected();
       } else {
         firstFrame = "start";
+        nextOffset = 0;
         sentSize = { cols: term.cols, rows: term.rows };
         send({ type: "start", cols: term.cols, rows: term.rows });
       }
@@ -236,8 +241,16 @@
         storeTag(msg.tag);
         becomeConnected();
         break;
-      case "output":
-        term.write(base64ToBytes(msg.data || ""));
+      case "output": {
+        const bytes = base64ToBytes(msg.data || "");
+        if (typeof msg.offset === "number") nextOffset = msg.offset + bytes.length;
+        term.write(bytes);
+        break;
+      }
+      case "missed":
+        // The server no longer holds these bytes; say so on screen rather than pretend.
+        nextOffset = msg.offset;
+        term.write("\r\n\x1b[2m[" + msg.bytes + " bytes of output missed]\x1b[0m\r\n");
         break;
       case "ping":
         send({ type: "pong" });
@@ -256,6 +269,7 @@
 
   function onExit(code) {
     sessionOver = true;
+    nextOffset = null;
     storeTag(null);
     const shown = code === undefined || code === null ? "?" : String(code);
     setState("exited", "exited (code " + shown + ")");
@@ -309,6 +323,9 @@
     },
     tag: function () {
       return storedTag();
+    },
+    nextOffset: function () {
+      return nextOffset;
     },
   };
 

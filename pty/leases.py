@@ -1,0 +1,106 @@
+"""Who leads (reads the gRPC stream of) each terminal session, across every daphne worker.
+
+A lead is a lease: a key that names its holder and expires unless renewed. In
+production it lives in Redis, shared by all workers; without Redis (the
+one-process quick start) it lives in this process. A worker that dies stops
+renewing, the key expires, and a viewer on another worker takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from typing import Protocol
+
+from django.conf import settings
+from redis import asyncio as aioredis
+
+# Renew every RENEW, expire after TTL, and viewers try to take over every POLL:
+# a SIGKILLed leader is replaced within TTL + POLL (1.5 s).
+TTL_MS = 1200
+RENEW_SECONDS = 0.3
+POLL_SECONDS = 0.3
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class Leases(Protocol):
+    async def acquire(self, key: str, holder: str) -> bool: ...
+    async def renew(self, key: str, holder: str) -> bool: ...
+    async def release(self, key: str, holder: str) -> None: ...
+
+
+class LocalLeases:
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[str, float]] = {}
+
+    def _live(self, key: str) -> str | None:
+        holder, expires = self._held.get(key, ("", 0.0))
+        if holder and expires > time.monotonic():
+            return holder
+        self._held.pop(key, None)
+        return None
+
+    async def acquire(self, key: str, holder: str) -> bool:
+        if self._live(key) is None:
+            self._held[key] = (holder, time.monotonic() + TTL_MS / 1000)
+            return True
+        return False
+
+    async def renew(self, key: str, holder: str) -> bool:
+        if self._live(key) != holder:
+            return False
+        self._held[key] = (holder, time.monotonic() + TTL_MS / 1000)
+        return True
+
+    async def release(self, key: str, holder: str) -> None:
+        if self._live(key) == holder:
+            del self._held[key]
+
+    def held(self) -> dict[str, str]:
+        """Live leases, for tests."""
+        return {key: holder for key in list(self._held) if (holder := self._live(key)) is not None}
+
+
+class RedisLeases:
+    def __init__(self, url: str) -> None:
+        self._redis = aioredis.Redis.from_url(url)
+
+    async def acquire(self, key: str, holder: str) -> bool:
+        return bool(await self._redis.set(key, holder, nx=True, px=TTL_MS))
+
+    async def renew(self, key: str, holder: str) -> bool:
+        return bool(await self._redis.eval(_RENEW, 1, key, holder, TTL_MS))
+
+    async def release(self, key: str, holder: str) -> None:
+        await self._redis.eval(_RELEASE, 1, key, holder)
+
+
+local_leases = LocalLeases()
+# Redis connections belong to the event loop that made them (tests run one loop per test).
+_redis_leases: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisLeases] = weakref.WeakKeyDictionary()
+
+
+def leases() -> Leases:
+    if not settings.REDIS_URL:
+        return local_leases
+    loop = asyncio.get_running_loop()
+    if loop not in _redis_leases:
+        _redis_leases[loop] = RedisLeases(settings.REDIS_URL)
+    return _redis_leases[loop]
+
+
+def lease_key(group: str) -> str:
+    return f"wrenn:lead:{group}"

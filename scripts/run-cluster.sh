@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# `make cluster`: WORKERS daphne processes on PORT+1 … PORT+WORKERS behind HAProxy on HOST:PORT,
+# sharing PostgreSQL (DATABASE_URL) and the Redis channel layer (REDIS_URL), with one host agent
+# (heartbeating through the proxy), the monitor, and the demo user, team, API key and capsule.
+# Every process it starts is its child and is stopped when it exits (Ctrl-C, SIGTERM or a crash).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+PY=${PY:-.venv/bin/python}
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-8000}
+WORKERS=${WORKERS:-3}
+HAPROXY=${HAPROXY:-haproxy}
+export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/wrenn_cluster}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+# Its own data directory: the demo key file there matches this database, not make run's SQLite.
+export WRENN_DATA_DIR=${WRENN_DATA_DIR:-$PWD/var/cluster}
+export WRENN_HOSTAGENT_ADDR=${WRENN_HOSTAGENT_ADDR:-127.0.0.1:50071}
+
+die() { echo "run-cluster: $*" >&2; exit 1; }
+[[ $WORKERS =~ ^[1-9][0-9]?$ ]] || die "WORKERS must be a number from 1 to 99, got '$WORKERS'"
+if ! [[ $PORT =~ ^[0-9]+$ ]] || [ "$((PORT + WORKERS))" -gt 65535 ]; then
+  die "PORT must be a port number with room for $WORKERS worker ports above it, got '$PORT'"
+fi
+command -v "$HAPROXY" >/dev/null ||
+  die "HAProxy is not installed; 'make cluster' installs it (Debian package haproxy) when run as root with apt-get"
+case $DATABASE_URL in
+  postgres://* | postgresql://*) ;;
+  *) die "DATABASE_URL must be a PostgreSQL URL: workers share one database (got '${DATABASE_URL%%:*}://…')" ;;
+esac
+
+export_allowed_hosts
+mkdir -p "$WRENN_DATA_DIR"
+export_agent_token
+
+# PostgreSQL and Redis must answer; the database is created when it does not exist yet.
+"$PY" - <<'PY'
+import os
+import sys
+
+import psycopg
+import redis
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+url = os.environ["DATABASE_URL"]
+params = conninfo_to_dict(url)
+name = params.get("dbname") or "postgres"
+try:
+    with psycopg.connect(**{**params, "dbname": "postgres"}, autocommit=True, connect_timeout=5) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            print(f"created database {name}")
+except psycopg.Error as exc:
+    sys.exit(f"run-cluster: PostgreSQL is not usable at DATABASE_URL ({exc}); start it or set DATABASE_URL")
+try:
+    redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=5).ping()
+except redis.RedisError as exc:
+    sys.exit(f"run-cluster: Redis does not answer at REDIS_URL ({exc}); start it or set REDIS_URL")
+PY
+"$PY" manage.py migrate --noinput >/dev/null
+register_host
+reach=$HOST; [ "$reach" = 0.0.0.0 ] && reach=127.0.0.1
+
+# Children, by pid, with a name for messages; all stopped on exit: SIGTERM, then SIGKILL after 15 s.
+children=()
+declare -A names=()
+started() { children+=("$1"); names[$1]=$2; }
+stop_children() {
+  [ "${#children[@]}" -gt 0 ] || return 0
+  kill "${children[@]}" 2>/dev/null || true
+  local alive=1 pid
+  for _ in $(seq 150); do
+    alive=0
+    for pid in "${children[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  [ "$alive" = 0 ] || kill -KILL "${children[@]}" 2>/dev/null || true
+  wait "${children[@]}" 2>/dev/null || true
+}
+trap stop_children EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# True when http://$1:$2$3 answers 200 (bash's /dev/tcp: no curl needed).
+answers_200() {
+  local status=""
+  { printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$3" "$1" >&3 && read -r -t 5 _ status _ <&3; } \
+    2>/dev/null 3<>"/dev/tcp/$1/$2" || return 1
+  [ "$status" = 200 ]
+}
+# Waits up to 60 s for http://$2:$3$4 to answer 200 while pid $5 runs; else shows log $6 and exits.
+wait_for_200() {
+  for _ in $(seq 600); do
+    answers_200 "$2" "$3" "$4" && return 0
+    kill -0 "$5" 2>/dev/null || { tail -n 40 "$6" >&2; die "$1 exited before it answered"; }
+    sleep 0.1
+  done
+  tail -n 40 "$6" >&2
+  die "$1 did not answer http://$2:$3$4 within 60 s"
+}
+
+# The workers: same environment, consecutive ports; keepalive pings notice dead WebSocket peers.
+daphne="$(dirname "$PY")/daphne"
+for i in $(seq "$WORKERS"); do
+  port=$((PORT + i))
+  "$daphne" -b "$HOST" -p "$port" --proxy-headers --ping-interval 20 --ping-timeout 30 \
+    wrenn.asgi:application >>"$WRENN_DATA_DIR/worker$i.log" 2>&1 &
+  started $! "worker$i (daphne on port $port)"
+done
+for i in $(seq "$WORKERS"); do
+  wait_for_200 "worker$i" "$reach" "$((PORT + i))" /admin/login/ "${children[$((i - 1))]}" "$WRENN_DATA_DIR/worker$i.log"
+done
+
+# The proxy, once every worker answers (so all start in rotation); its configuration is
+# written from the template at every start.
+servers=""
+for i in $(seq "$WORKERS"); do
+  servers+="    server worker$i $reach:$((PORT + i)) check"$'\n'
+done
+config=$(<deploy/haproxy.cfg.in)
+config=${config//@BIND@/"$HOST:$PORT"}
+config=${config//@CHECK_HOST@/"$reach"}
+config=${config//@SERVERS@/"${servers%$'\n'}"}
+printf '%s\n' "$config" >"$WRENN_DATA_DIR/haproxy.cfg"
+"$HAPROXY" -c -q -f "$WRENN_DATA_DIR/haproxy.cfg" || die "invalid $WRENN_DATA_DIR/haproxy.cfg"
+: >"$WRENN_DATA_DIR/haproxy.log"
+"$HAPROXY" -db -f "$WRENN_DATA_DIR/haproxy.cfg" >>"$WRENN_DATA_DIR/haproxy.log" 2>&1 &
+proxy=$!
+started "$proxy" "HAProxy (port $PORT)"
+wait_for_200 HAProxy "$reach" "$PORT" /admin/login/ "$proxy" "$WRENN_DATA_DIR/haproxy.log"
+
+# The host agent heartbeats through the proxy, like any client of the cluster.
+start_agent_and_monitor "http://$reach:$PORT"
+started "$agent" "the host agent"
+started "$monitor" "the monitor"
+wait_for_agent
+load_demo
+
+# A URL without its password, for the banner.
+redact() { printf '%s' "$1" | sed -E 's#//([^:/@]*):[^@/]*@#//\1:***@#'; }
+shown=$reach
+worker_lines=""
+for i in $(seq "$WORKERS"); do
+  worker_lines+="  Worker $i:  http://$shown:$((PORT + i))/   (X-Wrenn-Worker: worker$i)"$'\n'
+done
+cat <<MSG
+
+  Wrenn cluster is running on http://$shown:$PORT/   (HAProxy, round robin over $WORKERS daphne workers)
+  Log in:    http://$shown:$PORT/admin/   user $(field username)   password $(field password)
+  Terminal:  http://$shown:$PORT$(field terminal_path)
+  API key:   $(field api_key)
+  Socket:    ws://$shown:$PORT/v1/capsules/$(field capsule_id)/pty   (header X-API-Key)
+${worker_lines}  Every response through the proxy names its worker in the header X-Wrenn-Worker.
+  Database:  $(redact "$DATABASE_URL")   Redis: $(redact "$REDIS_URL")
+  Logs:      $WRENN_DATA_DIR/
+  Ctrl-C stops everything.
+
+MSG
+
+# Runs until a child dies (then stops the rest and fails) or a signal ends it.
+while true; do
+  wait -n || true
+  for pid in "${children[@]}"; do
+    kill -0 "$pid" 2>/dev/null || die "${names[$pid]} exited; see its log in $WRENN_DATA_DIR/"
+  done
+done
