@@ -35,4 +35,6 @@ cat <<MSG
   Socket:    ws://$shown:$PORT/v1/capsules/$(field capsule_id)/pty   (header X-API-Key)
 
 MSG
-"$(dirname "$PY")/daphne" -b "$HOST" -p "$PORT" wrenn.asgi:application
+# WebSocket pings after 20 idle seconds; a peer that does not answer within 30 is closed and
+# its viewer released.
+"$(dirname "$PY")/daphne" -b "$HOST" -p "$PORT" --ping-interval 20 --ping-timeout 30 wrenn.asgi:application

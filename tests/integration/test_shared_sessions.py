@@ -25,7 +25,10 @@ Open = Callable[..., Any]
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Two daphne workers on one database and one Redis, and a host agent with an 8 MiB replay buffer."""
     running = start_stack(
-        Path(tmp_path_factory.mktemp("cluster")), workers=2, agent_args=["--replay-buffer", str(8 << 20)]
+        Path(tmp_path_factory.mktemp("cluster")),
+        workers=2,
+        agent_args=["--replay-buffer", str(8 << 20)],
+        ping=(20, 30),  # as in production: the 20 MB test keeps the sockets busy for a while
     )
     try:
         yield running

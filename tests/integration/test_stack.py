@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import grpc
 import pytest
 from websockets.asyncio.client import connect
 
+from protos import hostagent_pb2 as pb
+from protos import hostagent_pb2_grpc as pb_grpc
 from tests.support.hostagent import REPO_ROOT, free_port
 from tests.support.stack import Stack, wait_for_http
 from tests.support.terminal import Terminal
@@ -169,3 +174,44 @@ def test_readme_example_client(stack: Stack, demo: dict[str, Any]) -> None:
     )
     assert result.returncode == 7, result.stderr
     assert b"got-hello" in result.stdout
+
+
+def test_a_dead_viewer_is_noticed_and_released(stack: Stack, demo: dict[str, Any]) -> None:
+    """A client that stops answering WebSocket pings is closed; its session runs on without it."""
+    url = f"{stack.ws_url()}/v1/capsules/{demo['capsule_id']}/pty"
+    client = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "tests/integration/dead_viewer.py"), url, demo["api_key"]],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert client.stdout is not None
+        tag = client.stdout.readline().decode().strip()
+        assert tag.startswith("pty-")
+        assert session_streams(stack, demo["capsule_id"], tag) == 1  # its worker reads the session
+        client.send_signal(signal.SIGSTOP)  # alive to TCP, deaf to pings
+        deadline = time.monotonic() + 30
+        while session_streams(stack, demo["capsule_id"], tag) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert session_streams(stack, demo["capsule_id"], tag) == 0  # the viewer was released
+        assert tag in running_sessions(stack, demo["capsule_id"])  # and the shell lives on
+    finally:
+        client.kill()
+        client.wait()
+
+
+def _sessions(stack: Stack, capsule_id: str) -> list[Any]:
+    with grpc.insecure_channel(stack.agent_address) as channel:
+        reply = pb_grpc.HostAgentStub(channel).ListPtySessions(
+            pb.ListPtySessionsRequest(sandbox_id=capsule_id),
+            timeout=10,
+            metadata=(("authorization", f"Bearer {stack.agent_token}"),),
+        )
+    return list(reply.sessions)
+
+
+def session_streams(stack: Stack, capsule_id: str, tag: str) -> int:
+    return sum(s.streams for s in _sessions(stack, capsule_id) if s.tag == tag)
+
+
+def running_sessions(stack: Stack, capsule_id: str) -> list[str]:
+    return [s.tag for s in _sessions(stack, capsule_id) if not s.exited]

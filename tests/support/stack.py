@@ -41,6 +41,10 @@ class Stack:
     host_token: str = ""
     agent: HostAgentProcess | None = None
     agent_args: list[str] = field(default_factory=list)
+    # daphne's WebSocket keepalive: a ping after this many idle seconds, a close when no pong
+    # comes within the second figure. Short by default, so a dead peer is noticed in a test; a
+    # ping queues behind output already buffered for a socket, so floods need longer ones.
+    ping: tuple[int, int] = (1, 2)
     workers: list[tuple[int, subprocess.Popen[bytes]]] = field(default_factory=list)
     monitor: subprocess.Popen[bytes] | None = None
 
@@ -92,7 +96,9 @@ class Stack:
         port = port or free_port()
         log = (self.data_dir / f"daphne-{port}.log").open("ab")
         proc = subprocess.Popen(
-            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "wrenn.asgi:application"],
+            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
+            + ["--ping-interval", str(self.ping[0]), "--ping-timeout", str(self.ping[1])]
+            + ["wrenn.asgi:application"],
             cwd=REPO_ROOT,
             env=self.env,
             stdout=log,
@@ -163,7 +169,11 @@ def drop_database(name: str) -> None:
 
 
 def start_stack(
-    data_dir: Path, workers: int = 1, agent_args: list[str] | None = None, env: dict[str, str] | None = None
+    data_dir: Path,
+    workers: int = 1,
+    agent_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    ping: tuple[int, int] = (1, 2),
 ) -> Stack:
     """Database, then the host (registered with a token), its agent, daphne workers and the monitor."""
     database = create_database()
@@ -195,6 +205,7 @@ def start_stack(
         agent_address=agent_address,
         agent_token=agent_token,
         agent_args=list(agent_args or []),
+        ping=ping,
     )
     try:
         stack.manage("migrate", "--noinput")
