@@ -1,4 +1,8 @@
-"""Fixtures shared by every test folder: the real host agent and the real stack."""
+"""Fixtures shared by every test folder: teams, a member and a key, the real host agent and the real stack.
+
+Folders whose tests need committed rows (tests/pty) override the domain fixtures with
+``transactional_db`` versions.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 
+from capsules.keys import create_api_key
+from capsules.models import Membership, Team
+from tests.capsules import MEMBER_PASSWORD
 from tests.support.hostagent import HostAgentProcess, start_hostagent
 from tests.support.stack import Stack, start_stack
 
@@ -36,3 +44,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def demo(stack: Stack) -> dict[str, Any]:
     """What `manage.py demo --json` printed on the stack."""
     return stack.demo()
+
+
+@pytest.fixture
+def team(db: None) -> Team:
+    return Team.objects.create(name="Acme", slug="acme")
+
+
+@pytest.fixture
+def other_team(db: None) -> Team:
+    return Team.objects.create(name="Globex", slug="globex")
+
+
+@pytest.fixture
+def member(team: Team) -> Any:
+    user = get_user_model().objects.create_user(
+        username="alice", email="alice@example.com", password=MEMBER_PASSWORD
+    )
+    Membership.objects.create(user=user, team=team, role=Membership.Role.MEMBER)
+    return user
+
+
+@pytest.fixture
+def api_key(team: Team, member: Any) -> str:
+    _, raw_key = create_api_key(team, "ci", created_by=member)
+    return raw_key

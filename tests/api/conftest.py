@@ -36,18 +36,7 @@ def contract(openapi: dict[str, Any]) -> Contract:
     return Contract(openapi)
 
 
-# team, other_team, member and api_key are the same as tests/capsules' (a shared tests/conftest.py
-# would hold one copy; that file is not this package's).
-
-
-@pytest.fixture
-def team(db: None) -> Team:
-    return Team.objects.create(name="Acme", slug="acme")
-
-
-@pytest.fixture
-def other_team(db: None) -> Team:
-    return Team.objects.create(name="Globex", slug="globex")
+# team, other_team and api_key come from tests/conftest.py; here the member owns its team.
 
 
 @pytest.fixture
@@ -57,12 +46,6 @@ def member(team: Team) -> Any:
     )
     Membership.objects.create(user=user, team=team, role=Membership.Role.OWNER)
     return user
-
-
-@pytest.fixture
-def api_key(team: Team, member: Any) -> str:
-    _, raw_key = create_api_key(team, "ci", created_by=member)
-    return raw_key
 
 
 @pytest.fixture

@@ -1,40 +1,10 @@
-"""Domain fixtures for the capsules app: teams, a member, an API key, a host and a capsule."""
-
-from typing import Any
+"""Domain fixtures for the capsules app: a host and a capsule (teams, member and key: tests/conftest.py)."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from capsules.keys import create_api_key
-from capsules.models import Host, Membership, Sandbox, Team
-from tests.capsules import MEMBER_PASSWORD
+from capsules.models import Host, Sandbox, Team
 from tests.support.hostagent import HostAgentProcess, free_port
-
-
-@pytest.fixture
-def team(db: None) -> Team:
-    return Team.objects.create(name="Acme", slug="acme")
-
-
-@pytest.fixture
-def other_team(db: None) -> Team:
-    return Team.objects.create(name="Globex", slug="globex")
-
-
-@pytest.fixture
-def member(team: Team) -> Any:
-    user = get_user_model().objects.create_user(
-        username="alice", email="alice@example.com", password=MEMBER_PASSWORD
-    )
-    Membership.objects.create(user=user, team=team, role=Membership.Role.MEMBER)
-    return user
-
-
-@pytest.fixture
-def api_key(team: Team, member: Any) -> str:
-    _, raw_key = create_api_key(team, "ci", created_by=member)
-    return raw_key
 
 
 @pytest.fixture
