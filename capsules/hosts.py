@@ -15,7 +15,6 @@ creates) is trusted as it is: `check_hosts` only declares dead a host that repor
 went quiet.
 """
 
-import hashlib
 import logging
 import re
 import secrets
@@ -29,6 +28,7 @@ from django.db.models import Count, F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from capsules.keys import hash_key
 from capsules.models import Host, Sandbox
 from capsules.validation import ValidationFailed
 
@@ -68,8 +68,8 @@ def is_reachable(host: Host | None) -> bool:
 # Tokens
 
 
-def hash_token(raw_token: str) -> str:
-    return hashlib.sha256(raw_token.encode()).hexdigest()
+# Host tokens are kept the way API keys are: only their SHA-256.
+hash_token = hash_key
 
 
 def issue_host_token(host: Host) -> str:
