@@ -194,3 +194,13 @@ def test_a_paused_demo_capsule_stays_paused(demo_settings: Settings) -> None:
     Sandbox.objects.filter(pk=first).update(status=Sandbox.Status.PAUSED)
     assert run_demo_json()["capsule_id"] == first
     assert Sandbox.objects.get(pk=first).status == Sandbox.Status.PAUSED
+
+
+def test_the_demo_capsule_has_the_default_templates_sizes(demo_settings: Settings) -> None:
+    capsule = Sandbox.objects.get(pk=run_demo_json()["capsule_id"])
+    assert (capsule.template, capsule.vcpus, capsule.memory_mb, capsule.disk_size_mb) == (
+        "minimal",
+        1,
+        512,
+        1024,
+    )

@@ -21,6 +21,7 @@ from capsules.agents import call_metadata
 from capsules.keys import create_api_key, hash_key, revoke_api_keys
 from capsules.models import APIKey, Host, Membership, Sandbox, Team
 from capsules.services import terminal_path
+from capsules.validation import clean_create_params
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 
@@ -96,7 +97,16 @@ class Command(BaseCommand):
         )
         if capsule is None:
             # timeout_sec 0: the idle reaper never pauses the demo capsule under a new user.
-            capsule = Sandbox(team=team, metadata={"demo": "true"}, timeout_sec=0)
+            demo = clean_create_params(None, None, None, 0, {"demo": "true"})
+            capsule = Sandbox(
+                team=team,
+                template=demo.template,
+                vcpus=demo.vcpus,
+                memory_mb=demo.memory_mb,
+                timeout_sec=demo.timeout_sec,
+                metadata=demo.metadata,
+                disk_size_mb=demo.disk_size_mb,
+            )
         # The demo capsule follows the configured host agent, wherever it now listens. A paused
         # one stays paused (its processes are frozen on the agent): resume it with the API.
         capsule.host = host
