@@ -89,6 +89,14 @@ async def test_kill(socket: Connect) -> None:
         assert (await term.expect("exit"))["exit_code"] == 137
 
 
+async def test_ctrl_c_stops_a_flood(socket: Connect) -> None:
+    async with socket() as term:
+        await term.start(cmd="/bin/sh", args=["-c", "yes flood"])
+        await term.read_until(b"flood\r\nflood\r\n")
+        await term.type(b"\x03")
+        assert (await term.expect("exit", timeout=60))["exit_code"] == 130
+
+
 async def test_connect_from_a_second_socket(socket: Connect) -> None:
     async with socket() as first:
         tag = (await first.start())["tag"]

@@ -608,3 +608,13 @@ async def test_messages_the_channel_layer_drops_are_refilled(
     body = output[: output.index(b"<END>")]
     assert len(body) == 533336 + 5334  # 400,000 bytes in base64 (padded), 100 columns a line
     assert "lost on the way" in caplog.text  # messages really were dropped, and refilled
+
+
+async def test_ctrl_c_reaches_a_process_flooding_the_terminal(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    term = await terminal(open_socket, capsule, api_key)
+    await term.start(cmd="/bin/sh", args=["-c", "yes flood"])
+    await term.read_until(b"flood\r\nflood\r\n")
+    await term.type(b"\x03")  # Ctrl-C, typed while output is still pouring out
+    assert (await term.expect("exit", timeout=60))["exit_code"] == 130
