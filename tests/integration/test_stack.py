@@ -58,7 +58,11 @@ async def test_full_screen_programs(socket: Connect) -> None:
         await term.start(cols=100, rows=30)
         await term.type("vim -u NONE /tmp/notes.txt\r")
         await term.read_until(b"\x1b[?1049h")  # vim switched to the alternate screen
-        await term.type("iwritten-in-vim\x1b:wq\r")
+        await term.read_until(b'"/tmp/notes.txt"')  # and is ready for keys
+        # Ctrl-O runs one command from insert mode; Esc followed at once by ':' could be taken
+        # for an Alt key, and Ctrl-C would make vim discard everything typed ahead.
+        await term.type("iwritten-in-vim\x0f:wq\r")
+        await term.read_until(b"\x1b[?1049l")  # vim is back on the main screen: the shell reads again
         await term.type("cat /tmp/notes.txt; top -d 0.5\r")
         await term.read_until(b"written-in-vim\r\n")
         await term.read_until(b"load average")
