@@ -13,7 +13,7 @@ DAPHNE_LIKE = """
 import sys
 sys.path = [p for p in sys.path if p not in ("", ".", {root!r})]
 import twisted.internet.process
-import pty as early
+early = sys.modules["pty"]  # what Twisted loaded; nothing here imports the module itself
 assert not hasattr(early, "__path__"), "expected the standard-library module first"
 sys.path.insert(0, {root!r})
 import wrenn
