@@ -24,6 +24,7 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from capsules import agents
+from capsules.agents import HOST_UNREACHABLE
 from capsules.hosts import choose_host, is_reachable
 from capsules.models import Sandbox, Team, TerminalSession
 from capsules.services import touch_sandbox
@@ -33,7 +34,6 @@ from protos import hostagent_pb2 as pb
 log = logging.getLogger(__name__)
 
 Status = Sandbox.Status
-HOST_UNREACHABLE = "sandbox host is not reachable"
 NO_CAPACITY = "no host has capacity for this capsule"
 # The host agent's own rule for tags.
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -10,6 +10,8 @@ from django.conf import settings
 from protos import hostagent_pb2_grpc as pb_grpc
 
 METADATA_KEY = "authorization"
+# What a caller is told when a host agent does not answer, by the API and the terminal alike.
+HOST_UNREACHABLE = "sandbox host is not reachable"
 # gRPC's default reconnect backoff grows to two minutes; an agent that restarts would then look
 # unreachable long after it is back. Calls fail fast (UNAVAILABLE) while the channel waits.
 _CHANNEL_OPTIONS = [

@@ -23,14 +23,14 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from capsules.actions import record_activity, record_terminal_exit, record_terminal_started, record_viewer
-from capsules.agents import call_metadata
+from capsules.agents import HOST_UNREACHABLE, call_metadata
 from capsules.services import find_sandbox, is_member
 from protos import hostagent_pb2 as pb
 
 from . import protocol as p
 from .auth import SCOPE_AUTH_ERROR, SCOPE_CALLER, AuthFailed, Caller, caller_from_token
 from .catchup import Chunk, Ended, Missed, read_output
-from .hostagents import RPC_TIMEOUT, UNREACHABLE, describe, stub_for
+from .hostagents import RPC_TIMEOUT, describe, stub_for
 from .input import InputPump, Op
 from .leadership import keep_leading
 from .leases import lease_key, leases
@@ -186,7 +186,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
         elif capsule.status != "running":
             await self.fatal(f"sandbox is not running (status: {capsule.status})")
         elif not capsule.host_address:
-            await self.fatal("sandbox host is not reachable")
+            await self.fatal(HOST_UNREACHABLE)
         else:
             self.capsule = capsule
             self.caller = caller
@@ -271,7 +271,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
                 await self.channel_layer.group_send(
                     self.group, {"type": ERROR_EVENT, "data": str(exc), "fatal": True}
                 )
-            elif str(exc) != UNREACHABLE:
+            elif str(exc) != HOST_UNREACHABLE:
                 await self.fatal(f"failed to start pty: {exc}")
             else:
                 await self.fatal(str(exc))

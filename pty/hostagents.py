@@ -7,6 +7,7 @@ import weakref
 
 import grpc
 
+from capsules.agents import HOST_UNREACHABLE
 from protos import hostagent_pb2_grpc as pb_grpc
 
 # Unary calls (input, resize, kill) give up after this long; the client hears about it.
@@ -37,14 +38,11 @@ def stub_for(address: str) -> pb_grpc.HostAgentStub:
     return pb_grpc.HostAgentStub(channel)
 
 
-UNREACHABLE = "sandbox host is not reachable"
-
-
 def describe(error: grpc.aio.AioRpcError) -> str:
     """What a client is told about a failed call to the host agent."""
     code = error.code()
     if code == grpc.StatusCode.UNAVAILABLE:
-        return UNREACHABLE
+        return HOST_UNREACHABLE
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return "sandbox host did not answer in time"
     return error.details() or code.name.lower()
