@@ -14,7 +14,7 @@ METADATA_KEY = "authorization"
 HOST_UNREACHABLE = "sandbox host is not reachable"
 # gRPC's default reconnect backoff grows to two minutes; an agent that restarts would then look
 # unreachable long after it is back. Calls fail fast (UNAVAILABLE) while the channel waits.
-_CHANNEL_OPTIONS = [
+CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
@@ -38,7 +38,7 @@ def channel_for(address: str) -> grpc.Channel:
     with _channels_lock:
         channel = _channels.get(address)
         if channel is None:
-            channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
             _channels[address] = channel
         return channel
 

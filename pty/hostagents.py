@@ -7,7 +7,7 @@ import weakref
 
 import grpc
 
-from capsules.agents import HOST_UNREACHABLE
+from capsules.agents import CHANNEL_OPTIONS, HOST_UNREACHABLE
 from protos import hostagent_pb2_grpc as pb_grpc
 
 # Unary calls (input, resize, kill) give up after this long; the client hears about it.
@@ -19,12 +19,12 @@ _channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, grpc.a
     weakref.WeakKeyDictionary()
 )
 
+# The lifecycle channels' reconnect backoff, plus room for large output chunks and keepalives
+# on the long-lived terminal streams.
 _CHANNEL_OPTIONS = [
+    *CHANNEL_OPTIONS,
     ("grpc.max_receive_message_length", 8 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
-    # Reconnect quickly once a restarted agent answers again.
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 
 
