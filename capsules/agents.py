@@ -17,6 +17,9 @@ HOST_UNREACHABLE = "sandbox host is not reachable"
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # A fixed HTTP/2 window (64 KiB) rather than one grown by bandwidth probing: with probing,
+    # a terminal stream whose reader paused (flow control) held ~10 MB in the receiving worker.
+    ("grpc.http2.bdp_probe", 0),
 ]
 
 _channels: dict[str, grpc.Channel] = {}

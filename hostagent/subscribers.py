@@ -9,7 +9,10 @@ from dataclasses import dataclass
 
 from hostagent.replay import ReplayBuffer
 
-SUBSCRIBER_QUEUE_CHUNKS = 16
+# Output queued for one stream before the terminal stops being read. Kept well below the
+# replay buffer (1 MiB by default), so that a control plane that paces the stream and refills
+# its viewers from the buffer finds there every byte it has not taken yet.
+SUBSCRIBER_QUEUE_BYTES = 256 * 1024
 # Replayed output is sent in pieces of the size live output is read in.
 BACKLOG_CHUNK = 64 * 1024
 
@@ -39,22 +42,25 @@ Event = Output | Missed | Exited
 class Subscriber:
     """One attached stream's queue of events.
 
-    Live output stops being read while the queue holds `limit` events; `on_take` runs after
-    each event taken, so the session can read again. A backlog pushed at attach time may
+    Live output stops being read while the queue holds `limit` bytes of output; `on_take` runs
+    after each event taken, so the session can read again. A backlog pushed at attach time may
     exceed the limit: the session then waits until the stream has caught up.
     """
 
-    def __init__(self, on_take: Callable[[], None], limit: int = SUBSCRIBER_QUEUE_CHUNKS) -> None:
+    def __init__(self, on_take: Callable[[], None], limit: int = SUBSCRIBER_QUEUE_BYTES) -> None:
         self._on_take = on_take
         self._limit = limit
+        self._bytes = 0
         self._items: deque[Event] = deque()
         self._ready = asyncio.Event()
 
     def full(self) -> bool:
-        return len(self._items) >= self._limit
+        return self._bytes >= self._limit
 
     def push(self, event: Event) -> None:
         self._items.append(event)
+        if isinstance(event, Output):
+            self._bytes += len(event.data)
         self._ready.set()
 
     async def get(self) -> Event:
@@ -62,6 +68,8 @@ class Subscriber:
             self._ready.clear()
             await self._ready.wait()
         event = self._items.popleft()
+        if isinstance(event, Output):
+            self._bytes -= len(event.data)
         self._on_take()
         return event
 

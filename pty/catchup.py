@@ -49,7 +49,7 @@ async def read_output(
     *,
     neutralize_queries: bool = False,
 ) -> AsyncIterator[Chunk | Missed | Ended]:
-    """Output from ``offset`` up to ``until`` (or to the end of what exists now)."""
+    """Output from ``offset`` up to ``until`` (or to the end of the output at the first read)."""
     while until is None or offset < until:
         wanted = READ_BYTES if until is None else min(READ_BYTES, until - offset)
         reply = await stub.PtyRead(
@@ -69,6 +69,8 @@ async def read_output(
         if reply.data:
             yield Chunk(data=reply.data, offset=offset)
             offset += len(reply.data)
+        if until is None:  # a running process may write on forever: stop where it was
+            until = reply.end_offset
         if offset >= reply.end_offset:
             if reply.exited:
                 yield Ended(offset=offset, exit_code=reply.exit_code)

@@ -5,12 +5,22 @@ follows its output by offset: duplicates are dropped, gaps are filled from the
 host agent's replay buffer. Whichever viewer holds the session's lease (on any
 worker) runs the gRPC stream worker as a task it owns. Its own input goes to
 the host agent through an ``InputPump``.
+
+Flow control: a viewer relays group output only while its client keeps up (the
+``wrenn.flow`` send window is open); while it is behind it drops group output
+and later refills from the agent, so a slow client costs its worker a bounded
+amount of memory. The leader paces the stream to the fastest viewer: it stops
+reading while every viewer is more than PACE_WINDOW bytes behind, the agent
+then stops reading the terminal, and the writing process blocks, as it would on
+a real terminal. A viewer slower than the others falls back on the agent's
+replay buffer and is told how many bytes it missed once the buffer has moved on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 import time
@@ -26,6 +36,7 @@ from capsules.actions import record_activity, record_terminal_exit, record_termi
 from capsules.agents import HOST_UNREACHABLE, call_metadata
 from capsules.services import find_sandbox, is_member
 from protos import hostagent_pb2 as pb
+from wrenn.flow import SendWindow, send_window
 
 from . import protocol as p
 from .auth import SCOPE_AUTH_ERROR, SCOPE_CALLER, AuthFailed, Caller, caller_from_token
@@ -33,7 +44,7 @@ from .catchup import Chunk, Ended, Missed, read_output
 from .hostagents import RPC_TIMEOUT, describe, stub_for
 from .input import InputPump, Op
 from .leadership import keep_leading
-from .leases import lease_key, leases
+from .leases import lease_key, leases, progress_key
 from .stream import ERROR_EVENT, StreamFailed, group_name, lead
 
 log = logging.getLogger(__name__)
@@ -41,6 +52,13 @@ log = logging.getLogger(__name__)
 AUTH_TIMEOUT = 5.0
 # Ids and tags end up in group names, which must be short ASCII.
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+# The leader reads on while some viewer is within this many bytes of what was published.
+PACE_WINDOW = 256 * 1024
+# How often a viewer notes its progress for the leader, and the leader looks at the notes.
+PROGRESS_INTERVAL = 0.05
+# Output refilled from the agent goes out in frames of at most this size, each one only
+# once the client has taken the previous ones.
+REFILL_FRAME = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,10 @@ class PtyConsumer(AsyncWebsocketConsumer):
         self.group = ""
         self.phase = "auth"  # auth -> first -> attached -> closed
         self.next_offset = 0  # the next byte of output this client is to get
+        self.seen_end = 0  # the end of the output as far as group events have told
+        self.exit_code: int | None = None  # the session's, once its exit event arrived
+        self.window: SendWindow | None = send_window(self.scope)
+        self.progressed = asyncio.Event()  # set whenever next_offset moves
         self.last_touch = 0.0
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.pump: InputPump | None = None
@@ -260,7 +282,14 @@ class PtyConsumer(AsyncWebsocketConsumer):
                     sandbox_id=capsule.id, tag=self.tag, resume=True, from_offset=self.next_offset
                 )
             return await lead(
-                stub, request, self.channel_layer, self.group, self._started, self._touch, self._exited
+                stub,
+                request,
+                self.channel_layer,
+                self.group,
+                self._started,
+                self._touch,
+                self._exited,
+                self._pace,
             )
 
         try:
@@ -312,32 +341,82 @@ class PtyConsumer(AsyncWebsocketConsumer):
 
     async def terminal_output(self, event: dict[str, Any]) -> None:
         offset, size, data = event["offset"], event["size"], event["data"]
-        if offset > self.next_offset:
-            await self._repair(offset)  # a message was lost on the way: fill the gap
-        if offset + size <= self.next_offset:
-            return  # already sent (streams overlapped as the lead changed hands, or a repair read it)
+        self.seen_end = max(self.seen_end, offset + size)
+        if self._refilling() or offset + size <= self.next_offset:
+            return  # the refill covers it, or it was already sent (the lead changed hands)
+        if offset > self.next_offset or not self._writable():
+            # A message was lost on the way, or the client is behind: from here on this
+            # client's output comes from the agent's buffer, at the client's pace.
+            if offset > self.next_offset:
+                log.info(
+                    "pty %s: refilling bytes %d-%d lost on the way", self.group, self.next_offset, offset
+                )
+            self._refill()
+            return
         if offset < self.next_offset:
             cut = self.next_offset - offset
             data = base64.b64encode(base64.b64decode(data)[cut:]).decode("ascii")
             offset, size = self.next_offset, size - cut
-        self.next_offset = offset + size
         await self.send_json_frame(p.OUTPUT, data=data, offset=offset)
+        self._progressed(offset + size)
 
     async def terminal_mark(self, event: dict[str, Any]) -> None:
-        if event["offset"] > self.next_offset:
-            await self._repair(event["offset"])  # the end of a burst was lost on the way
+        self.seen_end = max(self.seen_end, event["offset"])
+        if self.seen_end > self.next_offset and not self._refilling():
+            log.info(
+                "pty %s: refilling bytes %d-%d lost on the way", self.group, self.next_offset, self.seen_end
+            )
+            self._refill()  # the end of a burst was lost on the way
 
     async def terminal_exit(self, event: dict[str, Any]) -> None:
-        if event["offset"] > self.next_offset:
-            await self._repair(event["offset"])
-        await self._exit(event["exit_code"])
+        self.seen_end = max(self.seen_end, event["offset"])
+        self.exit_code = event["exit_code"]
+        if self._refilling() or self.seen_end > self.next_offset:
+            self._refill()  # the exit goes out after the last bytes
+        else:
+            await self._exit(self.exit_code)
 
     async def _exit(self, exit_code: int) -> None:
         await self.send_json_frame(p.EXIT, exit_code=exit_code)
         await self._close(1000)
 
+    # --- following at the client's pace --------------------------------------------
+
+    def _writable(self) -> bool:
+        return self.window is None or self.window.writable
+
+    def _refilling(self) -> bool:
+        task = self.tasks.get("refill")
+        return task is not None and not task.done()
+
+    def _refill(self) -> None:
+        if not self._refilling() and self.phase != "closed":
+            self._spawn("refill", self._refill_from_agent())
+
+    async def _refill_from_agent(self) -> None:
+        """Sends output from ``next_offset`` to ``seen_end`` from the agent's buffer, then the exit.
+
+        Group output that arrives meanwhile only moves ``seen_end``; once this has caught up
+        it returns without awaiting anything, so the next group event is relayed live.
+        """
+        while self.next_offset < self.seen_end:
+            until = self.seen_end
+            try:
+                await self._catch_up(until)
+            except grpc.aio.AioRpcError as exc:
+                lost = until - self.next_offset
+                await self.error(f"could not recover {lost} bytes of output: {describe(exc)}")
+            if self.next_offset < until:  # the agent could not give them all: say how many are gone
+                await self.send_json_frame(p.MISSED, bytes=until - self.next_offset, offset=until)
+                self._progressed(until)
+        if self.exit_code is not None:
+            await self._exit(self.exit_code)
+
     async def _catch_up(self, until: int | None, *, neutralize_queries: bool = False) -> Ended | None:
-        """Sends output from ``next_offset`` up to ``until`` (or everything there is) from the agent."""
+        """Sends output from ``next_offset`` up to ``until`` (or what exists now) from the agent.
+
+        Each frame waits until the client has taken the ones before it.
+        """
         assert self.capsule is not None and self.capsule.host_address  # noqa: S101
         stub = stub_for(self.capsule.host_address)
         items = read_output(
@@ -346,25 +425,59 @@ class PtyConsumer(AsyncWebsocketConsumer):
         async for item in items:
             if isinstance(item, Missed):
                 await self.send_json_frame(p.MISSED, bytes=item.bytes, offset=item.offset)
-                self.next_offset = item.offset
+                self._progressed(item.offset)
             elif isinstance(item, Chunk):
-                data = base64.b64encode(item.data).decode("ascii")
-                await self.send_json_frame(p.OUTPUT, data=data, offset=item.offset)
-                self.next_offset = item.offset + len(item.data)
+                for at in range(0, len(item.data), REFILL_FRAME):
+                    if self.window is not None:
+                        await self.window.wait()
+                    piece = item.data[at : at + REFILL_FRAME]
+                    data = base64.b64encode(piece).decode("ascii")
+                    await self.send_json_frame(p.OUTPUT, data=data, offset=item.offset + at)
+                    self._progressed(item.offset + at + len(piece))
             elif isinstance(item, Ended):
                 return item
         return None
 
-    async def _repair(self, until: int) -> None:
-        log.info("pty %s: refilling bytes %d-%d lost on the way", self.group, self.next_offset, until)
+    def _progressed(self, offset: int) -> None:
+        """Records that the client has been sent everything before ``offset``."""
+        self.next_offset = offset
+        self.progressed.set()
+        if self.group and "note" not in self.tasks:
+            self._spawn("note", self._note_progress())
+
+    async def _note_progress(self) -> None:
+        """Notes ``next_offset`` for the leader at most every PROGRESS_INTERVAL, the last one included."""
+        key, noted = progress_key(self.group), -1
         try:
-            await self._catch_up(until)
-        except grpc.aio.AioRpcError as exc:
-            lost = until - self.next_offset
-            await self.error(f"could not recover {lost} bytes of output: {describe(exc)}")
-        if self.next_offset < until:  # the agent could not give them all: say how many are gone
-            await self.send_json_frame(p.MISSED, bytes=until - self.next_offset, offset=until)
-            self.next_offset = until
+            while noted != self.next_offset:
+                noted = self.next_offset
+                await leases().note_progress(key, self.channel_name, noted)
+                await asyncio.sleep(PROGRESS_INTERVAL)
+        except Exception:  # Redis away: the leader then paces to its own client only
+            log.warning("noting the progress of %s failed", self.group, exc_info=True)
+        finally:
+            self.tasks.pop("note", None)
+
+    async def _pace(self, end: int) -> None:
+        """Holds the leader while every viewer is more than PACE_WINDOW bytes behind ``end``.
+
+        Its own client is looked at first and for free; the other viewers' notes only
+        while that one is behind.
+        """
+        store, key = leases(), progress_key(self.group)
+        looked = -PROGRESS_INTERVAL
+        loop = asyncio.get_running_loop()
+        while end - self.next_offset > PACE_WINDOW:
+            if loop.time() - looked >= PROGRESS_INTERVAL:
+                looked = loop.time()
+                try:
+                    if end - await store.furthest(key) <= PACE_WINDOW:
+                        return
+                except Exception:
+                    log.warning("reading the progress of %s failed", self.group, exc_info=True)
+            self.progressed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.progressed.wait(), PROGRESS_INTERVAL)
 
     async def terminal_error(self, event: dict[str, Any]) -> None:
         await self.error(event["data"], fatal=event["fatal"])
@@ -443,6 +556,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
             self.tasks.clear()
             if self.group:
                 await self.channel_layer.group_discard(self.group, self.channel_name)
+                with contextlib.suppress(Exception):  # the note expires on its own
+                    await leases().forget_progress(progress_key(self.group), self.channel_name)
             if self.capsule is not None:
                 if self.group:
                     await _record_viewer(self.capsule.id, self.tag, -1)

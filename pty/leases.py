@@ -1,9 +1,12 @@
-"""Who leads (reads the gRPC stream of) each terminal session, across every daphne worker.
+"""Who leads (reads the gRPC stream of) each terminal session, and how far its viewers are.
 
 A lead is a lease: a key that names its holder and expires unless renewed. In
 production it lives in Redis, shared by all workers; without Redis (the
 one-process quick start) it lives in this process. A worker that dies stops
 renewing, the key expires, and a viewer on another worker takes over.
+
+Beside the lease, each viewer notes the offset it has sent its client up to, so
+the leader can pace the stream to the fastest viewer (see PtyConsumer._pace).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from redis import asyncio as aioredis
 TTL_MS = 1200
 RENEW_SECONDS = 0.3
 POLL_SECONDS = 0.3
+# Progress notes of viewers that vanished without removing theirs go after this long.
+PROGRESS_TTL_MS = 600_000
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -40,11 +45,15 @@ class Leases(Protocol):
     async def acquire(self, key: str, holder: str) -> bool: ...
     async def renew(self, key: str, holder: str) -> bool: ...
     async def release(self, key: str, holder: str) -> None: ...
+    async def note_progress(self, key: str, viewer: str, offset: int) -> None: ...
+    async def furthest(self, key: str) -> int: ...
+    async def forget_progress(self, key: str, viewer: str) -> None: ...
 
 
 class LocalLeases:
     def __init__(self) -> None:
         self._held: dict[str, tuple[str, float]] = {}
+        self._progress: dict[str, dict[str, int]] = {}
 
     def _live(self, key: str) -> str | None:
         holder, expires = self._held.get(key, ("", 0.0))
@@ -69,6 +78,18 @@ class LocalLeases:
         if self._live(key) == holder:
             del self._held[key]
 
+    async def note_progress(self, key: str, viewer: str, offset: int) -> None:
+        self._progress.setdefault(key, {})[viewer] = offset
+
+    async def furthest(self, key: str) -> int:
+        return max(self._progress.get(key, {}).values(), default=0)
+
+    async def forget_progress(self, key: str, viewer: str) -> None:
+        viewers = self._progress.get(key, {})
+        viewers.pop(viewer, None)
+        if not viewers:
+            self._progress.pop(key, None)
+
     def held(self) -> dict[str, str]:
         """Live leases, for tests."""
         return {key: holder for key in list(self._held) if (holder := self._live(key)) is not None}
@@ -87,6 +108,18 @@ class RedisLeases:
     async def release(self, key: str, holder: str) -> None:
         await self._redis.eval(_RELEASE, 1, key, holder)
 
+    async def note_progress(self, key: str, viewer: str, offset: int) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, viewer, offset)
+            pipe.pexpire(key, PROGRESS_TTL_MS)
+            await pipe.execute()
+
+    async def furthest(self, key: str) -> int:
+        return max((int(value) for value in await self._redis.hvals(key)), default=0)
+
+    async def forget_progress(self, key: str, viewer: str) -> None:
+        await self._redis.hdel(key, viewer)
+
 
 local_leases = LocalLeases()
 # Redis connections belong to the event loop that made them (tests run one loop per test).
@@ -104,3 +137,7 @@ def leases() -> Leases:
 
 def lease_key(group: str) -> str:
     return f"wrenn:lead:{group}"
+
+
+def progress_key(group: str) -> str:
+    return f"wrenn:progress:{group}"

@@ -64,8 +64,13 @@ async def lead(
     on_started: Callable[[pb.PtyStarted], Awaitable[None]],
     on_output: Callable[[], Awaitable[None]],
     on_exit: Callable[[int], Awaitable[None]],
+    pace: Callable[[int], Awaitable[None]],
 ) -> int:
-    """Runs until the process exits (its exit event is published; the code returned) or is cancelled."""
+    """Runs until the process exits (its exit event is published; the code returned) or is cancelled.
+
+    ``pace(end)`` returns when the viewers can take more than ``end`` bytes; until it does, the
+    stream is not read, so the agent stops reading the terminal and the process blocks.
+    """
     call = stub.PtyAttach(request, metadata=call_metadata())
     attached = False
     end = request.from_offset
@@ -90,6 +95,7 @@ async def lead(
                     mark.cancel()
                 mark = loop.call_later(MARK_AFTER_QUIET, publish_mark, end)
                 await on_output()
+                await pace(end)
             elif kind == "started":
                 attached = True
                 await on_started(event.started)

@@ -14,6 +14,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from pty.auth import TerminalAuthMiddleware  # noqa: E402
 from pty.routing import websocket_urlpatterns  # noqa: E402
+from wrenn.flow import FlowMiddleware  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -23,6 +24,9 @@ application = ProtocolTypeRouter(
         # Not AllowedHostsOriginValidator: SDK clients send no Origin and must be
         # let in. The cross-site risk is the session cookie, and pty.auth trusts
         # it only for same-site origins.
-        "websocket": AuthMiddlewareStack(TerminalAuthMiddleware(URLRouter(websocket_urlpatterns))),
+        # FlowMiddleware first: it needs the `send` daphne made (see wrenn/flow.py).
+        "websocket": FlowMiddleware(
+            AuthMiddlewareStack(TerminalAuthMiddleware(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

@@ -43,6 +43,10 @@ HOSTAGENT_RPC_TIMEOUT = float(_env("WRENN_HOSTAGENT_RPC_TIMEOUT", "10"))
 # Terminal sockets: keepalive ping, and how often activity is written per connection.
 PTY_KEEPALIVE_SECONDS = float(_env("WRENN_PTY_KEEPALIVE_SECONDS", "30"))
 PTY_ACTIVITY_INTERVAL_SECONDS = float(_env("WRENN_PTY_ACTIVITY_INTERVAL_SECONDS", "30"))
+# Bytes a WebSocket may hold unsent in daphne, and in the kernel (SO_SNDBUF; the kernel doubles
+# it), before a terminal stops relaying to that client; 0 keeps the kernel's own sizing.
+# See wrenn/flow.py.
+WS_SEND_BUFFER = int(_env("WRENN_WS_SEND_BUFFER", "32768"))
 LOG_LEVEL = _env("WRENN_LOG_LEVEL", "INFO")
 # ------------------------------------------------------------------------------
 

@@ -1,0 +1,164 @@
+"""Flow control: the ``wrenn.flow`` send window, and a terminal that follows it (real host agent)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+from typing import Any
+
+import grpc
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from capsules.models import Sandbox
+from protos import hostagent_pb2 as pb
+from protos import hostagent_pb2_grpc as pb_grpc
+from tests.support.terminal import Terminal
+from wrenn.asgi import application
+from wrenn.flow import FLOW, FlowMiddleware, SendWindow, attach_window, send_window
+
+pytestmark = [pytest.mark.timeout(60)]
+
+
+# --- the window and the middleware, on their own ------------------------------------------
+
+
+async def test_the_window_opens_and_closes_as_the_transport_says() -> None:
+    window = SendWindow()
+    assert window.writable
+    window.pauseProducing()
+    assert not window.writable
+    waiting = asyncio.ensure_future(window.wait())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    window.resumeProducing()
+    await asyncio.wait_for(waiting, 1)
+    window.pauseProducing()
+    window.stopProducing()  # a closed connection never keeps anyone waiting
+    assert window.writable
+
+
+class FakeTransport:
+    """Twisted's transport API, as much of it as attach_window uses."""
+
+    def __init__(self) -> None:
+        self.producer: Any = object()  # the HTTP channel that did the upgrade
+        self.streaming: bool | None = None
+        self.bufferSize = 65536
+        self.sock = socket.socket()
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        assert self.producer is None, "Twisted refuses a second producer"
+        self.producer, self.streaming = producer, streaming
+
+    def getHandle(self) -> socket.socket:
+        return self.sock
+
+
+class FakeProtocol:
+    def __init__(self) -> None:
+        self.transport = FakeTransport()
+
+
+async def handle_reply(protocol: Any, message: dict[str, Any]) -> None:
+    pass
+
+
+def test_the_window_replaces_the_upgrade_producer_and_caps_the_buffers(settings: Any) -> None:
+    settings.WS_SEND_BUFFER = 16384
+    protocol = FakeProtocol()
+    window = attach_window(functools.partial(handle_reply, protocol))
+    transport = protocol.transport
+    assert window is not None and transport.producer is window and transport.streaming is True
+    assert transport.bufferSize == 16384
+    assert transport.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * 16384  # Linux doubles it
+    transport.sock.close()
+
+
+def test_a_zero_send_buffer_leaves_the_sizes_alone(settings: Any) -> None:
+    settings.WS_SEND_BUFFER = 0
+    protocol = FakeProtocol()
+    before = protocol.transport.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    assert attach_window(functools.partial(handle_reply, protocol)) is not None
+    assert protocol.transport.bufferSize == 65536
+    assert protocol.transport.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == before
+    protocol.transport.sock.close()
+
+
+async def test_the_middleware_adds_the_extension_only_where_it_can() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope)
+
+    middleware = FlowMiddleware(app)
+    protocol = FakeProtocol()
+    daphne_send = functools.partial(handle_reply, protocol)
+    await middleware({"type": "websocket", "extensions": {"other": {}}}, None, daphne_send)
+    await middleware({"type": "websocket"}, None, handle_reply)  # another server's send
+    await middleware({"type": "http"}, None, daphne_send)
+    with_window, without, http = seen
+    assert send_window(with_window) is protocol.transport.producer
+    assert "other" in with_window["extensions"]  # other extensions are kept
+    assert send_window(without) is None
+    assert FLOW not in http.get("extensions", {})
+    protocol.transport.sock.close()
+
+
+# --- a terminal following the window --------------------------------------------------------
+
+
+class GivenWindow:
+    """Puts a window the test controls where daphne's would be."""
+
+    def __init__(self, app: Any, window: SendWindow) -> None:
+        self.app, self.window = app, window
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        scope = dict(scope, extensions={FLOW: {"window": self.window}})
+        return await self.app(scope, receive, send)
+
+
+async def bytes_written(capsule: Sandbox, tag: str) -> int:
+    assert capsule.host is not None
+    async with grpc.aio.insecure_channel(capsule.host.address) as channel:
+        reply = await pb_grpc.HostAgentStub(channel).ListPtySessions(pb.ListPtySessionsRequest())
+    (session,) = [info for info in reply.sessions if info.tag == tag]
+    return int(session.bytes_out)
+
+
+async def test_a_client_that_is_behind_holds_the_writer_then_gets_every_byte(
+    transactional_db: None, capsule: Sandbox, api_key: str
+) -> None:
+    window = SendWindow()
+    communicator = WebsocketCommunicator(
+        GivenWindow(application, window),
+        f"/v1/capsules/{capsule.id}/pty",
+        headers=[(b"x-api-key", api_key.encode())],
+    )
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    term = Terminal.over_communicator(communicator)
+    try:
+        script = "stty raw -echo; read go; seq 1 600000; printf '<END>'"  # 4.5 MB
+        tag = (await term.start(cmd="/bin/sh", args=["-c", script]))["tag"]
+        window.pauseProducing()  # the client stops taking anything
+        await term.type("go\n")
+        # The writer runs until the pipeline is full, then blocks: what it wrote stops growing.
+        written, previous = await bytes_written(capsule, tag), -1
+        while written != previous:
+            await asyncio.sleep(0.5)
+            written, previous = await bytes_written(capsule, tag), written
+        assert 0 < written < 2_000_000
+        assert await communicator.receive_nothing(timeout=0.2)  # nothing relayed while behind
+        window.resumeProducing()
+        output = await term.read_until(b"<END>", timeout=60)
+    finally:
+        await communicator.disconnect(timeout=10)
+    expected = "".join(f"{n}\n" for n in range(1, 600001)).encode() + b"<END>"
+    assert output == expected
+    assert term.missed == []

@@ -1,0 +1,112 @@
+"""Send-side flow control for WebSockets under daphne: the ``wrenn.flow`` ASGI scope extension.
+
+daphne writes every frame an application sends straight into the socket's transport, which
+buffers without limit, and tells the application nothing (django/daphne#170). A terminal that
+relays a flood to a slow client would grow the worker's memory by whatever the client has not
+read yet. Twisted already knows when that buffer is over its limit: a push producer registered
+on the transport is paused and resumed. This middleware registers one per WebSocket and puts
+it in the scope as ``scope["extensions"]["wrenn.flow"]["window"]``, so a consumer can stop
+sending while the client is behind and go on when it has caught up.
+
+How much counts as behind is WS_SEND_BUFFER (32 KiB by default), in daphne and again in the
+kernel's send buffer, which otherwise grows to megabytes for a slow reader. Those bytes are
+what a client reads before it sees the effect of a keystroke, or answers daphne's ping: a
+client reading 10 KiB/s has them in a few seconds, well inside the 30-second ping timeout.
+
+daphne hands the application ``functools.partial(server.handle_reply, protocol)`` as ``send``;
+the protocol (and its transport) is found there. That is a detail of daphne 4 (pinned in
+requirements.txt); under another server, or a daphne that changes it, the extension is simply
+absent and consumers send as before (tests/test_flow.py fails if daphne stops providing it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import socket
+from typing import Any
+
+from django.conf import settings
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+log = logging.getLogger(__name__)
+
+FLOW = "wrenn.flow"
+
+
+@implementer(IPushProducer)
+class SendWindow:
+    """Whether the client has taken what was sent: paused while the transport holds more than
+    its buffer size (64 KiB in Twisted), resumed once it has written everything out."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+
+    @property
+    def writable(self) -> bool:
+        return self._open.is_set()
+
+    async def wait(self) -> None:
+        await self._open.wait()
+
+    # IPushProducer, called by the transport on daphne's (asyncio) event loop.
+    def pauseProducing(self) -> None:  # Twisted's interface names
+        self._open.clear()
+
+    def resumeProducing(self) -> None:
+        self._open.set()
+
+    def stopProducing(self) -> None:  # the connection is gone: nobody waits for it
+        self._open.set()
+
+
+def _transport(send: Any) -> Any | None:
+    """The Twisted transport of the WebSocket daphne made ``send`` for, if it is daphne's."""
+    if not isinstance(send, functools.partial) or not send.args:
+        return None
+    transport = getattr(send.args[0], "transport", None)
+    if transport is None or not hasattr(transport, "registerProducer"):
+        return None
+    return transport
+
+
+def attach_window(send: Any) -> SendWindow | None:
+    transport = _transport(send)
+    if transport is None:
+        return None
+    size = settings.WS_SEND_BUFFER
+    if size > 0:
+        transport.bufferSize = size
+        handle = transport.getHandle()
+        if isinstance(handle, socket.socket):
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    window = SendWindow()
+    # The HTTP channel that did the upgrade is still registered as the transport's producer.
+    if getattr(transport, "producer", None) is not None:
+        transport.unregisterProducer()
+    transport.registerProducer(window, True)
+    return window
+
+
+class FlowMiddleware:
+    """Adds the ``wrenn.flow`` extension to WebSocket scopes (outermost, where daphne's send is)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] == "websocket":
+            window = attach_window(send)
+            if window is not None:
+                extensions = dict(scope.get("extensions") or {})
+                extensions[FLOW] = {"window": window}
+                scope = dict(scope, extensions=extensions)
+        return await self.app(scope, receive, send)
+
+
+def send_window(scope: dict[str, Any]) -> SendWindow | None:
+    flow = (scope.get("extensions") or {}).get(FLOW)
+    return flow["window"] if flow else None
