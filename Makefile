@@ -11,7 +11,10 @@ WORKERS ?= 3
 # Integration tests and `make test` use the real PostgreSQL; `make run` uses SQLite.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/wrenn
 
-.PHONY: run cluster setup system-packages protos check-protos lint typecheck check test clean
+# `make bench`: the terminal benchmark (bench/README.md); BENCH_ARGS=--quick for a first look.
+BENCH_ARGS ?=
+
+.PHONY: bench run cluster setup system-packages protos check-protos lint typecheck check test clean
 
 run: setup system-packages
 	HOST=$(HOST) PORT=$(PORT) PY=$(PY) scripts/run-local.sh
@@ -62,3 +65,18 @@ test: setup check
 
 clean:
 	rm -rf $(VENV) node_modules var
+
+# The terminal benchmark against terminado and a local PTY; results in bench/results/.
+bench: setup system-packages .venv-peer/.installed $(VENV)/.bench-installed
+	$(PY) -m bench $(BENCH_ARGS)
+
+# terminado imports the standard-library pty, which this repository's pty/ app shadows:
+# it gets a virtualenv of its own and runs outside the repository's import path.
+.venv-peer/.installed: bench/peer/requirements.txt
+	test -x .venv-peer/bin/python || $(PYTHON) -m venv .venv-peer
+	.venv-peer/bin/python -m pip install --quiet -r bench/peer/requirements.txt
+	touch $@
+
+$(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@

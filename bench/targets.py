@@ -1,0 +1,248 @@
+"""What the benchmark runs against, each started fresh for a run and stopped after it.
+
+- ``floor``: a local PTY of the benchmark process (no server at all);
+- ``terminado``: the peer, in its own virtualenv (.venv-peer), one shell per WebSocket;
+- ``wrenn``: this project in the production topology (two daphne workers, the Redis channel
+  layer, PostgreSQL, the host agent), started as the integration tests start it;
+- ``wrenn-embedded``: this project as ``make run`` starts it (SQLite, in-memory layer).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.shells import LocalPty, Shell, TerminadoShell, WrennShell
+
+REPO = Path(__file__).resolve().parent.parent
+PEER_PYTHON = REPO / ".venv-peer" / "bin" / "python"
+SHELL = ["/bin/sh"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):  # noqa: S310 - local
+                return
+        except urllib.error.HTTPError:
+            return  # it answers; the status does not matter
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer on port {port} within {timeout} s")
+
+
+class Target:
+    name = ""
+    # Whether several viewers can watch one session (only this project can).
+    shares_sessions = False
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+    async def open(self, argv: list[str] | None = None, worker: int = 0) -> Shell:
+        raise NotImplementedError
+
+    async def join(self, shell: Shell, worker: int) -> Shell:
+        raise NotImplementedError(f"{self.name} has no shared sessions")
+
+    def server_pids(self) -> dict[str, int]:
+        """The processes whose memory counts as the server's (shells excluded)."""
+        return {}
+
+
+class Floor(Target):
+    name = "floor"
+
+    async def open(self, argv: list[str] | None = None, worker: int = 0) -> Shell:
+        return LocalPty(argv or SHELL)
+
+
+class Terminado(Target):
+    name = "terminado"
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        if not PEER_PYTHON.exists():
+            raise RuntimeError(f"{PEER_PYTHON} is missing: `make bench` creates it")
+        self.port = free_port()
+        server = REPO / "bench" / "peer" / "terminado_server.py"
+        # -I: isolated, so neither the repository nor the current directory is on sys.path
+        # and terminado gets the standard-library pty.
+        self.proc = subprocess.Popen(
+            [str(PEER_PYTHON), "-I", str(server), str(self.port), *SHELL],
+            cwd=tempfile.gettempdir(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.proc, "terminado")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    async def open(self, argv: list[str] | None = None, worker: int = 0) -> Shell:
+        if argv and argv != SHELL:
+            raise ValueError("terminado runs its configured shell only")
+        return await TerminadoShell.start(f"ws://127.0.0.1:{self.port}/websocket")
+
+    def server_pids(self) -> dict[str, int]:
+        assert self.proc is not None
+        return {"terminado": self.proc.pid}
+
+
+@dataclass
+class WrennTarget(Target):
+    """Common to both topologies: sessions on the demo capsule, through its API key."""
+
+    ports: list[int] = field(default_factory=list)
+    capsule_id: str = ""
+    api_key: str = ""
+    shares_sessions = True
+
+    def url(self, worker: int) -> str:
+        port = self.ports[worker % len(self.ports)]
+        return f"ws://127.0.0.1:{port}/v1/capsules/{self.capsule_id}/pty"
+
+    async def open(self, argv: list[str] | None = None, worker: int = 0) -> Shell:
+        return await WrennShell.start(self.url(worker), self.api_key, argv or SHELL)
+
+    async def join(self, shell: Shell, worker: int) -> Shell:
+        assert isinstance(shell, WrennShell)
+        return await WrennShell.join(self.url(worker), self.api_key, shell.tag)
+
+
+class WrennProduction(WrennTarget):
+    name = "wrenn"
+
+    def __init__(self, workers: int = 2) -> None:
+        super().__init__()
+        self.workers = workers
+        self.stack: Any = None
+
+    def start(self) -> None:
+        sys.path.insert(0, str(REPO))
+        from tests.support.stack import start_stack
+
+        data = Path(tempfile.mkdtemp(prefix="wrenn-bench-"))
+        self.stack = start_stack(data, workers=self.workers, ping=(20, 30))
+        demo = self.stack.demo()
+        self.ports = [port for port, _ in self.stack.workers]
+        self.capsule_id, self.api_key = demo["capsule_id"], demo["api_key"]
+
+    def stop(self) -> None:
+        if self.stack is not None:
+            self.stack.stop()
+
+    def server_pids(self) -> dict[str, int]:
+        pids = {"daphne": self.stack.workers[0][1].pid}
+        pids["hostagent"] = self.stack.agent.proc.pid
+        return pids
+
+
+class WrennEmbedded(WrennTarget):
+    """`make run`'s script, on a data directory and ports of its own."""
+
+    name = "wrenn-embedded"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = Path(tempfile.mkdtemp(prefix="wrenn-bench-embedded-")) / "run.log"
+
+    def start(self) -> None:
+        port = free_port()
+        env = {
+            **os.environ,
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "PY": str(REPO / ".venv" / "bin" / "python"),
+            "WRENN_DATA_DIR": str(self.log.parent / "data"),
+            "WRENN_HOSTAGENT_ADDR": f"127.0.0.1:{free_port()}",
+            "HOSTAGENT_CGROUP_ROOT": f"wrenn-bench-{port}",
+        }
+        env.pop("REDIS_URL", None)
+        env.pop("DATABASE_URL", None)
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [str(REPO / "scripts" / "run-local.sh")],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 120
+        while "API key:" not in self.log.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"run-local.sh did not start:\n{self.log.read_text(errors='replace')}")
+            time.sleep(0.2)
+        wait_for_port(port, self.proc, "daphne (embedded)")
+        banner = self.log.read_text(errors="replace")
+        self.api_key = _field(r"API key:\s+(\S+)", banner)
+        self.capsule_id = _field(r"/v1/capsules/([^/]+)/pty", banner)
+        self.ports = [port]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def server_pids(self) -> dict[str, int]:
+        assert self.proc is not None
+        found: dict[str, int] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+            if ppid == self.proc.pid and "daphne" in cmdline:
+                found["daphne"] = int(entry.name)
+            elif ppid == self.proc.pid and "hostagent" in cmdline:
+                found["hostagent"] = int(entry.name)
+        return found
+
+
+def _field(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    if match is None:
+        raise RuntimeError(f"{pattern!r} not in:\n{text}")
+    return match.group(1)
+
+
+TARGETS = {target.name: target for target in (Floor, Terminado, WrennProduction, WrennEmbedded)}
