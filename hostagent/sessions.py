@@ -179,15 +179,9 @@ class PtySession:
         size = READ_CHUNK
         if self._within_orphan_grace():  # read no more than the buffer can keep
             size = max(1, min(size, self.output.limit - (self.output.end - self.output.start)))
-        try:
-            data = os.read(self._master, size)
-        except BlockingIOError:
+        data = self._read(size)
+        if data is None:
             return
-        except OSError as exc:
-            # EIO: every process holding the terminal has closed it.
-            if exc.errno != errno.EIO:
-                log.warning("reading pty %s/%s failed: %s", self.sandbox_id, self.tag, exc)
-            data = b""
         if not data:
             self._eof = True
             self.update_reader()
@@ -200,6 +194,34 @@ class PtySession:
         for subscriber in self._subscribers:
             subscriber.push(event)
         self.update_reader()
+
+    def _read(self, size: int) -> bytes | None:
+        """Up to ``size`` bytes: what the terminal has now, or b"" at its end, or None for nothing.
+
+        A PTY hands out at most a few KiB a read; reading on until it has no more (or ``size``)
+        makes one event of a burst, which every hop after this one carries for the cost of one.
+        """
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            try:
+                part = os.read(self._master, size - got)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                # EIO: every process holding the terminal has closed it.
+                if exc.errno != errno.EIO:
+                    log.warning("reading pty %s/%s failed: %s", self.sandbox_id, self.tag, exc)
+                part = b""
+            if not part:
+                if parts:  # the end comes with the next read
+                    break
+                return b""
+            parts.append(part)
+            got += len(part)
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     # Exit
 

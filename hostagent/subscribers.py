@@ -69,9 +69,24 @@ class Subscriber:
             await self._ready.wait()
         event = self._items.popleft()
         if isinstance(event, Output):
+            event = self._merge(event)
             self._bytes -= len(event.data)
         self._on_take()
         return event
+
+    def _merge(self, first: Output) -> Output:
+        """``first`` joined with the output queued right after it, up to BACKLOG_CHUNK bytes:
+        a stream that fell behind catches up in fewer, larger messages."""
+        parts = [first.data]
+        size = len(first.data)
+        while self._items and isinstance(self._items[0], Output):
+            following = self._items[0]
+            if size + len(following.data) > BACKLOG_CHUNK:
+                break
+            parts.append(following.data)
+            size += len(following.data)
+            self._items.popleft()
+        return first if len(parts) == 1 else Output(b"".join(parts), first.offset)
 
 
 def backlog(buffer: ReplayBuffer, resume_from: int | None, replay: bool) -> list[Event]:
