@@ -52,8 +52,7 @@ async def echo_latency(target: Target, sizes: Sizes) -> dict[str, float]:
     shell = await target.open()
     try:
         output = Output(shell)
-        # Not `exec cat`: dash cannot hand the terminal back on exec under bwrap (see the README).
-        await shell.write(b"stty raw -echo; echo READY-$((40+2)); cat\r")
+        await shell.write(b"stty raw -echo; echo READY-$((40+2)); exec cat\r")
         await output.until(b"READY-42")
         timings = []
         for index in range(sizes.keystrokes):

@@ -35,6 +35,9 @@ GROUP_TABLE = "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n"
 SYSTEM_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 PROBE_TIMEOUT = 15.0
 MAX_SYMLINKS = 40
+# util-linux's setsid, from the sandbox's (read-only) /usr: gives the command a session with
+# the PTY as its controlling terminal inside the pid namespace (see launch_spec).
+SETSID = "/usr/bin/setsid"
 
 
 def _system_dir_args() -> list[str]:
@@ -67,6 +70,8 @@ class BwrapRuntime(Runtime):
 
     def probe(self, sandboxes_root: Path) -> str | None:
         """Run a trivial sandbox the way sessions will; return why it failed, or None."""
+        if not os.access(SETSID, os.X_OK):
+            return f"{SETSID} (util-linux) is missing; sessions need it to own their terminal"
         sandboxes_root.mkdir(parents=True, exist_ok=True)
         argv = [
             self.binary,
@@ -145,7 +150,11 @@ class BwrapRuntime(Runtime):
         argv += ["--die-with-parent", "--chdir", cwd, "--clearenv"]
         for name, value in env.items():
             argv += ["--setenv", name, value]
-        argv += ["--", request.cmd, *request.args]
+        # The PTY becomes the controlling terminal inside the pid namespace, by a session the
+        # command leads there: had the agent's child taken it outside, the shell would find a
+        # foreground process group it cannot see (0), and give the terminal back to it when it
+        # execs, failing: `exec bash` in dash ended with "Cannot set tty process group".
+        argv += ["--", SETSID, "--ctty", request.cmd, *request.args]
         return LaunchSpec(
             file=self.binary,
             argv=argv,
@@ -155,6 +164,7 @@ class BwrapRuntime(Runtime):
             gid=self.host_gid,
             groups=[],
             display=request.cmd,
+            terminal_inside=True,
         )
 
     # bwrap reports a missing command only as text on the terminal and exit status 1, so look

@@ -51,6 +51,9 @@ class LaunchSpec:
     groups: list[int] = field(default_factory=list)
     # Shown in error messages: the command the caller asked for, not a wrapper like bwrap.
     display: str = ""
+    # The child only starts a new session and the command takes the PTY as its controlling
+    # terminal itself (in its own pid namespace, see BwrapRuntime); otherwise the child does.
+    terminal_inside: bool = False
 
 
 def validate_request(request: LaunchRequest) -> None:

@@ -111,7 +111,14 @@ def _exec_child(
 ) -> None:  # pragma: no cover
     stage = "setup"
     try:
-        os.login_tty(slave)  # setsid, make the PTY the controlling terminal, dup2 onto 0/1/2
+        if spec.terminal_inside:
+            os.setsid()
+            for fd in (0, 1, 2):
+                os.dup2(slave, fd)
+            if slave > 2:
+                os.close(slave)
+        else:
+            os.login_tty(slave)  # setsid, make the PTY the controlling terminal, dup2 onto 0/1/2
         os.closerange(3, err_write)
         os.closerange(err_write + 1, MAX_FD)
         # Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec.

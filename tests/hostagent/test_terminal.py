@@ -204,3 +204,13 @@ async def test_exit_is_reported_while_a_background_process_holds_the_terminal(
     terminal, _ = await start_terminal(stub, capsule, "/bin/sh", "-c", script)
     assert await terminal.wait_exit() == 6
     assert b"parent-done" in terminal.output
+
+
+async def test_an_interactive_shell_can_exec_another_program(stub: Any, capsule: str) -> None:
+    """`exec` hands the terminal back to the shell's original foreground group, which must exist
+    where the shell runs (in the bwrap runtime: inside its pid namespace)."""
+    terminal, _ = await start_terminal(stub, capsule, "/bin/sh")
+    await terminal.send(b"exec /bin/sh -c 'echo replaced-$((1+1)); exit 4'\n")
+    await terminal.expect(b"replaced-2")
+    assert await terminal.wait_exit() == 4
+    assert b"Cannot set tty process group" not in terminal.output
