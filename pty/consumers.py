@@ -6,24 +6,23 @@ host agent's replay buffer. Whichever viewer holds the session's lease (on any
 worker) runs the gRPC stream worker as a task it owns. Its own input goes to
 the host agent through an ``InputPump``.
 
-Flow control: a viewer relays group output only while its client keeps up (the
-``wrenn.flow`` send window is open); while it is behind it drops group output
-and later refills from the agent, so a slow client costs its worker a bounded
-amount of memory. The leader paces the stream to the fastest viewer: it stops
-reading while every viewer is more than PACE_WINDOW bytes behind, the agent
-then stops reading the terminal, and the writing process blocks, as it would on
-a real terminal. A viewer slower than the others falls back on the agent's
-replay buffer and is told how many bytes it missed once the buffer has moved on.
+Each connection's output goes through a ``Follower`` (pty/follow.py), which
+relays it at the client's pace with bounded memory. The leader paces the stream
+to the fastest viewer: it stops reading while every viewer is more than
+PACE_WINDOW bytes behind, the agent then stops reading the terminal, and the
+writing process blocks, as it would on a real terminal. A viewer slower than
+the others falls back on the agent's replay buffer and is told how many bytes
+it missed once the buffer has moved on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,16 +35,17 @@ from capsules.actions import record_activity, record_terminal_exit, record_termi
 from capsules.agents import HOST_UNREACHABLE, call_metadata
 from capsules.services import find_sandbox, is_member
 from protos import hostagent_pb2 as pb
-from wrenn.flow import SendWindow, send_window
+from wrenn.flow import send_window
 
 from . import protocol as p
 from .auth import SCOPE_AUTH_ERROR, SCOPE_CALLER, AuthFailed, Caller, caller_from_token
 from .catchup import Chunk, Ended, Missed, read_output
+from .follow import Follower
 from .hostagents import RPC_TIMEOUT, describe, stub_for
 from .input import InputPump, Op
 from .leadership import keep_leading
 from .leases import lease_key, leases, progress_key
-from .stream import ERROR_EVENT, StreamFailed, group_name, lead
+from .stream import ERROR_EVENT, PROGRESS_EVENT, StreamFailed, group_name, lead
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,10 @@ AUTH_TIMEOUT = 5.0
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 # The leader reads on while some viewer is within this many bytes of what was published.
 PACE_WINDOW = 256 * 1024
-# How often a viewer notes its progress for the leader, and the leader looks at the notes.
+# How often a viewer notes its progress for the leader, and the leader looks at the notes,
+# and for how long after the leader last asked.
 PROGRESS_INTERVAL = 0.05
-# Output refilled from the agent goes out in frames of at most this size, each one only
-# once the client has taken the previous ones.
-REFILL_FRAME = 16 * 1024
+NOTE_FOR = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,11 +100,9 @@ class PtyConsumer(AsyncWebsocketConsumer):
         self.tag = ""
         self.group = ""
         self.phase = "auth"  # auth -> first -> attached -> closed
-        self.next_offset = 0  # the next byte of output this client is to get
-        self.seen_end = 0  # the end of the output as far as group events have told
-        self.exit_code: int | None = None  # the session's, once its exit event arrived
-        self.window: SendWindow | None = send_window(self.scope)
-        self.progressed = asyncio.Event()  # set whenever next_offset moves
+        self.follower: Follower | None = None  # once joined to a session
+        self.progressed = asyncio.Event()  # set whenever the follower moves on
+        self.noting_until = 0.0  # notes progress for the leader until then (monotonic)
         self.last_touch = 0.0
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.pump: InputPump | None = None
@@ -238,9 +235,10 @@ class PtyConsumer(AsyncWebsocketConsumer):
         await self._join(tag)
         # Without an offset a newcomer gets the recent screen, minus the terminal
         # queries in it that the browser would otherwise answer into the shell.
-        self.next_offset = offset or 0
+        assert self.follower is not None  # noqa: S101 - made by _join
+        self.follower.next_offset = offset or 0
         try:
-            ended = await self._catch_up(None, neutralize_queries=offset is None)
+            ended = await self.follower.catch_up(None, neutralize_queries=offset is None)
         except grpc.aio.AioRpcError as exc:
             await self.fatal(describe(exc))
             return
@@ -262,6 +260,14 @@ class PtyConsumer(AsyncWebsocketConsumer):
         self.phase = "attached"
         self.pump = InputPump(self._send_op)
         self._spawn("input", self.pump.run())
+        self.follower = Follower(
+            self.group,
+            self.send_json_frame,
+            self._read_agent,
+            send_window(self.scope),
+            self._progressed,
+            self._exit,
+        )
         # Join before reading anything, so that no byte published for the group is missed.
         await self.channel_layer.group_add(self.group, self.channel_name)
         await _record_viewer(self.capsule.id, tag, 1)
@@ -279,7 +285,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
             request = requests.pop() if requests else None
             if request is None:
                 request = pb.PtyAttachRequest(
-                    sandbox_id=capsule.id, tag=self.tag, resume=True, from_offset=self.next_offset
+                    sandbox_id=capsule.id, tag=self.tag, resume=True, from_offset=self._offset()
                 )
             return await lead(
                 stub,
@@ -290,6 +296,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
                 self._touch,
                 self._exited,
                 self._pace,
+                self.terminal_output,
             )
 
         try:
@@ -340,117 +347,54 @@ class PtyConsumer(AsyncWebsocketConsumer):
     # --- group events ------------------------------------------------------------
 
     async def terminal_output(self, event: dict[str, Any]) -> None:
-        offset, size, data = event["offset"], event["size"], event["data"]
-        self.seen_end = max(self.seen_end, offset + size)
-        if self._refilling() or offset + size <= self.next_offset:
-            return  # the refill covers it, or it was already sent (the lead changed hands)
-        if offset > self.next_offset or not self._writable():
-            # A message was lost on the way, or the client is behind: from here on this
-            # client's output comes from the agent's buffer, at the client's pace.
-            if offset > self.next_offset:
-                log.info(
-                    "pty %s: refilling bytes %d-%d lost on the way", self.group, self.next_offset, offset
-                )
-            self._refill()
-            return
-        if offset < self.next_offset:
-            cut = self.next_offset - offset
-            data = base64.b64encode(base64.b64decode(data)[cut:]).decode("ascii")
-            offset, size = self.next_offset, size - cut
-        await self.send_json_frame(p.OUTPUT, data=data, offset=offset)
-        self._progressed(offset + size)
+        if self.follower is not None:
+            await self.follower.output(event["offset"], event["size"], event["data"])
 
     async def terminal_mark(self, event: dict[str, Any]) -> None:
-        self.seen_end = max(self.seen_end, event["offset"])
-        if self.seen_end > self.next_offset and not self._refilling():
-            log.info(
-                "pty %s: refilling bytes %d-%d lost on the way", self.group, self.next_offset, self.seen_end
-            )
-            self._refill()  # the end of a burst was lost on the way
+        if self.follower is not None:
+            self.follower.mark(event["offset"])
 
     async def terminal_exit(self, event: dict[str, Any]) -> None:
-        self.seen_end = max(self.seen_end, event["offset"])
-        self.exit_code = event["exit_code"]
-        if self._refilling() or self.seen_end > self.next_offset:
-            self._refill()  # the exit goes out after the last bytes
-        else:
-            await self._exit(self.exit_code)
+        if self.follower is not None:
+            await self.follower.exit(event["offset"], event["exit_code"])
 
     async def _exit(self, exit_code: int) -> None:
         await self.send_json_frame(p.EXIT, exit_code=exit_code)
         await self._close(1000)
 
-    # --- following at the client's pace --------------------------------------------
-
-    def _writable(self) -> bool:
-        return self.window is None or self.window.writable
-
-    def _refilling(self) -> bool:
-        task = self.tasks.get("refill")
-        return task is not None and not task.done()
-
-    def _refill(self) -> None:
-        if not self._refilling() and self.phase != "closed":
-            self._spawn("refill", self._refill_from_agent())
-
-    async def _refill_from_agent(self) -> None:
-        """Sends output from ``next_offset`` to ``seen_end`` from the agent's buffer, then the exit.
-
-        Group output that arrives meanwhile only moves ``seen_end``; once this has caught up
-        it returns without awaiting anything, so the next group event is relayed live.
-        """
-        while self.next_offset < self.seen_end:
-            until = self.seen_end
-            try:
-                await self._catch_up(until)
-            except grpc.aio.AioRpcError as exc:
-                lost = until - self.next_offset
-                await self.error(f"could not recover {lost} bytes of output: {describe(exc)}")
-            if self.next_offset < until:  # the agent could not give them all: say how many are gone
-                await self.send_json_frame(p.MISSED, bytes=until - self.next_offset, offset=until)
-                self._progressed(until)
-        if self.exit_code is not None:
-            await self._exit(self.exit_code)
-
-    async def _catch_up(self, until: int | None, *, neutralize_queries: bool = False) -> Ended | None:
-        """Sends output from ``next_offset`` up to ``until`` (or what exists now) from the agent.
-
-        Each frame waits until the client has taken the ones before it.
-        """
+    def _read_agent(
+        self, offset: int, until: int | None, neutralize_queries: bool
+    ) -> AsyncIterator[Chunk | Missed | Ended]:
         assert self.capsule is not None and self.capsule.host_address  # noqa: S101
         stub = stub_for(self.capsule.host_address)
-        items = read_output(
-            stub, self.capsule.id, self.tag, self.next_offset, until, neutralize_queries=neutralize_queries
+        return read_output(
+            stub, self.capsule.id, self.tag, offset, until, neutralize_queries=neutralize_queries
         )
-        async for item in items:
-            if isinstance(item, Missed):
-                await self.send_json_frame(p.MISSED, bytes=item.bytes, offset=item.offset)
-                self._progressed(item.offset)
-            elif isinstance(item, Chunk):
-                for at in range(0, len(item.data), REFILL_FRAME):
-                    if self.window is not None:
-                        await self.window.wait()
-                    piece = item.data[at : at + REFILL_FRAME]
-                    data = base64.b64encode(piece).decode("ascii")
-                    await self.send_json_frame(p.OUTPUT, data=data, offset=item.offset + at)
-                    self._progressed(item.offset + at + len(piece))
-            elif isinstance(item, Ended):
-                return item
-        return None
+
+    # --- progress and pace ----------------------------------------------------------
+
+    def _offset(self) -> int:
+        return self.follower.next_offset if self.follower is not None else 0
 
     def _progressed(self, offset: int) -> None:
-        """Records that the client has been sent everything before ``offset``."""
-        self.next_offset = offset
+        """The client has been sent everything before ``offset``."""
         self.progressed.set()
+        if time.monotonic() < self.noting_until and "note" not in self.tasks:
+            self._spawn("note", self._note_progress())
+
+    async def terminal_progress(self, event: dict[str, Any]) -> None:
+        """The leader is held back by its own client and asks how far the others are."""
+        self.noting_until = time.monotonic() + NOTE_FOR
         if self.group and "note" not in self.tasks:
             self._spawn("note", self._note_progress())
 
     async def _note_progress(self) -> None:
-        """Notes ``next_offset`` for the leader at most every PROGRESS_INTERVAL, the last one included."""
+        """Notes how far this client is, for the leader: now, then at most every PROGRESS_INTERVAL
+        while it moves on and the leader still asks."""
         key, noted = progress_key(self.group), -1
         try:
-            while noted != self.next_offset:
-                noted = self.next_offset
+            while noted != self._offset() and time.monotonic() < self.noting_until:
+                noted = self._offset()
                 await leases().note_progress(key, self.channel_name, noted)
                 await asyncio.sleep(PROGRESS_INTERVAL)
         except Exception:  # Redis away: the leader then paces to its own client only
@@ -461,16 +405,17 @@ class PtyConsumer(AsyncWebsocketConsumer):
     async def _pace(self, end: int) -> None:
         """Holds the leader while every viewer is more than PACE_WINDOW bytes behind ``end``.
 
-        Its own client is looked at first and for free; the other viewers' notes only
-        while that one is behind.
+        Its own client is looked at first and for free; only while that one is behind are
+        the other viewers asked to note how far they are (so none writes to Redis otherwise).
         """
         store, key = leases(), progress_key(self.group)
         looked = -PROGRESS_INTERVAL
         loop = asyncio.get_running_loop()
-        while end - self.next_offset > PACE_WINDOW:
+        while end - self._offset() > PACE_WINDOW:
             if loop.time() - looked >= PROGRESS_INTERVAL:
                 looked = loop.time()
                 try:
+                    await self.channel_layer.group_send(self.group, {"type": PROGRESS_EVENT})
                     if end - await store.furthest(key) <= PACE_WINDOW:
                         return
                 except Exception:
@@ -546,6 +491,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
                 except TimeoutError:
                     log.warning("pty %s: input not delivered before close", self.group)
         finally:
+            if self.follower is not None:
+                self.follower.stop()
             # A task may be the one closing the socket (a fatal error found by the
             # stream worker): it finishes on its own, the others are cancelled.
             current = asyncio.current_task()

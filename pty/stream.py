@@ -29,6 +29,8 @@ OUTPUT_EVENT = "terminal.output"
 EXIT_EVENT = "terminal.exit"
 ERROR_EVENT = "terminal.error"
 MARK_EVENT = "terminal.mark"
+# From a leader held back by its own client: every viewer notes how far it is (see _pace).
+PROGRESS_EVENT = "terminal.progress"
 # After output goes quiet for this long, the leader publishes where the output ends, so a
 # viewer whose channel dropped the last chunks of a burst notices and refetches them.
 MARK_AFTER_QUIET = 0.05
@@ -65,11 +67,14 @@ async def lead(
     on_output: Callable[[], Awaitable[None]],
     on_exit: Callable[[int], Awaitable[None]],
     pace: Callable[[int], Awaitable[None]],
+    deliver: Callable[[dict[str, object]], Awaitable[None]],
 ) -> int:
     """Runs until the process exits (its exit event is published; the code returned) or is cancelled.
 
     ``pace(end)`` returns when the viewers can take more than ``end`` bytes; until it does, the
     stream is not read, so the agent stops reading the terminal and the process blocks.
+    ``deliver(event)`` hands each output event to the leading viewer itself, without the round
+    trip through the channel layer (the copy that comes back is dropped by its offset).
     """
     call = stub.PtyAttach(request, metadata=call_metadata())
     attached = False
@@ -90,7 +95,9 @@ async def lead(
                 attached = True
                 chunk = event.output
                 end = chunk.offset + len(chunk.data)
-                await layer.group_send(group, output_event(chunk.data, chunk.offset))
+                published = output_event(chunk.data, chunk.offset)
+                await deliver(published)
+                await layer.group_send(group, published)
                 if mark is not None:
                     mark.cancel()
                 mark = loop.call_later(MARK_AFTER_QUIET, publish_mark, end)

@@ -8,10 +8,14 @@ on the transport is paused and resumed. This middleware registers one per WebSoc
 it in the scope as ``scope["extensions"]["wrenn.flow"]["window"]``, so a consumer can stop
 sending while the client is behind and go on when it has caught up.
 
-How much counts as behind is WS_SEND_BUFFER (32 KiB by default), in daphne and again in the
-kernel's send buffer, which otherwise grows to megabytes for a slow reader. Those bytes are
-what a client reads before it sees the effect of a keystroke, or answers daphne's ping: a
-client reading 10 KiB/s has them in a few seconds, well inside the 30-second ping timeout.
+How much counts as behind is Twisted's buffer size (64 KiB), in daphne; the kernel's send
+buffer comes on top, and Linux grows it to a few MiB for a fast connection. Large kernel
+buffers are what let bulk output reach a fast client at full speed (this machine: about
+40 MiB/s, against 9 with 32 KiB). For a slow client they are seconds of backlog: it sees a
+keystroke's effect, and answers daphne's ping, only after reading them, and a client that
+needs more than the ping timeout (30 s) is disconnected, then resumes by offset when it
+reconnects. WS_SEND_BUFFER, when set, caps both buffers (the kernel doubles it): 32 KiB
+keeps a client reading 10 KiB/s within a few seconds of the output, at that cost in speed.
 
 daphne hands the application ``functools.partial(server.handle_reply, protocol)`` as ``send``;
 the protocol (and its transport) is found there. That is a detail of daphne 4 (pinned in

@@ -44,9 +44,9 @@ HOSTAGENT_RPC_TIMEOUT = float(_env("WRENN_HOSTAGENT_RPC_TIMEOUT", "10"))
 PTY_KEEPALIVE_SECONDS = float(_env("WRENN_PTY_KEEPALIVE_SECONDS", "30"))
 PTY_ACTIVITY_INTERVAL_SECONDS = float(_env("WRENN_PTY_ACTIVITY_INTERVAL_SECONDS", "30"))
 # Bytes a WebSocket may hold unsent in daphne, and in the kernel (SO_SNDBUF; the kernel doubles
-# it), before a terminal stops relaying to that client; 0 keeps the kernel's own sizing.
-# See wrenn/flow.py.
-WS_SEND_BUFFER = int(_env("WRENN_WS_SEND_BUFFER", "32768"))
+# it), before a terminal stops relaying to that client; 0 (the default) keeps Twisted's 64 KiB
+# and the kernel's own sizing. See wrenn/flow.py and the README's "Flow control".
+WS_SEND_BUFFER = int(_env("WRENN_WS_SEND_BUFFER", "0"))
 LOG_LEVEL = _env("WRENN_LOG_LEVEL", "INFO")
 # ------------------------------------------------------------------------------
 

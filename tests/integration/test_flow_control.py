@@ -44,8 +44,8 @@ WRITTEN_AHEAD_BOUND = 8 * MIB
 
 @pytest.fixture(scope="module")
 def flow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Two workers with production keepalives: a slow socket answers pings only after its backlog."""
-    running = start_stack(Path(tmp_path_factory.mktemp("flow")), workers=2, ping=(20, 30))
+    """One worker as configured by default, with production keepalives."""
+    running = start_stack(Path(tmp_path_factory.mktemp("flow")), workers=1, ping=(20, 30))
     try:
         yield running
     finally:
@@ -55,6 +55,27 @@ def flow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def flow_demo(flow_stack: Stack) -> dict[str, Any]:
     return flow_stack.demo()
+
+
+@pytest.fixture(scope="module")
+def slow_clients_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Two workers configured for slow clients (WRENN_WS_SEND_BUFFER, see the README): with the
+    kernel's own sizing, a 10 KiB/s client would read minutes of backlog before anything new."""
+    running = start_stack(
+        Path(tmp_path_factory.mktemp("slow")),
+        workers=2,
+        ping=(20, 30),
+        env={"WRENN_WS_SEND_BUFFER": "32768"},
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def slow_clients_demo(slow_clients_stack: Stack) -> dict[str, Any]:
+    return slow_clients_stack.demo()
 
 
 def rss(pid: int) -> int:
@@ -131,8 +152,11 @@ async def slow_viewer(stack: Stack, demo: dict[str, Any], worker: int) -> AsyncI
 
 @asynccontextmanager
 async def fast_viewer(stack: Stack, demo: dict[str, Any], worker: int) -> AsyncIterator[Terminal]:
+    """Reads as fast as it can, while the test reads it; no pings of its own, since a test may
+    leave it unread for a while (its pongs would wait behind the output)."""
     url = f"{stack.ws_url(worker)}/v1/capsules/{demo['capsule_id']}/pty"
-    async with connect(url, additional_headers=[("X-API-Key", demo["api_key"])], max_size=None) as ws:
+    headers = [("X-API-Key", demo["api_key"])]
+    async with connect(url, additional_headers=headers, max_size=None, ping_interval=None) as ws:
         yield Terminal.over_websocket(ws)
 
 
@@ -194,10 +218,11 @@ async def test_a_flood_read_at_10_kib_s_blocks_the_writer_in_bounded_memory(
 
 
 async def test_a_viewer_too_slow_for_the_others_skips_ahead(
-    flow_stack: Stack, flow_demo: dict[str, Any]
+    slow_clients_stack: Stack, slow_clients_demo: dict[str, Any]
 ) -> None:
     """The slow viewer leads the session (it started it); a fast one on another worker sets the pace."""
-    async with slow_viewer(flow_stack, flow_demo, 0) as slow, fast_viewer(flow_stack, flow_demo, 1) as fast:
+    stack, demo = slow_clients_stack, slow_clients_demo
+    async with slow_viewer(stack, demo, 0) as slow, fast_viewer(stack, demo, 1) as fast:
         await slow.send(type="start", cmd="/bin/sh", args=["-c", "stty -echo; read go; exec yes abcdefg"])
         tag = (await slow.frame())["tag"]
         await fast.send(type="connect", tag=tag)
@@ -222,7 +247,7 @@ async def test_a_viewer_that_stalls_and_recovers_gets_every_byte(
 ) -> None:
     """A lone viewer that stops reading for a while, then reads fast, misses nothing of 6 MB."""
     script = "stty raw -echo; read go; head -c 2000000 /dev/urandom | od -An -v -tx1 -w32; printf '<END>'"
-    async with fast_viewer(flow_stack, flow_demo, 1) as term:
+    async with fast_viewer(flow_stack, flow_demo, 0) as term:
         await term.start(cmd="/bin/sh", args=["-c", script])
         await term.type("go\n")
         await asyncio.sleep(3)  # not reading: the socket's buffers fill and the writer blocks

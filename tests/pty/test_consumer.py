@@ -600,13 +600,18 @@ async def test_messages_the_channel_layer_drops_are_refilled(
     settings.CHANNEL_LAYERS = {
         "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2}}
     }
+    leader = await terminal(open_socket, capsule, api_key)
+    script = "stty raw -echo; read go; head -c 400000 /dev/urandom | base64 -w 100; printf '<END>'; read x"
+    tag = (await leader.start(cmd="/bin/sh", args=["-c", script]))["tag"]
+    # The leader gets its own output first-hand; a second viewer gets it through the layer.
     term = await terminal(open_socket, capsule, api_key)
-    script = "stty raw -echo; head -c 400000 /dev/urandom | base64 -w 100; printf '<END>'; read x"
-    await term.start(cmd="/bin/sh", args=["-c", script])
+    await term.send(type="connect", tag=tag, offset=0)
+    await term.type("go\n")
     output = await term.read_until(b"<END>", timeout=60)  # '<' is not in the base64 alphabet
     assert term.missed == []
     body = output[: output.index(b"<END>")]
     assert len(body) == 533336 + 5334  # 400,000 bytes in base64 (padded), 100 columns a line
+    assert await leader.read_until(b"<END>", timeout=60) == output
     assert "lost on the way" in caplog.text  # messages really were dropped, and refilled
 
 
