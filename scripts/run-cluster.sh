@@ -104,11 +104,16 @@ wait_for_200() {
 
 # The workers: same environment, consecutive ports; keepalive pings notice dead WebSocket peers.
 daphne="$(dirname "$PY")/daphne"
-for i in $(seq "$WORKERS"); do
-  port=$((PORT + i))
+declare -A worker_of=()
+start_worker() {
+  local port=$((PORT + $1))
   "$daphne" -b "$HOST" -p "$port" --proxy-headers --ping-interval 20 --ping-timeout 30 \
-    wrenn.asgi:application >>"$WRENN_DATA_DIR/worker$i.log" 2>&1 &
-  started $! "worker$i (daphne on port $port)"
+    wrenn.asgi:application >>"$WRENN_DATA_DIR/worker$1.log" 2>&1 &
+  started $! "worker$1 (daphne on port $port)"
+  worker_of[$!]=$1
+}
+for i in $(seq "$WORKERS"); do
+  start_worker "$i"
 done
 for i in $(seq "$WORKERS"); do
   wait_for_200 "worker$i" "$reach" "$((PORT + i))" /admin/login/ "${children[$((i - 1))]}" "$WRENN_DATA_DIR/worker$i.log"
@@ -160,10 +165,24 @@ ${worker_lines}  Every response through the proxy names its worker in the header
 
 MSG
 
-# Runs until a child dies (then stops the rest and fails) or a signal ends it.
+# Runs until a signal ends it. A daphne worker that dies is started again on its port (its
+# terminal viewers reconnect through the proxy to the others meanwhile and lose nothing);
+# when any other child dies, the rest are stopped and the script fails.
 while true; do
   wait -n || true
+  alive=()
   for pid in "${children[@]}"; do
-    kill -0 "$pid" 2>/dev/null || die "${names[$pid]} exited; see its log in $WRENN_DATA_DIR/"
+    if kill -0 "$pid" 2>/dev/null; then
+      alive+=("$pid")
+    elif [ -n "${worker_of[$pid]:-}" ]; then
+      echo "run-cluster: ${names[$pid]} exited; starting it again (see $WRENN_DATA_DIR/worker${worker_of[$pid]}.log)" >&2
+      sleep 1
+      children=("${alive[@]}" "${children[@]:${#alive[@]}+1}")
+      start_worker "${worker_of[$pid]}"
+      unset "worker_of[$pid]"
+      continue 2
+    else
+      die "${names[$pid]} exited; see its log in $WRENN_DATA_DIR/"
+    fi
   done
 done
