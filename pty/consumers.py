@@ -7,18 +7,15 @@ worker) runs the gRPC stream worker as a task it owns. Its own input goes to
 the host agent through an ``InputPump``.
 
 Each connection's output goes through a ``Follower`` (pty/follow.py), which
-relays it at the client's pace with bounded memory. The leader paces the stream
-to the fastest viewer: it stops reading while every viewer is more than
-PACE_WINDOW bytes behind, the agent then stops reading the terminal, and the
-writing process blocks, as it would on a real terminal. A viewer slower than
-the others falls back on the agent's replay buffer and is told how many bytes
-it missed once the buffer has moved on.
+relays it at the client's pace with bounded memory, and through an
+``Audience`` (pty/audience.py): the leader paces the stream to the fastest
+viewer, so a writing process blocks when nobody keeps up, as on a real
+terminal, and publishes to the group only while someone else watches.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -38,26 +35,21 @@ from protos import hostagent_pb2 as pb
 from wrenn.flow import send_window
 
 from . import protocol as p
+from .audience import Audience
 from .auth import SCOPE_AUTH_ERROR, SCOPE_CALLER, AuthFailed, Caller, caller_from_token
 from .catchup import Chunk, Ended, Missed, read_output
 from .follow import Follower
 from .hostagents import RPC_TIMEOUT, describe, stub_for
 from .input import InputPump, Op
 from .leadership import keep_leading
-from .leases import lease_key, leases, progress_key
-from .stream import ERROR_EVENT, PROGRESS_EVENT, StreamFailed, group_name, lead
+from .leases import lease_key, leases
+from .stream import ERROR_EVENT, LeaderHooks, StreamFailed, group_name, lead
 
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT = 5.0
 # Ids and tags end up in group names, which must be short ASCII.
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
-# The leader reads on while some viewer is within this many bytes of what was published.
-PACE_WINDOW = 256 * 1024
-# How often a viewer notes its progress for the leader, and the leader looks at the notes,
-# and for how long after the leader last asked.
-PROGRESS_INTERVAL = 0.05
-NOTE_FOR = 1.0
 
 
 @dataclass(frozen=True)
@@ -101,8 +93,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
         self.group = ""
         self.phase = "auth"  # auth -> first -> attached -> closed
         self.follower: Follower | None = None  # once joined to a session
-        self.progressed = asyncio.Event()  # set whenever the follower moves on
-        self.noting_until = 0.0  # notes progress for the leader until then (monotonic)
+        self.audience: Audience | None = None  # once joined to a session
         self.last_touch = 0.0
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.pump: InputPump | None = None
@@ -268,8 +259,10 @@ class PtyConsumer(AsyncWebsocketConsumer):
             self._progressed,
             self._exit,
         )
+        self.audience = Audience(self.group, self.channel_name, self.channel_layer, self._offset)
         # Join before reading anything, so that no byte published for the group is missed.
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.audience.enter()
         await _record_viewer(self.capsule.id, tag, 1)
 
     async def _lead(self, first: pb.PtyAttachRequest) -> None:
@@ -287,17 +280,17 @@ class PtyConsumer(AsyncWebsocketConsumer):
                 request = pb.PtyAttachRequest(
                     sandbox_id=capsule.id, tag=self.tag, resume=True, from_offset=self._offset()
                 )
-            return await lead(
-                stub,
-                request,
-                self.channel_layer,
-                self.group,
-                self._started,
-                self._touch,
-                self._exited,
-                self._pace,
-                self.terminal_output,
+            assert self.audience is not None  # noqa: S101 - made by _join
+            hooks = LeaderHooks(
+                started=self._started,
+                output=self._touch,
+                exited=self._exited,
+                pace=self.audience.pace,
+                deliver=self.terminal_output,
+                shared=self.audience.shared,
             )
+            async with self.audience.leading():
+                return await lead(stub, request, self.channel_layer, self.group, hooks)
 
         try:
             await keep_leading(leases(), lease_key(self.group), self.channel_name, stream)
@@ -313,8 +306,9 @@ class PtyConsumer(AsyncWebsocketConsumer):
                 await self.fatal(str(exc))
 
     async def _exited(self, exit_code: int) -> None:
-        assert self.capsule is not None  # noqa: S101 - only a leader of a capsule's session exits
+        assert self.capsule is not None and self.audience is not None  # noqa: S101 - a leader's
         await _record_exit(self.capsule.id, self.tag, exit_code)
+        await self.audience.ended()
 
     async def _started(self, started: pb.PtyStarted) -> None:
         assert self.capsule is not None  # noqa: S101 - a session was started in this capsule
@@ -371,58 +365,22 @@ class PtyConsumer(AsyncWebsocketConsumer):
             stub, self.capsule.id, self.tag, offset, until, neutralize_queries=neutralize_queries
         )
 
-    # --- progress and pace ----------------------------------------------------------
+    # --- the audience ------------------------------------------------------------------
 
     def _offset(self) -> int:
         return self.follower.next_offset if self.follower is not None else 0
 
     def _progressed(self, offset: int) -> None:
-        """The client has been sent everything before ``offset``."""
-        self.progressed.set()
-        if time.monotonic() < self.noting_until and "note" not in self.tasks:
-            self._spawn("note", self._note_progress())
+        if self.audience is not None:
+            self.audience.moved()
 
     async def terminal_progress(self, event: dict[str, Any]) -> None:
-        """The leader is held back by its own client and asks how far the others are."""
-        self.noting_until = time.monotonic() + NOTE_FOR
-        if self.group and "note" not in self.tasks:
-            self._spawn("note", self._note_progress())
+        if self.audience is not None:
+            self.audience.asked()
 
-    async def _note_progress(self) -> None:
-        """Notes how far this client is, for the leader: now, then at most every PROGRESS_INTERVAL
-        while it moves on and the leader still asks."""
-        key, noted = progress_key(self.group), -1
-        try:
-            while noted != self._offset() and time.monotonic() < self.noting_until:
-                noted = self._offset()
-                await leases().note_progress(key, self.channel_name, noted)
-                await asyncio.sleep(PROGRESS_INTERVAL)
-        except Exception:  # Redis away: the leader then paces to its own client only
-            log.warning("noting the progress of %s failed", self.group, exc_info=True)
-        finally:
-            self.tasks.pop("note", None)
-
-    async def _pace(self, end: int) -> None:
-        """Holds the leader while every viewer is more than PACE_WINDOW bytes behind ``end``.
-
-        Its own client is looked at first and for free; only while that one is behind are
-        the other viewers asked to note how far they are (so none writes to Redis otherwise).
-        """
-        store, key = leases(), progress_key(self.group)
-        looked = -PROGRESS_INTERVAL
-        loop = asyncio.get_running_loop()
-        while end - self._offset() > PACE_WINDOW:
-            if loop.time() - looked >= PROGRESS_INTERVAL:
-                looked = loop.time()
-                try:
-                    await self.channel_layer.group_send(self.group, {"type": PROGRESS_EVENT})
-                    if end - await store.furthest(key) <= PACE_WINDOW:
-                        return
-                except Exception:
-                    log.warning("reading the progress of %s failed", self.group, exc_info=True)
-            self.progressed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.progressed.wait(), PROGRESS_INTERVAL)
+    async def terminal_joined(self, event: dict[str, Any]) -> None:
+        if self.audience is not None:
+            self.audience.someone_joined()
 
     async def terminal_error(self, event: dict[str, Any]) -> None:
         await self.error(event["data"], fatal=event["fatal"])
@@ -503,8 +461,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
             self.tasks.clear()
             if self.group:
                 await self.channel_layer.group_discard(self.group, self.channel_name)
-                with contextlib.suppress(Exception):  # the note expires on its own
-                    await leases().forget_progress(progress_key(self.group), self.channel_name)
+            if self.audience is not None:
+                await self.audience.leave()
             if self.capsule is not None:
                 if self.group:
                     await _record_viewer(self.capsule.id, self.tag, -1)

@@ -24,7 +24,8 @@ from redis import asyncio as aioredis
 TTL_MS = 1200
 RENEW_SECONDS = 0.3
 POLL_SECONDS = 0.3
-# Progress notes of viewers that vanished without removing theirs go after this long.
+# Progress notes go after this long without one. The set of a session's viewers goes when the
+# session ends (a viewer whose worker died stays in it until then, costing only publishes).
 PROGRESS_TTL_MS = 600_000
 
 _RENEW = """
@@ -48,12 +49,17 @@ class Leases(Protocol):
     async def note_progress(self, key: str, viewer: str, offset: int) -> None: ...
     async def furthest(self, key: str) -> int: ...
     async def forget_progress(self, key: str, viewer: str) -> None: ...
+    async def join(self, key: str, viewer: str) -> None: ...
+    async def leave(self, key: str, viewer: str) -> None: ...
+    async def audience(self, key: str) -> int: ...
+    async def drop(self, *keys: str) -> None: ...
 
 
 class LocalLeases:
     def __init__(self) -> None:
         self._held: dict[str, tuple[str, float]] = {}
         self._progress: dict[str, dict[str, int]] = {}
+        self._viewers: dict[str, set[str]] = {}
 
     def _live(self, key: str) -> str | None:
         holder, expires = self._held.get(key, ("", 0.0))
@@ -90,6 +96,23 @@ class LocalLeases:
         if not viewers:
             self._progress.pop(key, None)
 
+    async def join(self, key: str, viewer: str) -> None:
+        self._viewers.setdefault(key, set()).add(viewer)
+
+    async def leave(self, key: str, viewer: str) -> None:
+        viewers = self._viewers.get(key, set())
+        viewers.discard(viewer)
+        if not viewers:
+            self._viewers.pop(key, None)
+
+    async def audience(self, key: str) -> int:
+        return len(self._viewers.get(key, ()))
+
+    async def drop(self, *keys: str) -> None:
+        for key in keys:
+            self._viewers.pop(key, None)
+            self._progress.pop(key, None)
+
     def held(self) -> dict[str, str]:
         """Live leases, for tests."""
         return {key: holder for key in list(self._held) if (holder := self._live(key)) is not None}
@@ -120,6 +143,18 @@ class RedisLeases:
     async def forget_progress(self, key: str, viewer: str) -> None:
         await self._redis.hdel(key, viewer)
 
+    async def join(self, key: str, viewer: str) -> None:
+        await self._redis.sadd(key, viewer)
+
+    async def drop(self, *keys: str) -> None:
+        await self._redis.delete(*keys)
+
+    async def leave(self, key: str, viewer: str) -> None:
+        await self._redis.srem(key, viewer)
+
+    async def audience(self, key: str) -> int:
+        return int(await self._redis.scard(key))
+
 
 local_leases = LocalLeases()
 # Redis connections belong to the event loop that made them (tests run one loop per test).
@@ -141,3 +176,7 @@ def lease_key(group: str) -> str:
 
 def progress_key(group: str) -> str:
     return f"wrenn:progress:{group}"
+
+
+def audience_key(group: str) -> str:
+    return f"wrenn:viewers:{group}"

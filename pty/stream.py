@@ -11,6 +11,8 @@ import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from channels.layers import BaseChannelLayer
@@ -29,8 +31,6 @@ OUTPUT_EVENT = "terminal.output"
 EXIT_EVENT = "terminal.exit"
 ERROR_EVENT = "terminal.error"
 MARK_EVENT = "terminal.mark"
-# From a leader held back by its own client: every viewer notes how far it is (see _pace).
-PROGRESS_EVENT = "terminal.progress"
 # After output goes quiet for this long, the leader publishes where the output ends, so a
 # viewer whose channel dropped the last chunks of a burst notices and refetches them.
 MARK_AFTER_QUIET = 0.05
@@ -58,24 +58,31 @@ class StreamFailed(Exception):
         self.attached = attached
 
 
+@dataclass(frozen=True)
+class LeaderHooks:
+    """What the stream worker tells, and asks, the viewer that runs it."""
+
+    started: Callable[[pb.PtyStarted], Awaitable[None]]
+    output: Callable[[], Awaitable[None]]  # some output went by
+    exited: Callable[[int], Awaitable[None]]
+    # Returns when the viewers can take more than ``end`` bytes; until it does, the stream is
+    # not read, so the agent stops reading the terminal and the process blocks.
+    pace: Callable[[int], Awaitable[None]]
+    # Hands an output event to the leading viewer itself, without the round trip through the
+    # channel layer (a copy that comes back is dropped by its offset).
+    deliver: Callable[[dict[str, Any]], Awaitable[None]]
+    # Whether anyone else may be watching: output and marks go to the group only then.
+    shared: Callable[[], bool]
+
+
 async def lead(
     stub: pb_grpc.HostAgentStub,
     request: pb.PtyAttachRequest,
     layer: BaseChannelLayer,
     group: str,
-    on_started: Callable[[pb.PtyStarted], Awaitable[None]],
-    on_output: Callable[[], Awaitable[None]],
-    on_exit: Callable[[int], Awaitable[None]],
-    pace: Callable[[int], Awaitable[None]],
-    deliver: Callable[[dict[str, object]], Awaitable[None]],
+    hooks: LeaderHooks,
 ) -> int:
-    """Runs until the process exits (its exit event is published; the code returned) or is cancelled.
-
-    ``pace(end)`` returns when the viewers can take more than ``end`` bytes; until it does, the
-    stream is not read, so the agent stops reading the terminal and the process blocks.
-    ``deliver(event)`` hands each output event to the leading viewer itself, without the round
-    trip through the channel layer (the copy that comes back is dropped by its offset).
-    """
+    """Runs until the process exits (its exit event is published; the code returned) or is cancelled."""
     call = stub.PtyAttach(request, metadata=call_metadata())
     attached = False
     end = request.from_offset
@@ -84,6 +91,8 @@ async def lead(
     marking: set[asyncio.Task[None]] = set()
 
     def publish_mark(offset: int) -> None:
+        if not hooks.shared():
+            return
         task = loop.create_task(layer.group_send(group, {"type": MARK_EVENT, "offset": offset}))
         marking.add(task)
         task.add_done_callback(marking.discard)
@@ -96,23 +105,24 @@ async def lead(
                 chunk = event.output
                 end = chunk.offset + len(chunk.data)
                 published = output_event(chunk.data, chunk.offset)
-                await deliver(published)
-                await layer.group_send(group, published)
+                await hooks.deliver(published)
+                if hooks.shared():
+                    await layer.group_send(group, published)
                 if mark is not None:
                     mark.cancel()
                 mark = loop.call_later(MARK_AFTER_QUIET, publish_mark, end)
-                await on_output()
-                await pace(end)
+                await hooks.output()
+                await hooks.pace(end)
             elif kind == "started":
                 attached = True
-                await on_started(event.started)
+                await hooks.started(event.started)
             elif kind == "missed":
                 # The agent no longer holds bytes this stream was asked to resume from.
                 # Viewers see the gap in the offsets and report it themselves.
                 attached = True
             elif kind == "exited":
                 # Recorded before it is published: viewers close (and cancel this) on the event.
-                await on_exit(event.exited.exit_code)
+                await hooks.exited(event.exited.exit_code)
                 exit_event = {"type": EXIT_EVENT, "exit_code": event.exited.exit_code, "offset": end}
                 await layer.group_send(group, exit_event)
                 return int(event.exited.exit_code)

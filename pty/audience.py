@@ -1,0 +1,151 @@
+"""One viewer's part in its session's audience: being counted, saying how far it is, and, while
+it leads, pacing the stream and knowing whether anyone else watches.
+
+The leader reads the agent's stream only while some viewer is within PACE_WINDOW bytes of it
+(``pace``). Its own client is looked at first and for free; only while that one is behind does
+it ask the others to note in Redis how far they are. And it publishes output to the channel
+layer only while someone else watches (``shared``): alone, it skips the round trip through
+Redis altogether. A viewer that joins says so at once, and offsets repair whatever it missed
+before the leader heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from channels.layers import BaseChannelLayer
+
+from .leases import Leases, audience_key, leases, progress_key
+
+log = logging.getLogger(__name__)
+
+# The leader reads on while some viewer is within this many bytes of what was read.
+PACE_WINDOW = 256 * 1024
+# How often a viewer notes its progress when asked, and the leader looks at the notes; and
+# for how long after the leader last asked.
+PROGRESS_INTERVAL = 0.05
+NOTE_FOR = 1.0
+# How often a leader counts the session's viewers.
+COUNT_EVERY = 1.0
+
+# Channel-layer events, handled by the consumer (terminal_progress, terminal_joined).
+PROGRESS_EVENT = "terminal.progress"
+JOINED_EVENT = "terminal.joined"
+
+
+class Audience:
+    def __init__(self, group: str, viewer: str, layer: BaseChannelLayer, offset: Callable[[], int]) -> None:
+        self.group = group
+        self.viewer = viewer
+        self._layer = layer
+        self._offset = offset  # how far this viewer's client is
+        self._store: Leases = leases()
+        self._moved = asyncio.Event()
+        self._noting_until = 0.0
+        self._note: asyncio.Task[None] | None = None
+        # While leading: False only once a count found nobody else (publishing is the default).
+        self._alone = False
+        self._joins = 0
+
+    # --- every viewer -----------------------------------------------------------------
+
+    async def enter(self) -> None:
+        await self._store.join(audience_key(self.group), self.viewer)
+        await self._layer.group_send(self.group, {"type": JOINED_EVENT})
+
+    async def leave(self) -> None:
+        if self._note is not None:
+            self._note.cancel()
+        with contextlib.suppress(Exception):  # Redis away: the entries expire on their own
+            await self._store.leave(audience_key(self.group), self.viewer)
+            await self._store.forget_progress(progress_key(self.group), self.viewer)
+
+    async def ended(self) -> None:
+        """The session's process exited (called by the leader): its bookkeeping goes."""
+        with contextlib.suppress(Exception):
+            await self._store.drop(audience_key(self.group), progress_key(self.group))
+
+    def moved(self) -> None:
+        """This viewer's client has been sent more output."""
+        self._moved.set()
+        if time.monotonic() < self._noting_until:
+            self._start_noting()
+
+    def asked(self) -> None:
+        """The leader is held back by its own client and asks how far the others are."""
+        self._noting_until = time.monotonic() + NOTE_FOR
+        self._start_noting()
+
+    def someone_joined(self) -> None:
+        self._joins += 1
+        self._alone = False
+
+    def _start_noting(self) -> None:
+        if self._note is None or self._note.done():
+            self._note = asyncio.ensure_future(self._note_progress())
+
+    async def _note_progress(self) -> None:
+        """Notes how far this client is: now, then at most every PROGRESS_INTERVAL while it
+        moves on and the leader still asks."""
+        key, noted = progress_key(self.group), -1
+        try:
+            while noted != self._offset() and time.monotonic() < self._noting_until:
+                noted = self._offset()
+                await self._store.note_progress(key, self.viewer, noted)
+                await asyncio.sleep(PROGRESS_INTERVAL)
+        except Exception:  # Redis away: the leader then paces to its own client only
+            log.warning("noting the progress of %s failed", self.group, exc_info=True)
+
+    # --- the leader -----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def leading(self) -> AsyncIterator[None]:
+        """While leading: counts the audience now and then, to know whether to publish."""
+        self._alone = False
+        counting = asyncio.ensure_future(self._count())
+        try:
+            yield
+        finally:
+            counting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await counting
+            self._alone = False
+
+    def shared(self) -> bool:
+        """Whether output must go through the channel layer: someone else may be watching."""
+        return not self._alone
+
+    async def _count(self) -> None:
+        key = audience_key(self.group)
+        while True:
+            joins = self._joins
+            try:
+                alone = await self._store.audience(key) <= 1
+            except Exception:
+                log.warning("counting the viewers of %s failed", self.group, exc_info=True)
+                alone = False
+            if joins == self._joins:  # nobody said they joined while this counted
+                self._alone = alone
+            await asyncio.sleep(COUNT_EVERY)
+
+    async def pace(self, end: int) -> None:
+        """Holds the leader while every viewer is more than PACE_WINDOW bytes behind ``end``."""
+        key = progress_key(self.group)
+        looked = -PROGRESS_INTERVAL
+        loop = asyncio.get_running_loop()
+        while end - self._offset() > PACE_WINDOW:
+            if not self._alone and loop.time() - looked >= PROGRESS_INTERVAL:
+                looked = loop.time()
+                try:
+                    await self._layer.group_send(self.group, {"type": PROGRESS_EVENT})
+                    if end - await self._store.furthest(key) <= PACE_WINDOW:
+                        return
+                except Exception:
+                    log.warning("reading the progress of %s failed", self.group, exc_info=True)
+            self._moved.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), PROGRESS_INTERVAL)
