@@ -38,6 +38,10 @@ from zope.interface import implementer
 log = logging.getLogger(__name__)
 
 FLOW = "wrenn.flow"
+# How long a client may take to read what is queued before a close frame, and answer it.
+# autobahn's default, 1 s, aborted the connection under a client still reading the end of a
+# flood (it lost the last output and the exit); a dead client is still dropped after this.
+CLOSE_HANDSHAKE_TIMEOUT = 30.0
 
 
 @implementer(IPushProducer)
@@ -67,20 +71,23 @@ class SendWindow:
         self._open.set()
 
 
-def _transport(send: Any) -> Any | None:
-    """The Twisted transport of the WebSocket daphne made ``send`` for, if it is daphne's."""
+def _protocol(send: Any) -> Any | None:
+    """The Twisted protocol of the WebSocket daphne made ``send`` for, if it is daphne's."""
     if not isinstance(send, functools.partial) or not send.args:
         return None
-    transport = getattr(send.args[0], "transport", None)
+    protocol = send.args[0]
+    transport = getattr(protocol, "transport", None)
     if transport is None or not hasattr(transport, "registerProducer"):
         return None
-    return transport
+    return protocol
 
 
 def attach_window(send: Any) -> SendWindow | None:
-    transport = _transport(send)
-    if transport is None:
+    protocol = _protocol(send)
+    if protocol is None:
         return None
+    protocol.closeHandshakeTimeout = CLOSE_HANDSHAKE_TIMEOUT
+    transport = protocol.transport
     size = settings.WS_SEND_BUFFER
     if size > 0:
         transport.bufferSize = size

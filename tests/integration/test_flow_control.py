@@ -111,8 +111,9 @@ class SlowViewer:
     """Reads frames no faster than SLOW_RATE bytes a second, with a small socket receive buffer,
     so the server sees a client that really is slow. Checks offsets like Terminal does."""
 
-    def __init__(self, websocket: ClientConnection) -> None:
+    def __init__(self, websocket: ClientConnection, rate: int = SLOW_RATE) -> None:
         self.websocket = websocket
+        self.rate = rate
         self.read = 0
         self.next_offset: int | None = None
         self.missed: list[dict[str, Any]] = []
@@ -120,7 +121,7 @@ class SlowViewer:
     async def frame(self) -> dict[str, Any]:
         text = await self.websocket.recv()
         assert isinstance(text, str)
-        await asyncio.sleep(len(text) / SLOW_RATE)
+        await asyncio.sleep(len(text) / self.rate)
         frame: dict[str, Any] = json.loads(text)
         if frame["type"] == "output":
             size = len(base64.b64decode(frame["data"]))
@@ -138,7 +139,9 @@ class SlowViewer:
 
 
 @asynccontextmanager
-async def slow_viewer(stack: Stack, demo: dict[str, Any], worker: int) -> AsyncIterator[SlowViewer]:
+async def slow_viewer(
+    stack: Stack, demo: dict[str, Any], worker: int, rate: int = SLOW_RATE
+) -> AsyncIterator[SlowViewer]:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024)
     sock.connect(("127.0.0.1", stack.workers[worker][0]))
@@ -147,7 +150,7 @@ async def slow_viewer(stack: Stack, demo: dict[str, Any], worker: int) -> AsyncI
     # No pings of its own: their pongs would wait behind the backlog this client reads so slowly.
     options: dict[str, Any] = {"max_size": None, "max_queue": 1, "ping_interval": None, "close_timeout": 1}
     async with connect(url, sock=sock, additional_headers=headers, **options) as ws:
-        yield SlowViewer(ws)
+        yield SlowViewer(ws, rate)
 
 
 @asynccontextmanager
@@ -256,3 +259,21 @@ async def test_a_viewer_that_stalls_and_recovers_gets_every_byte(
     lines = output[: output.index(b"<END>")].split(b"\n")
     assert len(lines) == 62_501 and lines[-1] == b""
     assert all(len(line) == 96 for line in lines[:-1])
+
+
+async def test_a_client_still_reading_when_the_process_exits_gets_the_rest_and_the_exit(
+    flow_stack: Stack, flow_demo: dict[str, Any]
+) -> None:
+    """The exit and the close frame wait behind megabytes the client reads at 1 MiB/s: the server
+    must not give up on the close handshake before the client gets there."""
+    script = "stty raw -echo; read go; head -c 3000000 /dev/zero | tr '\\0' x; exit 3"
+    async with slow_viewer(flow_stack, flow_demo, 0, rate=MIB) as viewer:
+        await viewer.send(type="start", cmd="/bin/sh", args=["-c", script])
+        assert (await viewer.frame())["type"] == "started"
+        await viewer.send(type="input", data=base64.b64encode(b"go\n").decode())
+        await asyncio.sleep(2)  # not reading: the output piles up in the socket's buffers
+        while (frame := await viewer.frame())["type"] != "exit":
+            assert frame["type"] in ("output", "ping"), frame
+    assert frame["exit_code"] == 3
+    assert viewer.read == 3_000_000
+    assert viewer.missed == []

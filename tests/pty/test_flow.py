@@ -16,7 +16,7 @@ from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from tests.support.terminal import Terminal
 from wrenn.asgi import application
-from wrenn.flow import FLOW, FlowMiddleware, SendWindow, attach_window, send_window
+from wrenn.flow import CLOSE_HANDSHAKE_TIMEOUT, FLOW, FlowMiddleware, SendWindow, attach_window, send_window
 
 pytestmark = [pytest.mark.timeout(60)]
 
@@ -62,6 +62,7 @@ class FakeTransport:
 class FakeProtocol:
     def __init__(self) -> None:
         self.transport = FakeTransport()
+        self.closeHandshakeTimeout = 1.0
 
 
 async def handle_reply(protocol: Any, message: dict[str, Any]) -> None:
@@ -75,6 +76,7 @@ def test_the_window_replaces_the_upgrade_producer_and_caps_the_buffers(settings:
     transport = protocol.transport
     assert window is not None and transport.producer is window and transport.streaming is True
     assert transport.bufferSize == 16384
+    assert protocol.closeHandshakeTimeout == CLOSE_HANDSHAKE_TIMEOUT  # not autobahn's 1 s
     assert transport.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * 16384  # Linux doubles it
     transport.sock.close()
 
