@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from .leases import POLL_SECONDS, RENEW_SECONDS, Leases
+from .leases import POLL_SECONDS, RENEW_SECONDS, TTL_MS, Leases
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,20 @@ async def _try(step: Awaitable[bool], what: str) -> bool:
 
 
 async def _renew_until_lost(store: Leases, key: str, holder: str) -> None:
+    """Returns once the lease is someone else's, or could not be renewed before it expired."""
+    loop = asyncio.get_running_loop()
+    renewed_at = loop.time()
     while True:
         await asyncio.sleep(RENEW_SECONDS)
-        if not await _try(store.renew(key, holder), "renewal"):
-            return
+        try:
+            if not await store.renew(key, holder):
+                return
+            renewed_at = loop.time()
+        except Exception:  # Redis slow or away: the lease holds until TTL after the last renewal
+            if loop.time() + RENEW_SECONDS - renewed_at >= TTL_MS / 1000:
+                log.warning("could not renew the lease %s in time", key, exc_info=True)
+                return
+            log.warning("renewing the lease %s failed; trying again", key, exc_info=True)
 
 
 async def keep_leading(store: Leases, key: str, holder: str, stream: Callable[[], Awaitable[int]]) -> int:

@@ -24,6 +24,8 @@ from redis import asyncio as aioredis
 TTL_MS = 1200
 RENEW_SECONDS = 0.3
 POLL_SECONDS = 0.3
+# Redis connections a worker uses for leases and the audience at most.
+CONNECTIONS = 32
 # Progress notes go after this long without one. The set of a session's viewers goes when the
 # session ends (a viewer whose worker died stays in it until then, costing only publishes).
 PROGRESS_TTL_MS = 600_000
@@ -120,7 +122,12 @@ class LocalLeases:
 
 class RedisLeases:
     def __init__(self, url: str) -> None:
-        self._redis = aioredis.Redis.from_url(url)
+        # Callers wait for a free connection rather than fail: with hundreds of sessions on a
+        # worker, the default pool (100, failing when all are busy) lost leases under load.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=CONNECTIONS, timeout=TTL_MS / 1000
+        )
+        self._redis = aioredis.Redis(connection_pool=pool)
 
     async def acquire(self, key: str, holder: str) -> bool:
         return bool(await self._redis.set(key, holder, nx=True, px=TTL_MS))
