@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from capsules.keys import create_api_key
@@ -18,6 +19,14 @@ from capsules.models import Membership, Team
 from tests.capsules import MEMBER_PASSWORD
 from tests.support.hostagent import HostAgentProcess, start_hostagent
 from tests.support.stack import Stack, start_stack
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_database_connection_per_call() -> None:
+    """In-process consumers reach the database from worker threads; a connection they kept
+    (WRENN_DB_CONN_MAX_AGE) would keep the test database from being dropped at the end.
+    Every thread's connection reads this same dictionary when it connects."""
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,8 @@ PTY_ACTIVITY_INTERVAL_SECONDS = float(_env("WRENN_PTY_ACTIVITY_INTERVAL_SECONDS"
 # it), before a terminal stops relaying to that client; 0 (the default) keeps Twisted's 64 KiB
 # and the kernel's own sizing. See wrenn/flow.py and the README's "Flow control".
 WS_SEND_BUFFER = int(_env("WRENN_WS_SEND_BUFFER", "0"))
+# Seconds a database connection is kept for reuse (0: one per request).
+DB_CONN_MAX_AGE = int(_env("WRENN_DB_CONN_MAX_AGE", "60"))
 LOG_LEVEL = _env("WRENN_LOG_LEVEL", "INFO")
 # ------------------------------------------------------------------------------
 
@@ -93,7 +95,12 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+# Connections are kept (and checked before reuse): a terminal records activity and viewers
+# through database_sync_to_async, and a new PostgreSQL connection for each of those calls was
+# a tenth of a worker's time with 200 busy terminals.
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True)
+}
 
 if REDIS_URL and CHANNEL_LAYER == "redis-list":
     # The list-based layer drops messages silently past `capacity` per channel;

@@ -146,8 +146,9 @@ async def test_a_client_that_is_behind_holds_the_writer_then_gets_every_byte(
     assert connected
     term = Terminal.over_communicator(communicator)
     try:
-        script = "stty raw -echo; read go; seq 1 600000; printf '<END>'"  # 4.5 MB
+        script = "stty raw -echo; echo READY; read go; seq 1 600000; printf '<END>'"  # 4.5 MB
         tag = (await term.start(cmd="/bin/sh", args=["-c", script]))["tag"]
+        await term.read_until(b"READY\n")  # typed before this, "go" would be echoed
         window.pauseProducing()  # the client stops taking anything
         await term.type("go\n")
         # The writer runs until the pipeline is full, then blocks: what it wrote stops growing.
@@ -162,5 +163,5 @@ async def test_a_client_that_is_behind_holds_the_writer_then_gets_every_byte(
     finally:
         await communicator.disconnect(timeout=10)
     expected = "".join(f"{n}\n" for n in range(1, 600001)).encode() + b"<END>"
-    assert output == expected
+    assert output.split(b"READY\n", 1)[1] == expected
     assert term.missed == []
