@@ -305,8 +305,9 @@ async def test_output_waits_for_a_new_stream_when_the_last_one_goes_away(
     small_stub: Any, small_capsule: str
 ) -> None:
     """The worker reading a session died: the next stream must find every byte, not the newest 4 KiB."""
-    script = "stty raw -echo && read go && head -c 200000 /dev/zero | tr '\\0' z"
+    script = "stty raw -echo && printf ready && read go && head -c 200000 /dev/zero | tr '\\0' z"
     first, _ = await start_terminal(small_stub, small_capsule, "/bin/sh", "-c", script)
+    await first.expect(b"ready")  # typed before this, "go" would be echoed
     first.call.cancel()  # the reader is gone before the output starts
     while True:  # the agent has seen the stream go
         listing = await small_stub.ListPtySessions(pb.ListPtySessionsRequest(sandbox_id=small_capsule))
@@ -318,4 +319,4 @@ async def test_output_waits_for_a_new_stream_when_the_last_one_goes_away(
     resumed = await attach_terminal(small_stub, small_capsule, first.tag, resume=True, from_offset=0)
     assert await resumed.wait_exit() == 0
     assert resumed.missed == []
-    assert bytes(resumed.output) == b"z" * 200000
+    assert bytes(resumed.output) == b"ready" + b"z" * 200000

@@ -226,16 +226,19 @@ async def test_a_viewer_too_slow_for_the_others_skips_ahead(
     """The slow viewer leads the session (it started it); a fast one on another worker sets the pace."""
     stack, demo = slow_clients_stack, slow_clients_demo
     async with slow_viewer(stack, demo, 0) as slow, fast_viewer(stack, demo, 1) as fast:
-        await slow.send(type="start", cmd="/bin/sh", args=["-c", "stty -echo; read go; exec yes abcdefg"])
+        script = "stty -echo; echo READY; read go; exec yes abcdefg"
+        await slow.send(type="start", cmd="/bin/sh", args=["-c", script])
         tag = (await slow.frame())["tag"]
         await fast.send(type="connect", tag=tag)
+        await fast.read_until(b"READY\r\n")  # typed before this, "go" would be echoed
         await fast.type("go\n")
         # Ten times the replay buffer goes by the fast viewer, so the slow one must lose some.
         while len(fast.output) < 10 * MIB:
             await fast.recv()
         assert fast.missed == []  # Terminal checked that its offsets are contiguous
-        assert fast.output.startswith(b"abcdefg\r\n" * 1000)
-        assert set(bytes(fast.output).split(b"\r\n")[:-1]) == {b"abcdefg"}
+        flood = bytes(fast.output).split(b"READY\r\n", 1)[1]
+        assert flood.startswith(b"abcdefg\r\n" * 1000)
+        assert set(flood.split(b"\r\n")[:-1]) == {b"abcdefg"}
         while not slow.missed:
             frame = await slow.frame()
             assert frame["type"] in ("output", "missed", "ping"), frame
@@ -249,14 +252,18 @@ async def test_a_viewer_that_stalls_and_recovers_gets_every_byte(
     flow_stack: Stack, flow_demo: dict[str, Any]
 ) -> None:
     """A lone viewer that stops reading for a while, then reads fast, misses nothing of 6 MB."""
-    script = "stty raw -echo; read go; head -c 2000000 /dev/urandom | od -An -v -tx1 -w32; printf '<END>'"
+    script = (
+        "stty raw -echo; echo READY; read go; "
+        "head -c 2000000 /dev/urandom | od -An -v -tx1 -w32; printf '<END>'"
+    )
     async with fast_viewer(flow_stack, flow_demo, 0) as term:
         await term.start(cmd="/bin/sh", args=["-c", script])
+        await term.read_until(b"READY\n")  # typed before this, "go" would be echoed
         await term.type("go\n")
         await asyncio.sleep(3)  # not reading: the socket's buffers fill and the writer blocks
         output = await term.read_until(b"<END>", timeout=120)
     assert term.missed == []
-    lines = output[: output.index(b"<END>")].split(b"\n")
+    lines = output[output.index(b"READY\n") + 6 : output.index(b"<END>")].split(b"\n")
     assert len(lines) == 62_501 and lines[-1] == b""
     assert all(len(line) == 96 for line in lines[:-1])
 
@@ -266,14 +273,16 @@ async def test_a_client_still_reading_when_the_process_exits_gets_the_rest_and_t
 ) -> None:
     """The exit and the close frame wait behind megabytes the client reads at 1 MiB/s: the server
     must not give up on the close handshake before the client gets there."""
-    script = "stty raw -echo; read go; head -c 3000000 /dev/zero | tr '\\0' x; exit 3"
+    script = "stty raw -echo; echo READY; read go; head -c 3000000 /dev/zero | tr '\\0' x; exit 3"
     async with slow_viewer(flow_stack, flow_demo, 0, rate=MIB) as viewer:
         await viewer.send(type="start", cmd="/bin/sh", args=["-c", script])
         assert (await viewer.frame())["type"] == "started"
+        while viewer.read < len(b"READY\n"):  # typed before this, "go" would be echoed
+            await viewer.frame()
         await viewer.send(type="input", data=base64.b64encode(b"go\n").decode())
         await asyncio.sleep(2)  # not reading: the output piles up in the socket's buffers
         while (frame := await viewer.frame())["type"] != "exit":
             assert frame["type"] in ("output", "ping"), frame
     assert frame["exit_code"] == 3
-    assert viewer.read == 3_000_000
+    assert viewer.read == len(b"READY\n") + 3_000_000
     assert viewer.missed == []

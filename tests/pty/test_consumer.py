@@ -615,14 +615,18 @@ async def test_messages_the_channel_layer_loses_are_refilled(
     """
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.pty.test_consumer.LosingLayer"}}
     leader = await terminal(open_socket, capsule, api_key)
-    script = "stty raw -echo; read go; head -c 400000 /dev/urandom | base64 -w 100; printf '<END>'; read x"
+    script = (
+        "stty raw -echo; echo READY; read go; "
+        "head -c 400000 /dev/urandom | base64 -w 100; printf '<END>'; read x"
+    )
     tag = (await leader.start(cmd="/bin/sh", args=["-c", script]))["tag"]
     term = await terminal(open_socket, capsule, api_key)
     await term.send(type="connect", tag=tag, offset=0)
+    await term.read_until(b"READY\n")  # typed before this, "go" would be echoed
     await term.type("go\n")
     output = await term.read_until(b"<END>", timeout=60)  # '<' is not in the base64 alphabet
     assert term.missed == []
-    body = output[: output.index(b"<END>")]
+    body = output[output.index(b"READY\n") + 6 : output.index(b"<END>")]
     assert len(body) == 533336 + 5334  # 400,000 bytes in base64 (padded), 100 columns a line
     assert await leader.read_until(b"<END>", timeout=60) == output
     assert "lost on the way" in caplog.text  # the refill really ran
