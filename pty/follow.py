@@ -120,7 +120,8 @@ class Follower:
         return None
 
     def stop(self) -> None:
-        if self._drain is not None:
+        # The drain may be what is stopping (it sent the exit and closed): it ends on its own.
+        if self._drain is not None and self._drain is not asyncio.current_task():
             self._drain.cancel()
 
     # --- sending at the client's pace ------------------------------------------------------

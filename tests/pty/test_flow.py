@@ -11,9 +11,10 @@ import grpc
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from capsules.models import Sandbox
+from capsules.models import Sandbox, TerminalSession
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
+from tests.pty.test_consumer import assert_nothing_left
 from tests.support.terminal import Terminal
 from wrenn.asgi import application
 from wrenn.flow import CLOSE_HANDSHAKE_TIMEOUT, FLOW, FlowMiddleware, SendWindow, attach_window, send_window
@@ -165,3 +166,44 @@ async def test_a_client_that_is_behind_holds_the_writer_then_gets_every_byte(
     expected = "".join(f"{n}\n" for n in range(1, 600001)).encode() + b"<END>"
     assert output.split(b"READY\n", 1)[1] == expected
     assert term.missed == []
+
+
+async def test_an_exit_sent_after_catching_up_still_frees_everything(
+    transactional_db: None, capsule: Sandbox, api_key: str
+) -> None:
+    """The exit reaches a client that was behind once it has caught up; the task that sent it
+    then closes the socket, and that must not cut short what the close releases."""
+    window = SendWindow()
+    communicator = WebsocketCommunicator(
+        GivenWindow(application, window),
+        f"/v1/capsules/{capsule.id}/pty",
+        headers=[(b"x-api-key", api_key.encode())],
+    )
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected
+    term = Terminal.over_communicator(communicator)
+    tag = (await term.start(cmd="/bin/sh", args=["-c", "read go; seq 1 20000; exit 9"]))["tag"]
+    window.pauseProducing()
+    await term.type("go\n")
+    while (await bytes_written_or_none(capsule, tag)) is not None:  # the process has gone
+        await asyncio.sleep(0.1)
+    window.resumeProducing()
+    assert (await term.expect("exit", timeout=30))["exit_code"] == 9
+    assert (await communicator.receive_output(timeout=10))["type"] == "websocket.close"
+    await communicator.disconnect()
+    await assert_nothing_left()
+    viewers = (
+        await TerminalSession.objects.filter(sandbox_id=capsule.id, tag=tag)
+        .values_list("viewers", flat=True)
+        .aget()
+    )
+    assert viewers == 0
+
+
+async def bytes_written_or_none(capsule: Sandbox, tag: str) -> int | None:
+    """What the session wrote, or None once the host agent has let it go."""
+    assert capsule.host is not None
+    async with grpc.aio.insecure_channel(capsule.host.address) as channel:
+        reply = await pb_grpc.HostAgentStub(channel).ListPtySessions(pb.ListPtySessionsRequest())
+    found = [info for info in reply.sessions if info.tag == tag and not info.exited]
+    return int(found[0].bytes_out) if found else None
