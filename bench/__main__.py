@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import platform
+import signal
 import statistics
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -75,11 +78,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller workloads, for a first look")
     for option, choices in (("--targets", tuple(TARGETS)), ("--workloads", WORKLOADS)):
         parser.add_argument(option, default=",".join(choices), help="comma-separated: " + ", ".join(choices))
+    parser.add_argument("--sessions", help="comma-separated session counts (default: 50,200,1000)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results are written")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # SIGTERM (a timeout, a supervisor) stops the targets too, like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise_fd_limit()
     sizes = QUICK if args.quick else Sizes()
+    if args.sessions:
+        sizes = dataclasses.replace(sizes, sessions=tuple(int(n) for n in args.sessions.split(",")))
     names = [name for name in args.targets.split(",") if name]
     unknown = [name for name in names if name not in TARGETS]
     if unknown:

@@ -92,6 +92,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"| memory per idle session, N = 1,000 (KiB, daphne + host agent) | {_cell(idle, 1)} | – | – | – "
         f"| ≤ {IDLE_KIB_TARGET:g} KiB | {idle_met} |"
     )
+    complete = medians.get(THIS, {}).get("fanout_complete_viewers")
+    complete_met = "–" if complete is None else "yes" if complete >= 10 else "no"
+    lines.append(
+        f"| fan-out: viewers of 10 that got every byte | {_cell(complete, 0)} | – | – | – "
+        f"| 10 | {complete_met} |"
+    )
     answered = medians.get(THIS, {}).get("sessions1000_cmds_s")
     lines.append(
         f"| 1,000 sessions on one worker and one agent (commands/s) | {_cell(answered, 0)} | – | – | – "
@@ -121,6 +127,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ratio = goal.ratio_of(medians)
         if ratio is not None:
             rows.append((goal, ratio))
+    if not rows:  # no `wrenn` figures in this run (only other targets were measured)
+        return
     figure, axes = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
     labels = [f"{goal.label} vs {goal.against}" for goal, _ in rows]
     ratios = [ratio for _, ratio in rows]

@@ -18,6 +18,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 
+class MissedBytes(Exception):
+    """The server said bytes are lost to this viewer (they left its replay buffer)."""
+
+
 class Shell(Protocol):
     async def write(self, data: bytes) -> None: ...
     async def read(self) -> bytes: ...
@@ -134,7 +138,7 @@ class WrennShell:
             if kind == "ping":
                 await self._send(type="pong")
             elif kind == "missed":
-                raise RuntimeError(f"the server skipped {frame['bytes']} bytes")
+                raise MissedBytes(f"the server skipped {frame['bytes']} bytes")
             elif kind in ("exit", "error"):
                 raise EOFError(f"session ended: {frame}")
 

@@ -14,7 +14,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from bench.shells import Output, Shell
+from bench.shells import MissedBytes, Output, Shell
 from bench.targets import Target
 
 MIB = 1024 * 1024
@@ -167,15 +167,17 @@ def seq_stream(lines: int) -> bytes:
 async def fan_out(target: Target, sizes: Sizes) -> dict[str, float]:
     """One session, ``fanout_viewers`` viewers over two workers; each must get every byte in order.
 
-    Compared with the same output to a lone viewer, in the same run.
+    Compared with the same output to a lone viewer, in the same run. A viewer the server told
+    it missed bytes (it fell out of the replay buffer) is counted, not timed.
     """
     expected = hashlib.sha256(seq_stream(sizes.fanout_lines)).hexdigest()
-    lone = await _fan(target, sizes, 1, expected)
-    shared = await _fan(target, sizes, sizes.fanout_viewers, expected)
-    return {"fanout_lone_mib_s": lone, "fanout_viewer_mib_s": shared}
+    lone, _ = await _fan(target, sizes, 1, expected)
+    shared, complete = await _fan(target, sizes, sizes.fanout_viewers, expected)
+    return {"fanout_lone_mib_s": lone, "fanout_viewer_mib_s": shared, "fanout_complete_viewers": complete}
 
 
-async def _fan(target: Target, sizes: Sizes, viewers: int, expected: str) -> float:
+async def _fan(target: Target, sizes: Sizes, viewers: int, expected: str) -> tuple[float, int]:
+    """The median MiB/s of the viewers that got every byte, and how many did."""
     first = await target.open()
     others: list[Shell] = []
     try:
@@ -185,15 +187,23 @@ async def _fan(target: Target, sizes: Sizes, viewers: int, expected: str) -> flo
         await asyncio.sleep(1)  # every viewer has joined before the output starts
         await first.write(f"seq 1 {sizes.fanout_lines}\r".encode())
         size = len(seq_stream(sizes.fanout_lines))
-        results = await asyncio.gather(
-            _collect(first, output.tail, size), *(_collect(other, b"", size) for other in others)
+        gathered = await asyncio.gather(
+            _collect(first, output.tail, size),
+            *(_collect(other, b"", size) for other in others),
+            return_exceptions=True,
         )
     finally:
         await asyncio.gather(*(shell.close() for shell in [first, *others]), return_exceptions=True)
+    results = [item for item in gathered if not isinstance(item, BaseException)]
+    failed = [item for item in gathered if isinstance(item, BaseException)]
+    if any(not isinstance(error, MissedBytes) for error in failed):
+        raise next(error for error in failed if not isinstance(error, MissedBytes))
     wrong = [digest for digest, _ in results if digest != expected]
     if wrong:
         raise AssertionError(f"{target.name}: {len(wrong)} of {viewers} viewers got other bytes")
-    return statistics.median(rate for _, rate in results)
+    if not results:
+        raise AssertionError(f"{target.name}: every one of {viewers} viewers missed bytes")
+    return statistics.median(rate for _, rate in results), len(results)
 
 
 SEQ_START = b"1\r\n2\r\n"

@@ -18,7 +18,7 @@ from capsules.keys import create_api_key
 from capsules.models import Membership, Team
 from tests.capsules import MEMBER_PASSWORD
 from tests.support.hostagent import HostAgentProcess, start_hostagent
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,11 +42,8 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostAgentProcess
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Host agent + daphne subprocess on a fresh PostgreSQL database and the Redis channel layer."""
-    running = start_stack(Path(tmp_path_factory.mktemp("stack")))
-    try:
+    with running_stack(Path(tmp_path_factory.mktemp("stack"))) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from tests.support.hostagent import token_metadata
-from tests.support.stack import REDIS_URL, Stack, start_stack
+from tests.support.stack import REDIS_URL, Stack, running_stack
 from tests.support.terminal import Terminal
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -45,11 +45,8 @@ WRITTEN_AHEAD_BOUND = 8 * MIB
 @pytest.fixture(scope="module")
 def flow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One worker as configured by default, with production keepalives."""
-    running = start_stack(Path(tmp_path_factory.mktemp("flow")), workers=1, ping=(20, 30))
-    try:
+    with running_stack(Path(tmp_path_factory.mktemp("flow")), workers=1, ping=(20, 30)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +58,13 @@ def flow_demo(flow_stack: Stack) -> dict[str, Any]:
 def slow_clients_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Two workers configured for slow clients (WRENN_WS_SEND_BUFFER, see the README): with the
     kernel's own sizing, a 10 KiB/s client would read minutes of backlog before anything new."""
-    running = start_stack(
+    with running_stack(
         Path(tmp_path_factory.mktemp("slow")),
         workers=2,
         ping=(20, 30),
         env={"WRENN_WS_SEND_BUFFER": "32768"},
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, running_stack
 from tests.support.terminal import Terminal
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -24,16 +24,13 @@ Open = Callable[..., Any]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Two daphne workers on one database and one Redis, and a host agent with an 8 MiB replay buffer."""
-    running = start_stack(
+    with running_stack(
         Path(tmp_path_factory.mktemp("cluster")),
         workers=2,
         agent_args=["--replay-buffer", str(8 << 20)],
         ping=(20, 30),  # as in production: the 20 MB test keeps the sockets busy for a while
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support.stack import Stack, start_stack
+from tests.support.stack import Stack, running_stack
 from tests.support.terminal import Terminal
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -24,17 +24,14 @@ pytestmark = [pytest.mark.timeout(180)]
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {"WRENN_CHANNEL_LAYER": "redis-list", "WRENN_CHANNEL_CAPACITY": "1"}
-    running = start_stack(
+    with running_stack(
         Path(tmp_path_factory.mktemp("tiny")),
         workers=2,
         env=env,
         agent_args=["--replay-buffer", str(8 << 20)],
         ping=(20, 30),
-    )
-    try:
+    ) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def refills(stack: Stack) -> int:

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,13 @@ def start_stack(
         stack.stop()
         raise
     return stack
+
+
+@contextlib.contextmanager
+def running_stack(data_dir: Path, **options: Any) -> Iterator[Stack]:
+    """``start_stack(data_dir, **options)`` for the duration of a ``with`` block."""
+    stack = start_stack(data_dir, **options)
+    try:
+        yield stack
+    finally:
+        stack.stop()
