@@ -120,6 +120,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     medians = results["medians"]
     rows: list[tuple[Goal, float]] = []
@@ -140,6 +141,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     axes.set_yticks(list(positions), labels)
     axes.invert_yaxis()
     axes.set_xscale("log")  # ratios of 0.1 and 10 are as far from 1
+    axes.xaxis.set_minor_formatter(NullFormatter())  # the minor labels overlap
     axes.set_xlabel("wrenn ÷ compared figure (black mark: target)")
     cpus, runs = results["machine"]["cpus"], results["runs"]
     axes.set_title(f"Terminal benchmark, {cpus} CPUs, medians of {runs} runs")
