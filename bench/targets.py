@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -22,19 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.shells import LocalPty, Shell, TerminadoShell, WrennShell
+from tests.support.hostagent import free_port
+from tests.support.stack import start_stack
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_PYTHON = REPO / ".venv-peer" / "bin" / "python"
 SHELL = ["/bin/sh"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
@@ -149,9 +141,6 @@ class WrennProduction(WrennTarget):
         self.stack: Any = None
 
     def start(self) -> None:
-        sys.path.insert(0, str(REPO))
-        from tests.support.stack import start_stack
-
         data = Path(tempfile.mkdtemp(prefix="wrenn-bench-"))
         self.stack = start_stack(data, workers=self.workers, ping=(20, 30))
         demo = self.stack.demo()

@@ -126,17 +126,25 @@ class GivenWindow:
         return await self.app(scope, receive, send)
 
 
-async def bytes_written(capsule: Sandbox, tag: str) -> int:
+async def running_session(capsule: Sandbox, tag: str) -> Any | None:
+    """The host agent's record of the session while its process runs, or None."""
     assert capsule.host is not None
     async with grpc.aio.insecure_channel(capsule.host.address) as channel:
         reply = await pb_grpc.HostAgentStub(channel).ListPtySessions(pb.ListPtySessionsRequest())
-    (session,) = [info for info in reply.sessions if info.tag == tag]
+    found = [info for info in reply.sessions if info.tag == tag and not info.exited]
+    return found[0] if found else None
+
+
+async def bytes_written(capsule: Sandbox, tag: str) -> int:
+    session = await running_session(capsule, tag)
+    assert session is not None, f"{tag} is not running"
     return int(session.bytes_out)
 
 
-async def test_a_client_that_is_behind_holds_the_writer_then_gets_every_byte(
-    transactional_db: None, capsule: Sandbox, api_key: str
-) -> None:
+async def terminal_with_window(
+    capsule: Sandbox, api_key: str
+) -> tuple[SendWindow, WebsocketCommunicator, Terminal]:
+    """A terminal socket whose send window the test opens and closes."""
     window = SendWindow()
     communicator = WebsocketCommunicator(
         GivenWindow(application, window),
@@ -145,7 +153,13 @@ async def test_a_client_that_is_behind_holds_the_writer_then_gets_every_byte(
     )
     connected, _ = await communicator.connect(timeout=10)
     assert connected
-    term = Terminal.over_communicator(communicator)
+    return window, communicator, Terminal.over_communicator(communicator)
+
+
+async def test_a_client_that_is_behind_holds_the_writer_then_gets_every_byte(
+    transactional_db: None, capsule: Sandbox, api_key: str
+) -> None:
+    window, communicator, term = await terminal_with_window(capsule, api_key)
     try:
         script = "stty raw -echo; echo READY; read go; seq 1 600000; printf '<END>'"  # 4.5 MB
         tag = (await term.start(cmd="/bin/sh", args=["-c", script]))["tag"]
@@ -173,19 +187,11 @@ async def test_an_exit_sent_after_catching_up_still_frees_everything(
 ) -> None:
     """The exit reaches a client that was behind once it has caught up; the task that sent it
     then closes the socket, and that must not cut short what the close releases."""
-    window = SendWindow()
-    communicator = WebsocketCommunicator(
-        GivenWindow(application, window),
-        f"/v1/capsules/{capsule.id}/pty",
-        headers=[(b"x-api-key", api_key.encode())],
-    )
-    connected, _ = await communicator.connect(timeout=10)
-    assert connected
-    term = Terminal.over_communicator(communicator)
+    window, communicator, term = await terminal_with_window(capsule, api_key)
     tag = (await term.start(cmd="/bin/sh", args=["-c", "read go; seq 1 20000; exit 9"]))["tag"]
     window.pauseProducing()
     await term.type("go\n")
-    while (await bytes_written_or_none(capsule, tag)) is not None:  # the process has gone
+    while await running_session(capsule, tag) is not None:  # until the process has gone
         await asyncio.sleep(0.1)
     window.resumeProducing()
     assert (await term.expect("exit", timeout=30))["exit_code"] == 9
@@ -198,12 +204,3 @@ async def test_an_exit_sent_after_catching_up_still_frees_everything(
         .aget()
     )
     assert viewers == 0
-
-
-async def bytes_written_or_none(capsule: Sandbox, tag: str) -> int | None:
-    """What the session wrote, or None once the host agent has let it go."""
-    assert capsule.host is not None
-    async with grpc.aio.insecure_channel(capsule.host.address) as channel:
-        reply = await pb_grpc.HostAgentStub(channel).ListPtySessions(pb.ListPtySessionsRequest())
-    found = [info for info in reply.sessions if info.tag == tag and not info.exited]
-    return int(found[0].bytes_out) if found else None
