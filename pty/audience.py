@@ -5,8 +5,9 @@ The leader reads the agent's stream only while some viewer is within PACE_WINDOW
 (``pace``). Its own client is looked at first and for free; only while that one is behind does
 it ask the others to note in Redis how far they are. And it publishes output to the channel
 layer only while someone else watches (``shared``): alone, it skips the round trip through
-Redis altogether. A viewer that joins says so at once, and offsets repair whatever it missed
-before the leader heard.
+Redis altogether. A viewer that joins says so at once; output the leader read before it heard
+went to its own client only, so on hearing it publishes where the output ends, and the newcomer
+refills the rest from the agent (without that, a session gone quiet would never show it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from channels.layers import BaseChannelLayer
 
 from .leases import Leases, audience_key, leases, progress_key
+from .stream import MARK_EVENT
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +40,28 @@ JOINED_EVENT = "terminal.joined"
 
 
 class Audience:
-    def __init__(self, group: str, viewer: str, layer: BaseChannelLayer, offset: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        group: str,
+        viewer: str,
+        layer: BaseChannelLayer,
+        offset: Callable[[], int],
+        heard: Callable[[], int],
+    ) -> None:
         self.group = group
         self.viewer = viewer
         self._layer = layer
         self._offset = offset  # how far this viewer's client is
+        self._heard = heard  # how far the output has reached this viewer (sent or not)
         self._store: Leases = leases()
         self._moved = asyncio.Event()
         self._noting_until = 0.0
         self._note: asyncio.Task[None] | None = None
         # While leading: False only once a count found nobody else (publishing is the default).
+        self._leading = False
         self._alone = False
         self._joins = 0
+        self._marking: set[asyncio.Task[None]] = set()
 
     # --- every viewer -----------------------------------------------------------------
 
@@ -82,7 +94,7 @@ class Audience:
 
     def someone_joined(self) -> None:
         self._joins += 1
-        self._alone = False
+        self._set_alone(False)
 
     def _start_noting(self) -> None:
         if self._note is None or self._note.done():
@@ -105,15 +117,16 @@ class Audience:
     @contextlib.asynccontextmanager
     async def leading(self) -> AsyncIterator[None]:
         """While leading: counts the audience now and then, to know whether to publish."""
-        self._alone = False
+        self._leading, self._alone = True, False
         counting = asyncio.ensure_future(self._count())
         try:
             yield
         finally:
-            counting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await counting
-            self._alone = False
+            self._leading, self._alone = False, False
+            tasks = [counting, *self._marking]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def shared(self) -> bool:
         """Whether output must go through the channel layer: someone else may be watching."""
@@ -129,8 +142,23 @@ class Audience:
                 log.warning("counting the viewers of %s failed", self.group, exc_info=True)
                 alone = False
             if joins == self._joins:  # nobody said they joined while this counted
-                self._alone = alone
+                self._set_alone(alone)
             await asyncio.sleep(COUNT_EVERY)
+
+    def _set_alone(self, alone: bool) -> None:
+        if self._leading and self._alone and not alone:
+            # What was read while alone reached this viewer's client only: say where the
+            # output ends, so whoever else now watches refills it from the agent.
+            task = asyncio.ensure_future(self._mark(self._heard()))
+            self._marking.add(task)
+            task.add_done_callback(self._marking.discard)
+        self._alone = alone
+
+    async def _mark(self, offset: int) -> None:
+        try:
+            await self._layer.group_send(self.group, {"type": MARK_EVENT, "offset": offset})
+        except Exception:  # the next output's offset shows the gap all the same
+            log.warning("publishing where the output of %s ends failed", self.group, exc_info=True)
 
     async def pace(self, end: int) -> None:
         """Holds the leader while every viewer is more than PACE_WINDOW bytes behind ``end``."""

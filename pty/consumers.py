@@ -269,7 +269,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
             self._progressed,
             self._exit,
         )
-        self.audience = Audience(self.group, self.channel_name, self.channel_layer, self._offset)
+        self.audience = Audience(self.group, self.channel_name, self.channel_layer, self._offset, self._heard)
         # Join before reading anything, so that no byte published for the group is missed.
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.audience.enter()
@@ -379,6 +379,9 @@ class PtyConsumer(AsyncWebsocketConsumer):
 
     def _offset(self) -> int:
         return self.follower.next_offset if self.follower is not None else 0
+
+    def _heard(self) -> int:
+        return self.follower.seen_end if self.follower is not None else 0
 
     def _progressed(self, offset: int) -> None:
         if self.audience is not None:

@@ -22,9 +22,10 @@ from capsules.models import Host, Membership, Sandbox, Team, TerminalSession
 from capsules.tokens import tokens_for
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
-from pty import consumers
+from pty import audience, consumers
 from pty.leases import local_leases
 from pty.protocol import MAX_FRAME_BYTES
+from pty.stream import MARK_AFTER_QUIET
 from tests.pty.conftest import create_on_agent
 from tests.support.hostagent import start_hostagent
 from tests.support.terminal import Terminal
@@ -630,6 +631,48 @@ async def test_messages_the_channel_layer_loses_are_refilled(
     assert len(body) == 533336 + 5334  # 400,000 bytes in base64 (padded), 100 columns a line
     assert await leader.read_until(b"<END>", timeout=60) == output
     assert "lost on the way" in caplog.text  # the refill really ran
+
+
+class LateJoinLayer(InMemoryChannelLayer):
+    """Holds back every 'terminal.joined' event until released: the leader hears of a newcomer late."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.held: list[tuple[str, dict[str, Any]]] = []
+        self.holding = True
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        if message["type"] == "terminal.joined" and self.holding:
+            self.held.append((group, message))
+            return
+        await super().group_send(group, message)
+
+    async def release(self) -> None:
+        self.holding = False
+        for group, message in self.held:
+            await super().group_send(group, message)
+
+
+async def test_output_read_before_the_leader_hears_of_a_newcomer_reaches_it(
+    open_socket: Any, capsule: Sandbox, api_key: str, settings: Any, monkeypatch: Any
+) -> None:
+    """A leader alone sends output to its own client only. Output it reads after a newcomer's
+    catch-up but before it hears of the newcomer must still reach the newcomer, even when
+    nothing more follows (the session goes quiet)."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.pty.test_consumer.LateJoinLayer"}}
+    monkeypatch.setattr(audience, "COUNT_EVERY", 3600.0)  # only the join event tells the leader
+    leader = await terminal(open_socket, capsule, api_key)
+    script = "stty raw -echo; printf READY; read go; printf '<END>'; read x"
+    tag = (await leader.start(cmd="/bin/sh", args=["-c", script]))["tag"]
+    await leader.read_until(b"READY")
+    late = await terminal(open_socket, capsule, api_key)
+    await late.send(type="connect", tag=tag, offset=0)
+    await late.read_until(b"READY")
+    await late.type("go\n")
+    assert await leader.read_until(b"<END>") == b"READY<END>"
+    await asyncio.sleep(2 * MARK_AFTER_QUIET)  # the leader went quiet, still thinking itself alone
+    await get_channel_layer().release()
+    assert await late.read_until(b"<END>", timeout=10) == b"READY<END>"
 
 
 async def test_ctrl_c_reaches_a_process_flooding_the_terminal(
