@@ -36,6 +36,21 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# KEYS: the leases; ARGV: their holders, then the TTL. One result per lease: 1 renewed, 0 lost.
+_RENEW_ALL = """
+local ttl = ARGV[#KEYS + 1]
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[i] then
+    renewed[i] = redis.call('pexpire', key, ttl)
+  else
+    renewed[i] = 0
+  end
+end
+return renewed
+"""
+# Leases renewed by one script call at most, so that Redis is not held for long at a time.
+RENEW_BATCH = 500
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
@@ -47,6 +62,7 @@ return 0
 class Leases(Protocol):
     async def acquire(self, key: str, holder: str) -> bool: ...
     async def renew(self, key: str, holder: str) -> bool: ...
+    async def renew_all(self, held: list[tuple[str, str]]) -> list[bool]: ...
     async def release(self, key: str, holder: str) -> None: ...
     async def note_progress(self, key: str, viewer: str, offset: int) -> None: ...
     async def furthest(self, key: str) -> int: ...
@@ -81,6 +97,9 @@ class LocalLeases:
             return False
         self._held[key] = (holder, time.monotonic() + TTL_MS / 1000)
         return True
+
+    async def renew_all(self, held: list[tuple[str, str]]) -> list[bool]:
+        return [await self.renew(key, holder) for key, holder in held]
 
     async def release(self, key: str, holder: str) -> None:
         if self._live(key) == holder:
@@ -134,6 +153,16 @@ class RedisLeases:
 
     async def renew(self, key: str, holder: str) -> bool:
         return bool(await self._redis.eval(_RENEW, 1, key, holder, TTL_MS))
+
+    async def renew_all(self, held: list[tuple[str, str]]) -> list[bool]:
+        renewed: list[bool] = []
+        for at in range(0, len(held), RENEW_BATCH):
+            batch = held[at : at + RENEW_BATCH]
+            keys = [key for key, _ in batch]
+            holders = [holder for _, holder in batch]
+            results = await self._redis.eval(_RENEW_ALL, len(keys), *keys, *holders, TTL_MS)
+            renewed.extend(bool(result) for result in results)
+        return renewed
 
     async def release(self, key: str, holder: str) -> None:
         await self._redis.eval(_RELEASE, 1, key, holder)

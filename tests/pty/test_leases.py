@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from pty import leases as lease_module
-from pty.leadership import keep_leading
-from pty.leases import TTL_MS, Leases, LocalLeases, RedisLeases
+from pty.leadership import Renewals, keep_leading
+from pty.leases import RENEW_BATCH, RENEW_SECONDS, TTL_MS, Leases, LocalLeases, RedisLeases
 from tests.support.stack import REDIS_URL
 
 pytestmark = [pytest.mark.timeout(20)]
@@ -50,6 +50,80 @@ async def test_an_unrenewed_lease_expires(store: Leases, key: str) -> None:
     await asyncio.sleep(TTL_MS / 1000 + 0.3)
     assert not await store.renew(key, "a")
     assert await store.acquire(key, "b")
+
+
+async def test_renewing_many_leases_at_once(store: Leases, key: str) -> None:
+    held = [(f"{key}:{n}", f"holder-{n}") for n in range(RENEW_BATCH + 3)]  # more than one batch
+    for lease, holder in held:
+        assert await store.acquire(lease, holder)
+    await store.release(held[1][0], held[1][1])
+    assert await store.acquire(held[1][0], "someone else")
+    asked = [*held, (f"{key}:never", "nobody")]
+    assert await store.renew_all(asked) == [True, False, *[True] * (len(held) - 2), False]
+    assert await store.renew_all([]) == []
+    await asyncio.sleep(TTL_MS / 1000 * 0.6)
+    assert all(await store.renew_all(held[2:]))  # the first renewal really extended them
+    await asyncio.sleep(TTL_MS / 1000 * 0.6)
+    assert all(await store.renew_all(held[2:]))
+
+
+class CountingLeases(LocalLeases):
+    """Records the size of every renewal call; fails them while ``failing``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+        self.failing = False
+
+    async def renew_all(self, held: list[tuple[str, str]]) -> list[bool]:
+        self.calls.append(len(held))
+        if self.failing:
+            raise ConnectionError("redis away")
+        return await super().renew_all(held)
+
+    async def called(self, times: int) -> None:
+        while len(self.calls) < times:
+            await asyncio.sleep(0.01)
+
+
+async def test_a_worker_renews_all_its_leases_in_one_call(key: str) -> None:
+    store = CountingLeases()
+    renewals = Renewals(store)
+    lost = []
+    for n in range(50):
+        assert await store.acquire(f"{key}:{n}", "me")
+        lost.append(renewals.hold(f"{key}:{n}", "me"))
+    rounds = int(TTL_MS / 1000 / RENEW_SECONDS) + 2  # past the TTL: the leases live by renewal alone
+    await store.called(rounds)
+    assert store.calls == [50] * rounds  # one call per round, for all of them
+    assert len(store.held()) == 50 and not any(future.done() for future in lost)
+    await store.release(f"{key}:7", "me")
+    assert await store.acquire(f"{key}:7", "thief")
+    await asyncio.wait_for(lost[7], 10)  # taken by someone else: that one is lost, the rest kept
+    assert not any(future.done() for n, future in enumerate(lost) if n != 7)
+    await store.called(len(store.calls) + 1)
+    assert store.calls[-1] == 49
+    for n in range(50):
+        renewals.drop(f"{key}:{n}", "me")
+    await asyncio.sleep(RENEW_SECONDS * 3)
+    assert store.calls[-1] == 49  # with nothing held, renewing stops
+
+
+async def test_a_lease_is_given_up_only_when_failed_renewals_reach_its_ttl(key: str) -> None:
+    store = CountingLeases()
+    renewals = Renewals(store)
+    assert await store.acquire(key, "me")
+    lost = renewals.hold(key, "me")
+    await store.called(1)
+    store.failing = True
+    await store.called(2)
+    assert not lost.done()  # one failure, soon after a renewal: retried, the lease still runs
+    store.failing = False
+    await store.called(3)
+    assert not lost.done()
+    store.failing = True
+    await asyncio.wait_for(lost, 10)  # failing for good: given up once the TTL is reached
+    renewals.drop(key, "me")
 
 
 async def test_the_holder_streams_and_a_follower_takes_over_when_it_stops(monkeypatch: Any, key: str) -> None:
