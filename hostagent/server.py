@@ -228,6 +228,36 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
             await _abort(context, error)
         return pb.PtyKillResponse()
 
+    async def PtyInput(
+        self, requests: AsyncIterator[pb.PtyInputRequest], context: Context
+    ) -> AsyncIterator[pb.PtyInputAck]:
+        sandbox_id = tag = None
+        async for request in requests:
+            if sandbox_id is None or tag is None:
+                sandbox_id, tag = request.sandbox_id, request.tag
+                try:
+                    self._session(sandbox_id, tag)
+                except AgentError as error:
+                    await _abort(context, error)
+                    return
+            op = request.WhichOneof("op")
+            if op is None:
+                continue
+            try:
+                # Looked up for every op, as the unary calls do: the session may have ended.
+                session = self._session(sandbox_id, tag)
+                if op == "data":
+                    await session.write(request.data)
+                elif op == "resize":
+                    validate_size(request.resize.cols, request.resize.rows)
+                    session.resize(request.resize.cols, request.resize.rows)
+                else:
+                    self.lifecycle.kill(session)
+            except AgentError as error:
+                yield pb.PtyInputAck(code=error.code.value[0], message=error.message)
+                continue
+            yield pb.PtyInputAck()
+
     async def PtyRead(self, request: pb.PtyReadRequest, context: Context) -> pb.PtyReadResponse:
         try:
             session = self._session(request.sandbox_id, request.tag)

@@ -74,6 +74,11 @@ class HostAgentStub:
                 request_serializer=protos_dot_hostagent__pb2.PtyKillRequest.SerializeToString,
                 response_deserializer=protos_dot_hostagent__pb2.PtyKillResponse.FromString,
                 _registered_method=True)
+        self.PtyInput = channel.stream_stream(
+                '/wrenn.hostagent.v1.HostAgent/PtyInput',
+                request_serializer=protos_dot_hostagent__pb2.PtyInputRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.PtyInputAck.FromString,
+                _registered_method=True)
         self.PauseSandbox = channel.unary_unary(
                 '/wrenn.hostagent.v1.HostAgent/PauseSandbox',
                 request_serializer=protos_dot_hostagent__pb2.PauseSandboxRequest.SerializeToString,
@@ -156,6 +161,17 @@ class HostAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PtyInput(self, request_iterator, context):
+        """Input, resizes and kills for one session on one long-lived stream, applied in order: the
+        first request names the session, each request's op is answered by one PtyInputAck, in
+        order. Cheaper per keystroke than the unary calls above (one message each way instead of
+        a call). An op that fails is acked with its error and the stream goes on; a first
+        request naming no session that exists ends the stream with NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PauseSandbox(self, request, context):
         """Freezes every process of the sandbox (PTY sessions included); they resume where they were.
         While paused, starting a session fails with FAILED_PRECONDITION; attaching, input (it queues
@@ -221,6 +237,11 @@ def add_HostAgentServicer_to_server(servicer, server):
                     servicer.PtyKill,
                     request_deserializer=protos_dot_hostagent__pb2.PtyKillRequest.FromString,
                     response_serializer=protos_dot_hostagent__pb2.PtyKillResponse.SerializeToString,
+            ),
+            'PtyInput': grpc.stream_stream_rpc_method_handler(
+                    servicer.PtyInput,
+                    request_deserializer=protos_dot_hostagent__pb2.PtyInputRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.PtyInputAck.SerializeToString,
             ),
             'PauseSandbox': grpc.unary_unary_rpc_method_handler(
                     servicer.PauseSandbox,
@@ -454,6 +475,33 @@ class HostAgent:
             '/wrenn.hostagent.v1.HostAgent/PtyKill',
             protos_dot_hostagent__pb2.PtyKillRequest.SerializeToString,
             protos_dot_hostagent__pb2.PtyKillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PtyInput(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/PtyInput',
+            protos_dot_hostagent__pb2.PtyInputRequest.SerializeToString,
+            protos_dot_hostagent__pb2.PtyInputAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -30,7 +30,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from capsules.actions import record_activity, record_terminal_exit, record_terminal_started, record_viewer
-from capsules.agents import HOST_UNREACHABLE, call_metadata
+from capsules.agents import HOST_UNREACHABLE
 from capsules.services import find_sandbox, is_member
 from protos import hostagent_pb2 as pb
 from wrenn.flow import send_window
@@ -41,7 +41,7 @@ from .auth import SCOPE_AUTH_ERROR, SCOPE_CALLER, AuthFailed, Caller, caller_fro
 from .catchup import Chunk, Ended, Missed, read_output
 from .follow import Follower
 from .hostagents import RPC_TIMEOUT, describe, stub_for
-from .input import InputPump, Op
+from .input import AgentStream, InputPump, Op, OpFailed
 from .leadership import keep_leading
 from .leases import lease_key, leases
 from .stream import ERROR_EVENT, LeaderHooks, StreamFailed, group_name, lead
@@ -98,6 +98,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
         self.last_touch = 0.0
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.pump: InputPump | None = None
+        self.agent_stream: AgentStream | None = None  # once the first op goes out
         self.attached = asyncio.Event()
         self._request = pb.PtyAttachRequest()
         self.released = False
@@ -330,23 +331,13 @@ class PtyConsumer(AsyncWebsocketConsumer):
     async def _send_op(self, op: Op) -> None:
         assert self.capsule is not None and self.capsule.host_address  # noqa: S101
         await self.attached.wait()
-        stub = stub_for(self.capsule.host_address)
-        sid, tag = self.capsule.id, self.tag
-        options: dict[str, Any] = {"timeout": RPC_TIMEOUT, "metadata": call_metadata()}
+        if self.agent_stream is None:
+            self.agent_stream = AgentStream(stub_for(self.capsule.host_address), self.capsule.id, self.tag)
         try:
-            if op.kind == "input":
-                await stub.PtySendInput(
-                    pb.PtySendInputRequest(sandbox_id=sid, tag=tag, data=op.data), **options
-                )
-            elif op.kind == "resize":
-                await stub.PtyResize(
-                    pb.PtyResizeRequest(sandbox_id=sid, tag=tag, cols=op.cols, rows=op.rows), **options
-                )
-            else:
-                await stub.PtyKill(pb.PtyKillRequest(sandbox_id=sid, tag=tag), **options)
-        except grpc.aio.AioRpcError as exc:
+            await self.agent_stream.send(op)
+        except OpFailed as exc:
             verb = {"input": "send input", "resize": "resize", "kill": "kill"}[op.kind]
-            await self.error(f"failed to {verb}: {describe(exc)}")
+            await self.error(f"failed to {verb}: {exc}")
 
     # --- group events ------------------------------------------------------------
 
@@ -462,6 +453,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
                 except TimeoutError:
                     log.warning("pty %s: input not delivered before close", self.group)
         finally:
+            if self.agent_stream is not None:
+                self.agent_stream.close()
             if self.follower is not None:
                 self.follower.stop()
             # A task may be the one closing the socket (a fatal error found by the

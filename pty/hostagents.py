@@ -10,7 +10,7 @@ import grpc
 from capsules.agents import CHANNEL_OPTIONS, HOST_UNREACHABLE
 from protos import hostagent_pb2_grpc as pb_grpc
 
-# Unary calls (input, resize, kill) give up after this long; the client hears about it.
+# Input, resize and kill ops give up after this long; the client hears about it.
 RPC_TIMEOUT = 5.0
 
 # A grpc.aio channel belongs to the loop that created it. Daphne has one loop;
@@ -41,9 +41,12 @@ def stub_for(address: str) -> pb_grpc.HostAgentStub:
 
 def describe(error: grpc.aio.AioRpcError) -> str:
     """What a client is told about a failed call to the host agent."""
-    code = error.code()
+    return describe_status(error.code(), error.details())
+
+
+def describe_status(code: grpc.StatusCode, details: str | None) -> str:
     if code == grpc.StatusCode.UNAVAILABLE:
         return HOST_UNREACHABLE
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return "sandbox host did not answer in time"
-    return error.details() or code.name.lower()
+    return details or code.name.lower()
