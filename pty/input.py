@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 HIGH_WATER = 1024 * 1024
 # Largest single input op; keeps each message well under gRPC's limit.
 MAX_BATCH = 256 * 1024
+# An open input stream costs memory in daphne and in the agent (with 1,000 sessions, idle
+# memory per session went from 88 to 181 KiB when each kept one). A stream with no op for this
+# long is closed and the next op opens another: the first keystroke after a pause then pays
+# for a call setup (about 0.3 ms), the ones that follow it do not.
+IDLE_CLOSE = 1.0
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,8 @@ class AgentStream:
     """One connection's ``PtyInput`` stream to the host agent, opened on the first op.
 
     ``send`` returns once the agent has applied the op, or raises OpFailed (its error, or no
-    answer within RPC_TIMEOUT). After a broken or silent stream the next op opens a new one.
+    answer within RPC_TIMEOUT). After a broken or silent stream, or IDLE_CLOSE seconds without
+    an op, the next op opens a new one.
     """
 
     def __init__(self, stub: pb_grpc.HostAgentStub, sandbox_id: str, tag: str) -> None:
@@ -114,8 +120,22 @@ class AgentStream:
         self._sandbox_id = sandbox_id
         self._tag = tag
         self._call: grpc.aio.StreamStreamCall[pb.PtyInputRequest, pb.PtyInputAck] | None = None
+        self._idle: asyncio.TimerHandle | None = None
+
+    @property
+    def open(self) -> bool:
+        return self._call is not None
 
     async def send(self, op: Op) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        try:
+            await self._send(op)
+        finally:
+            if self._call is not None:
+                self._idle = asyncio.get_running_loop().call_later(IDLE_CLOSE, self.close)
+
+    async def _send(self, op: Op) -> None:
         if op.kind == "input":
             request = pb.PtyInputRequest(data=op.data)
         elif op.kind == "resize":
@@ -146,6 +166,9 @@ class AgentStream:
             raise OpFailed(ack.message or f"status {ack.code}")
 
     def close(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         if self._call is not None:
             self._call.cancel()
             self._call = None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
 import pytest
 
 from protos import hostagent_pb2 as pb
+from pty import input as agent_input
+from pty.input import AgentStream, Op, OpFailed
 from tests.support.hostagent import start_terminal
 
 pytestmark = pytest.mark.timeout(60)
@@ -76,3 +79,34 @@ async def test_a_first_request_without_a_tag_is_invalid(stub: Any, capsule: str)
         await call.read()
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert caught.value.details() == "tag is required"
+
+
+# The control plane's side of the stream (pty.input.AgentStream), against the real agent.
+
+
+async def test_an_idle_stream_is_closed_and_the_next_op_opens_another(
+    stub: Any, capsule: str, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(agent_input, "IDLE_CLOSE", 0.2)
+    terminal, _ = await start_terminal(stub, capsule, "/bin/sh", "-c", "read a; read b; echo got-$a-$b")
+    stream = AgentStream(stub, capsule, terminal.tag)
+    await stream.send(Op("input", data=b"one\n"))
+    assert stream.open
+    await asyncio.sleep(0.1)
+    await stream.send(Op("resize", cols=90, rows=30))
+    await asyncio.sleep(0.6)
+    assert not stream.open  # idle: closed
+    await stream.send(Op("input", data=b"two\n"))
+    await terminal.expect(b"got-one-two")
+    assert await terminal.wait_exit() == 0
+    with pytest.raises(OpFailed, match=f"^pty session {terminal.tag} has exited$"):
+        await stream.send(Op("input", data=b"late\n"))
+    stream.close()
+
+
+async def test_a_stream_to_an_unknown_session_fails_each_op_with_its_reason(stub: Any, capsule: str) -> None:
+    stream = AgentStream(stub, capsule, "pty-deadbeef")
+    for _ in range(2):  # a stream that ended is replaced, and fails the same way
+        with pytest.raises(OpFailed, match="^pty session pty-deadbeef not found$"):
+            await stream.send(Op("kill"))
+        assert not stream.open
