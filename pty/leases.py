@@ -6,7 +6,7 @@ one-process quick start) it lives in this process. A worker that dies stops
 renewing, the key expires, and a viewer on another worker takes over.
 
 Beside the lease, each viewer notes the offset it has sent its client up to, so
-the leader can pace the stream to the fastest viewer (see PtyConsumer._pace).
+the leader can pace the stream to its viewers (see pty/audience.py).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Leases(Protocol):
     async def renew_all(self, held: list[tuple[str, str]]) -> list[bool]: ...
     async def release(self, key: str, holder: str) -> None: ...
     async def note_progress(self, key: str, viewer: str, offset: int) -> None: ...
-    async def furthest(self, key: str) -> int: ...
+    async def progress(self, key: str) -> dict[str, int]: ...
     async def forget_progress(self, key: str, viewer: str) -> None: ...
     async def join(self, key: str, viewer: str) -> None: ...
     async def leave(self, key: str, viewer: str) -> None: ...
@@ -108,8 +108,8 @@ class LocalLeases:
     async def note_progress(self, key: str, viewer: str, offset: int) -> None:
         self._progress.setdefault(key, {})[viewer] = offset
 
-    async def furthest(self, key: str) -> int:
-        return max(self._progress.get(key, {}).values(), default=0)
+    async def progress(self, key: str) -> dict[str, int]:
+        return dict(self._progress.get(key, {}))
 
     async def forget_progress(self, key: str, viewer: str) -> None:
         viewers = self._progress.get(key, {})
@@ -173,8 +173,12 @@ class RedisLeases:
             pipe.pexpire(key, PROGRESS_TTL_MS)
             await pipe.execute()
 
-    async def furthest(self, key: str) -> int:
-        return max((int(value) for value in await self._redis.hvals(key)), default=0)
+    async def progress(self, key: str) -> dict[str, int]:
+        noted = await self._redis.hgetall(key)
+        return {
+            viewer.decode() if isinstance(viewer, bytes) else viewer: int(offset)
+            for viewer, offset in noted.items()
+        }
 
     async def forget_progress(self, key: str, viewer: str) -> None:
         await self._redis.hdel(key, viewer)

@@ -1,0 +1,119 @@
+"""The leader's pacing (pty.audience.Audience.pace) on its own, with notes in process memory."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pty import audience as audience_module
+from pty.audience import PACE_WINDOW, PROGRESS_EVENT, SHARED_WINDOW, Audience
+from pty.leases import LocalLeases, audience_key, progress_key
+
+pytestmark = [pytest.mark.timeout(20)]
+
+GROUP = "pty.cap-test.pty-0000abcd"
+END = 10 * 1024 * 1024  # how far the leader has read
+
+
+class Layer:
+    """Records what the audience publishes."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch) -> LocalLeases:
+    store = LocalLeases()
+    monkeypatch.setattr(audience_module, "leases", lambda: store)
+    return store
+
+
+class Leader:
+    def __init__(self, store: LocalLeases) -> None:
+        self.store = store
+        self.offset = END  # its own client has everything so far
+        self.layer = Layer()
+        self.audience = Audience(GROUP, "leader", self.layer, lambda: self.offset, lambda: END)
+
+    async def note(self, viewer: str, offset: int) -> None:
+        await self.store.join(audience_key(GROUP), viewer)
+        await self.store.note_progress(progress_key(GROUP), viewer, offset)
+
+
+async def paced(leader: Leader, within: float) -> bool:
+    """Whether ``pace(END)`` returns within ``within`` seconds."""
+    try:
+        await asyncio.wait_for(leader.audience.pace(END), within)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_alone_the_leader_paces_to_its_own_client(store: LocalLeases) -> None:
+    leader = Leader(store)
+    await store.join(audience_key(GROUP), "leader")
+    async with leader.audience.leading():
+        await asyncio.sleep(0.05)  # the first count: alone
+        leader.offset = END - PACE_WINDOW - 1
+        assert not await paced(leader, 0.2)
+        leader.offset = END - PACE_WINDOW
+        assert await paced(leader, 5)
+    assert leader.layer.sent == []  # alone: nobody asked to note anything
+
+
+async def test_the_slowest_viewer_that_keeps_up_sets_the_pace(
+    store: LocalLeases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audience_module, "SLOW_GRACE", 60.0)
+    leader = Leader(store)
+    await leader.note("leader", END)
+    await leader.note("fast", END)
+    await leader.note("slow", END - SHARED_WINDOW - 1)
+    async with leader.audience.leading():
+        assert not await paced(leader, 0.3)  # held back by the slow one
+        assert {"type": PROGRESS_EVENT} in leader.layer.sent  # the others were asked to note
+        waiting = asyncio.ensure_future(leader.audience.pace(END))
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        await store.note_progress(progress_key(GROUP), "slow", END - SHARED_WINDOW)
+        await asyncio.wait_for(waiting, 5)  # back within the window: the leader reads on
+
+
+async def test_a_viewer_behind_for_longer_than_the_grace_no_longer_holds_the_others(
+    store: LocalLeases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audience_module, "SLOW_GRACE", 0.3)
+    leader = Leader(store)
+    await leader.note("leader", END)
+    await leader.note("fast", END)
+    await leader.note("stuck", 0)
+    async with leader.audience.leading():
+        assert not await paced(leader, 0.1)
+        assert await paced(leader, 5)  # once the grace is over
+        assert await paced(leader, 0.5)  # and from then on, at once
+        await store.note_progress(progress_key(GROUP), "stuck", END)  # it caught up: counted again
+        await asyncio.sleep(0.05)  # the leader's next look at the notes is due
+        assert await paced(leader, 5)
+        await store.note_progress(progress_key(GROUP), "stuck", END - SHARED_WINDOW - 1)
+        await asyncio.sleep(0.05)
+        assert not await paced(leader, 0.15)  # behind again: a new grace
+
+
+async def test_when_everyone_is_behind_the_fastest_sets_the_pace(
+    store: LocalLeases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audience_module, "SLOW_GRACE", 0.1)
+    leader = Leader(store)
+    leader.offset = 0
+    await leader.note("leader", 0)
+    await leader.note("other", END - PACE_WINDOW - 1)
+    async with leader.audience.leading():
+        assert not await paced(leader, 0.5)  # past the grace, but nobody is within PACE_WINDOW
+        await store.note_progress(progress_key(GROUP), "other", END - PACE_WINDOW)
+        assert await paced(leader, 5)
