@@ -16,6 +16,9 @@ from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from pty.protocol import BINARY_HEADER, BINARY_SUBPROTOCOL
 
 
 class MissedBytes(Exception):
@@ -91,15 +94,22 @@ class LocalPty:
 
 
 class WrennShell:
-    """A session over this project's protocol: JSON frames, output in base64."""
+    """A session over this project's protocol: JSON frames, output in base64; or, with
+    ``binary``, the binary extension (output and input as raw bytes in binary frames)."""
 
-    def __init__(self, websocket: ClientConnection) -> None:
+    def __init__(self, websocket: ClientConnection, binary: bool) -> None:
         self.websocket = websocket
+        self.binary = binary
         self.tag = ""
 
     @classmethod
-    async def start(cls, url: str, api_key: str, argv: list[str]) -> WrennShell:
-        shell = cls(await _connect(url, [("X-API-Key", api_key)]))
+    async def open_socket(cls, url: str, api_key: str, binary: bool) -> WrennShell:
+        protocols = [BINARY_SUBPROTOCOL] if binary else []
+        return cls(await _connect(url, [("X-API-Key", api_key)], protocols), binary)
+
+    @classmethod
+    async def start(cls, url: str, api_key: str, argv: list[str], binary: bool) -> WrennShell:
+        shell = await cls.open_socket(url, api_key, binary)
         await shell._send(type="start", cmd=argv[0], args=argv[1:], cols=127, rows=40)
         while True:
             frame = await shell._frame()
@@ -110,9 +120,9 @@ class WrennShell:
                 raise RuntimeError(f"start failed: {frame['data']}")
 
     @classmethod
-    async def join(cls, url: str, api_key: str, tag: str) -> WrennShell:
+    async def join(cls, url: str, api_key: str, tag: str, binary: bool) -> WrennShell:
         """Another viewer of a running session, from the bytes written after it joined."""
-        shell = cls(await _connect(url, [("X-API-Key", api_key)]))
+        shell = await cls.open_socket(url, api_key, binary)
         shell.tag = tag
         # The offset of the end of the output so far is not known here: replay from the buffer
         # start would count old bytes, so viewers join before the workload writes anything.
@@ -123,16 +133,25 @@ class WrennShell:
         await self.websocket.send(json.dumps(message))
 
     async def _frame(self) -> dict[str, Any]:
-        frame: dict[str, Any] = json.loads(await self.websocket.recv())
+        message = await self.websocket.recv()
+        if isinstance(message, bytes):  # binary output: the offset, then the bytes
+            return {"type": "output", "raw": message[BINARY_HEADER.size :]}
+        frame: dict[str, Any] = json.loads(message)
         return frame
 
     async def write(self, data: bytes) -> None:
-        await self._send(type="input", data=base64.b64encode(data).decode("ascii"))
+        if self.binary:
+            await self.websocket.send(data)
+        else:
+            await self._send(type="input", data=base64.b64encode(data).decode("ascii"))
 
     async def read(self) -> bytes:
         while True:
             frame = await self._frame()
             kind = frame["type"]
+            if "raw" in frame:
+                raw: bytes = frame["raw"]
+                return raw
             if kind == "output":
                 return base64.b64decode(frame["data"])
             if kind == "ping":
@@ -175,9 +194,17 @@ class TerminadoShell:
         await self.websocket.close()
 
 
-async def _connect(url: str, headers: list[tuple[str, str]]) -> ClientConnection:
+async def _connect(
+    url: str, headers: list[tuple[str, str]], protocols: list[str] | None = None
+) -> ClientConnection:
     # No client pings (the servers ping), no size limit, and a deep queue: the client must
     # never be what holds a server back.
     return await connect(
-        url, additional_headers=headers, max_size=None, max_queue=None, ping_interval=None, open_timeout=60
+        url,
+        additional_headers=headers,
+        subprotocols=[Subprotocol(name) for name in protocols or []] or None,
+        max_size=None,
+        max_queue=None,
+        ping_interval=None,
+        open_timeout=60,
     )

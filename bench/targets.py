@@ -119,17 +119,20 @@ class WrennTarget(Target):
     capsule_id: str = ""
     api_key: str = ""
     shares_sessions = True
+    # The binary extension, as an SDK that cares for throughput would use it; the JSON
+    # protocol (the terminal page's) is the `wrenn-json` target.
+    binary = True
 
     def url(self, worker: int) -> str:
         port = self.ports[worker % len(self.ports)]
         return f"ws://127.0.0.1:{port}/v1/capsules/{self.capsule_id}/pty"
 
     async def open(self, argv: list[str] | None = None, worker: int = 0) -> Shell:
-        return await WrennShell.start(self.url(worker), self.api_key, argv or SHELL)
+        return await WrennShell.start(self.url(worker), self.api_key, argv or SHELL, self.binary)
 
     async def join(self, shell: Shell, worker: int) -> Shell:
         assert isinstance(shell, WrennShell)
-        return await WrennShell.join(self.url(worker), self.api_key, shell.tag)
+        return await WrennShell.join(self.url(worker), self.api_key, shell.tag, self.binary)
 
 
 class WrennProduction(WrennTarget):
@@ -155,6 +158,13 @@ class WrennProduction(WrennTarget):
         pids = {"daphne": self.stack.workers[0][1].pid}
         pids["hostagent"] = self.stack.agent.proc.pid
         return pids
+
+
+class WrennProductionJson(WrennProduction):
+    """The production topology with JSON frames (output in base64), as the terminal page uses it."""
+
+    name = "wrenn-json"
+    binary = False
 
 
 class WrennEmbedded(WrennTarget):
@@ -234,4 +244,6 @@ def _field(pattern: str, text: str) -> str:
     return match.group(1)
 
 
-TARGETS = {target.name: target for target in (Floor, Terminado, WrennProduction, WrennEmbedded)}
+TARGETS = {
+    target.name: target for target in (Floor, Terminado, WrennProduction, WrennProductionJson, WrennEmbedded)
+}

@@ -16,6 +16,7 @@ terminal, and publishes to the group only while someone else watches.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import time
@@ -88,6 +89,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
     admin = False
 
     async def connect(self) -> None:
+        # Output as binary frames, and input accepted as binary frames (the opt-in extension).
+        self.binary = p.BINARY_SUBPROTOCOL in self.scope.get("subprotocols", [])
         self.capsule: Capsule | None = None
         self.caller: Caller | None = None
         self.tag = ""
@@ -102,7 +105,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
         self.attached = asyncio.Event()
         self._request = pb.PtyAttachRequest()
         self.released = False
-        await self.accept()
+        await self.accept(p.BINARY_SUBPROTOCOL if self.binary else None)
         self._spawn("ping", self._keepalive())
         error = self.scope.get(SCOPE_AUTH_ERROR)
         caller = self.scope.get(SCOPE_CALLER)
@@ -128,12 +131,9 @@ class PtyConsumer(AsyncWebsocketConsumer):
         if self.phase == "closed":
             return
         if text_data is None:
-            await self._refuse("binary frames are not supported; send JSON text frames")
+            await self._receive_binary(bytes_data or b"")
             return
-        size = len(text_data.encode("utf-8"))
-        if size > p.MAX_FRAME_BYTES:
-            await self.error(f"frame of {size} bytes exceeds the {p.MAX_FRAME_BYTES}-byte limit", fatal=True)
-            await self._close(p.CLOSE_TOO_BIG, f"frame exceeds {p.MAX_FRAME_BYTES} bytes")
+        if await self._too_big(len(text_data.encode("utf-8"))):
             return
         try:
             msg = p.parse(text_data)
@@ -148,6 +148,27 @@ class PtyConsumer(AsyncWebsocketConsumer):
             await self._on_first(msg)
         elif self.phase == "attached":
             await self._on_attached(msg)
+
+    async def _receive_binary(self, data: bytes) -> None:
+        if not self.binary:
+            await self._refuse(
+                f"binary frames are not supported; send JSON text frames (or use the "
+                f"{p.BINARY_SUBPROTOCOL} subprotocol)"
+            )
+        elif await self._too_big(len(data)):
+            return
+        elif self.phase != "attached":
+            await self.fatal("binary frames are input: start or connect to a session first")
+        elif data:
+            await self._on_attached(p.Message(type=p.INPUT, data=data))
+
+    async def _too_big(self, size: int) -> bool:
+        """Refuses (fatally) a frame over the limit; whether it was."""
+        if size <= p.MAX_FRAME_BYTES:
+            return False
+        await self.error(f"frame of {size} bytes exceeds the {p.MAX_FRAME_BYTES}-byte limit", fatal=True)
+        await self._close(p.CLOSE_TOO_BIG, f"frame exceeds {p.MAX_FRAME_BYTES} bytes")
+        return True
 
     async def _refuse(self, message: str) -> None:
         # Before a session is attached nothing can go on, so every error is fatal.
@@ -265,6 +286,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
         self.follower = Follower(
             self.group,
             self.send_json_frame,
+            self._send_output,
             self._read_agent,
             send_window(self.scope),
             self._progressed,
@@ -343,7 +365,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
 
     async def terminal_output(self, event: dict[str, Any]) -> None:
         if self.follower is not None:
-            await self.follower.output(event["offset"], event["size"], event["data"])
+            await self.follower.output(event["offset"], event["data"])
 
     async def terminal_mark(self, event: dict[str, Any]) -> None:
         if self.follower is not None:
@@ -396,6 +418,15 @@ class PtyConsumer(AsyncWebsocketConsumer):
     async def send_json_frame(self, kind: str, **fields: Any) -> None:
         if self.phase != "closed":
             await self.send(text_data=p.frame(kind, **fields))
+
+    async def _send_output(self, offset: int, data: bytes) -> None:
+        if self.phase == "closed":
+            return
+        if self.binary:
+            await self.send(bytes_data=p.binary_output(offset, data))
+        else:
+            encoded = base64.b64encode(data).decode("ascii")
+            await self.send(text_data=p.frame(p.OUTPUT, data=encoded, offset=offset))
 
     async def error(self, message: str, *, fatal: bool = False) -> None:
         await self.send_json_frame(p.ERROR, data=message, fatal=fatal)

@@ -12,7 +12,6 @@ reported with a ``missed`` frame.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +33,8 @@ PENDING_LIMIT = 128 * 1024
 REFILL_FRAME = 16 * 1024
 
 SendFrame = Callable[..., Awaitable[None]]
+# send_output(offset, data): one output frame, in the client's encoding (JSON or binary).
+SendOutput = Callable[[int, bytes], Awaitable[None]]
 # read_agent(offset, until, neutralize_queries): pty.catchup.read_output for this session.
 ReadAgent = Callable[[int, int | None, bool], AsyncIterator[Chunk | Missed | Ended]]
 
@@ -43,6 +44,7 @@ class Follower:
         self,
         label: str,
         send_frame: SendFrame,
+        send_output: SendOutput,
         read_agent: ReadAgent,
         window: SendWindow | None,
         on_progress: Callable[[int], None],
@@ -52,13 +54,14 @@ class Follower:
         self.next_offset = 0  # the next byte of output this client is to get
         self.seen_end = 0  # the end of the output, as far as events have told
         self._send_frame = send_frame
+        self._send_output_frame = send_output
         self._read_agent = read_agent
         self._window = window
         self._on_progress = on_progress
         self._on_exit = on_exit
         self._exit_code: int | None = None  # once the exit event arrived
-        # Base64 output waiting for the client, contiguous from next_offset: (offset, size, data).
-        self._pending: deque[tuple[int, int, str]] = deque()
+        # Output waiting for the client, contiguous from next_offset: (offset, data).
+        self._pending: deque[tuple[int, bytes]] = deque()
         self._pending_end = 0
         self._pending_bytes = 0
         self._drain: asyncio.Task[None] | None = None
@@ -67,12 +70,12 @@ class Follower:
 
     # --- events -----------------------------------------------------------------------------
 
-    async def output(self, offset: int, size: int, data: str) -> None:
-        """``size`` bytes at ``offset``, as base64 ``data``."""
-        end = offset + size
+    async def output(self, offset: int, data: bytes) -> None:
+        """``data``, the output from ``offset`` on."""
+        end = offset + len(data)
         self.seen_end = max(self.seen_end, end)
         if self._draining():
-            self._hold(offset, size, data)
+            self._hold(offset, data)
             return
         if end <= self.next_offset:
             return  # already sent (streams overlapped as the lead changed hands, or a refill read it)
@@ -80,12 +83,12 @@ class Follower:
             log.info("pty %s: refilling bytes %d-%d lost on the way", self.label, self.next_offset, offset)
             self._start_drain()
             return
-        offset, size, data = self._trim(offset, size, data)
+        offset, data = self._trim(offset, data)
         if not self._writable():
-            self._hold(offset, size, data)
+            self._hold(offset, data)
             self._start_drain()
             return
-        await self._send_output(offset, size, data)
+        await self._send_output(offset, data)
 
     def mark(self, offset: int) -> None:
         """The output ends at ``offset`` (sent by the leader once it goes quiet)."""
@@ -112,9 +115,7 @@ class Follower:
             elif isinstance(item, Chunk):
                 for at in range(0, len(item.data), REFILL_FRAME):
                     await self._wait_writable()
-                    piece = item.data[at : at + REFILL_FRAME]
-                    data = base64.b64encode(piece).decode("ascii")
-                    await self._send_output(item.offset + at, len(piece), data)
+                    await self._send_output(item.offset + at, item.data[at : at + REFILL_FRAME])
             elif isinstance(item, Ended):
                 return item
         return None
@@ -140,18 +141,18 @@ class Follower:
         if not self._draining():
             self._drain = asyncio.ensure_future(self._drain_all())
 
-    def _hold(self, offset: int, size: int, data: str) -> None:
+    def _hold(self, offset: int, data: bytes) -> None:
         """Keeps output for later if it continues what is held and there is room; else drops it."""
         if self._pending:
             expected = self._pending_end
         else:
             expected = self.next_offset
-        if offset <= expected < offset + size and self._pending_bytes + size <= PENDING_LIMIT:
+        if offset <= expected < offset + len(data) and self._pending_bytes + len(data) <= PENDING_LIMIT:
             if offset < expected:
-                offset, size, data = self._trim(offset, size, data, expected)
-            self._pending.append((offset, size, data))
-            self._pending_end = offset + size
-            self._pending_bytes += size
+                offset, data = self._trim(offset, data, expected)
+            self._pending.append((offset, data))
+            self._pending_end = offset + len(data)
+            self._pending_bytes += len(data)
 
     async def _drain_all(self) -> None:
         """Sends what is held, then refills from the agent up to ``seen_end``, then the exit.
@@ -162,11 +163,11 @@ class Follower:
         while self._pending or self.next_offset < self.seen_end:
             await self._wait_writable()
             if self._pending:
-                offset, size, data = self._pending.popleft()
-                self._pending_bytes -= size
-                if offset + size > self.next_offset:
-                    offset, size, data = self._trim(offset, size, data)
-                    await self._send_output(offset, size, data)
+                offset, data = self._pending.popleft()
+                self._pending_bytes -= len(data)
+                if offset + len(data) > self.next_offset:
+                    offset, data = self._trim(offset, data)
+                    await self._send_output(offset, data)
                 continue
             until = self.seen_end
             try:
@@ -182,21 +183,20 @@ class Follower:
         if self._exit_code is not None:
             await self._on_exit(self._exit_code)
 
-    def _trim(self, offset: int, size: int, data: str, start: int | None = None) -> tuple[int, int, str]:
+    def _trim(self, offset: int, data: bytes, start: int | None = None) -> tuple[int, bytes]:
         """The part of the output from ``start`` (next_offset by default) on."""
         start = self.next_offset if start is None else start
         if offset >= start:
-            return offset, size, data
-        cut = start - offset
-        return start, size - cut, base64.b64encode(base64.b64decode(data)[cut:]).decode("ascii")
+            return offset, data
+        return start, data[start - offset :]
 
-    async def _send_output(self, offset: int, size: int, data: str) -> None:
+    async def _send_output(self, offset: int, data: bytes) -> None:
         async with self._sending:
-            if offset + size <= self.next_offset:
+            if offset + len(data) <= self.next_offset:
                 return  # another sender went first while this one waited
-            offset, size, data = self._trim(offset, size, data)
-            self._progressed(offset + size)
-            await self._send_frame(p.OUTPUT, data=data, offset=offset)
+            offset, data = self._trim(offset, data)
+            self._progressed(offset + len(data))
+            await self._send_output_frame(offset, data)
 
     def _progressed(self, offset: int) -> None:
         self.next_offset = offset

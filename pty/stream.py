@@ -1,14 +1,13 @@
 """The gRPC stream worker: reads one PTY session from its host agent and publishes it.
 
-Output goes to the channel-layer group of the session, encoded once and with its
-byte offset, so every viewer of the session (on this worker or another) sends
-the same frames and can tell a duplicate or a gap from the offsets alone.
+Output goes to the channel-layer group of the session with its byte offset, so
+every viewer of the session (on this worker or another) sends the same bytes and
+can tell a duplicate or a gap from the offsets alone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,12 +41,9 @@ def group_name(sandbox_id: str, tag: str) -> str:
 
 
 def output_event(data: bytes, offset: int) -> dict[str, object]:
-    return {
-        "type": OUTPUT_EVENT,
-        "data": base64.b64encode(data).decode("ascii"),
-        "offset": offset,
-        "size": len(data),
-    }
+    # Raw bytes: the channel layers carry them as they are (msgpack in Redis), and each viewer
+    # encodes them for its own client (base64 in JSON, or a binary frame).
+    return {"type": OUTPUT_EVENT, "data": data, "offset": offset}
 
 
 class StreamFailed(Exception):

@@ -82,10 +82,15 @@ async def open_socket(transactional_db: None) -> AsyncIterator[Open]:
     """
     opened: list[WebsocketCommunicator] = []
 
-    async def open_(path: str, headers: list[tuple[bytes, bytes]] | None = None) -> WebsocketCommunicator:
-        communicator = WebsocketCommunicator(application, path, headers=headers or [])
-        connected, _ = await communicator.connect(timeout=10)
+    async def open_(
+        path: str, headers: list[tuple[bytes, bytes]] | None = None, subprotocols: list[str] | None = None
+    ) -> WebsocketCommunicator:
+        communicator = WebsocketCommunicator(
+            application, path, headers=headers or [], subprotocols=subprotocols
+        )
+        connected, subprotocol = await communicator.connect(timeout=10)
         assert connected
+        communicator.accepted_subprotocol = subprotocol
         opened.append(communicator)
         return communicator
 

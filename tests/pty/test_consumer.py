@@ -24,7 +24,7 @@ from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from pty import audience, consumers
 from pty.leases import local_leases
-from pty.protocol import MAX_FRAME_BYTES
+from pty.protocol import BINARY_SUBPROTOCOL, MAX_FRAME_BYTES
 from pty.stream import MARK_AFTER_QUIET
 from tests.pty.conftest import create_on_agent
 from tests.support.hostagent import start_hostagent
@@ -387,6 +387,97 @@ async def test_frame_over_the_limit_closes_with_a_reason(
         "reason": f"frame exceeds {MAX_FRAME_BYTES} bytes",
     }
     await communicator.disconnect()
+    await assert_nothing_left()
+
+
+# --- the binary extension ----------------------------------------------------------
+
+
+async def binary_terminal(open_socket: Any, capsule: Sandbox, api_key: str) -> Terminal:
+    communicator = await open_socket(path(capsule), key_header(api_key), subprotocols=[BINARY_SUBPROTOCOL])
+    term = Terminal.over_communicator(communicator)
+    term.binary = True
+    return term
+
+
+async def test_the_binary_extension_carries_output_and_input_as_raw_bytes(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    term = await binary_terminal(open_socket, capsule, api_key)
+    assert term.communicator.accepted_subprotocol == BINARY_SUBPROTOCOL
+    script = (
+        "stty raw -echo; printf 'READY\\377\\000'; head -c 300000 /dev/urandom > /tmp/r; "
+        "read x; cat /tmp/r; sha256sum /tmp/r; exit 3"
+    )
+    tag = (await term.start(cmd="/bin/sh", args=["-c", script]))["tag"]  # control frames stay JSON
+    await term.read_until(b"READY\xff\x00")  # bytes no UTF-8 text could carry
+    await term.type(b"\n")  # a binary frame: input
+    output = await term.read_until(b"  /tmp/r")
+    body = output[len(b"READY\xff\x00") :]
+    digest = body[300000:].split(b" ")[0].decode()
+    assert hashlib.sha256(body[:300000]).hexdigest() == digest  # offsets checked frame by frame
+    assert term.binary_frames >= 2
+    assert (await term.expect("exit"))["exit_code"] == 3
+    late = await binary_terminal(open_socket, capsule, api_key)  # a resume gets binary frames too
+    await late.send(type="connect", tag=tag, offset=len(output) - 10)
+    assert await late.read_until(b"  /tmp/r") == output[-10:]
+
+
+async def test_a_json_client_of_the_same_session_still_gets_base64(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    binary = await binary_terminal(open_socket, capsule, api_key)
+    tag = (await binary.start(cmd="/bin/sh", args=["-c", "stty -echo; read x; echo got-$x; read y"]))["tag"]
+    text = await terminal(open_socket, capsule, api_key)
+    await text.send(type="connect", tag=tag, offset=0)
+    await asyncio.sleep(0.2)
+    await binary.type(b"one\n")
+    assert (await text.read_until(b"got-one")).endswith(b"got-one\r\n")
+    assert text.binary_frames == 0
+    await binary.read_until(b"got-one")
+
+
+async def test_binary_frames_without_the_extension_are_refused(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    communicator = await open_socket(path(capsule), key_header(api_key))
+    term = Terminal.over_communicator(communicator)
+    await term.start(cmd="/bin/sh", args=["-c", "read x; echo got-$x"])
+    await communicator.send_to(bytes_data=b"x\n")
+    error = await term.expect("error")
+    assert error == {
+        "type": "error",
+        "data": (
+            "binary frames are not supported; send JSON text frames (or use the wrenn.binary.v1 subprotocol)"
+        ),
+        "fatal": False,
+    }
+    await term.type("text\n")  # the session goes on; the refused frame was not input
+    assert (await term.read_until(b"got-text")).endswith(b"got-text\r\n")
+
+
+async def test_a_binary_frame_before_a_session_is_fatal(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    term = await binary_terminal(open_socket, capsule, api_key)
+    await term.communicator.send_to(bytes_data=b"ls\n")
+    await assert_fatal(term, "binary frames are input: start or connect to a session first", capsule)
+
+
+async def test_a_binary_frame_over_the_limit_closes_with_a_reason(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    term = await binary_terminal(open_socket, capsule, api_key)
+    await term.start()
+    await term.communicator.send_to(bytes_data=b"A" * (MAX_FRAME_BYTES + 1))
+    error = await term.expect("error")
+    assert error == {
+        "type": "error",
+        "data": f"frame of {MAX_FRAME_BYTES + 1} bytes exceeds the {MAX_FRAME_BYTES}-byte limit",
+        "fatal": True,
+    }
+    assert (await term.communicator.receive_output(timeout=5))["code"] == 1009
+    await term.communicator.disconnect()
     await assert_nothing_left()
 
 

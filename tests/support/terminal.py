@@ -8,14 +8,23 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pty.protocol import BINARY_HEADER
+
 SendText = Callable[[str], Awaitable[None]]
-RecvText = Callable[[float], Awaitable[str]]
+SendBytes = Callable[[bytes], Awaitable[None]]
+RecvText = Callable[[float], Awaitable[str | bytes]]
 
 
 class Terminal:
-    def __init__(self, send_text: SendText, recv_text: RecvText) -> None:
+    """``binary``: the server was asked for the binary extension; output frames are then binary
+    (turned into the same dicts as JSON ones, with ``data`` as bytes) and ``type`` sends binary."""
+
+    def __init__(self, send_text: SendText, recv_text: RecvText, send_bytes: SendBytes | None = None) -> None:
         self._send_text = send_text
         self._recv_text = recv_text
+        self._send_bytes = send_bytes
+        self.binary = False
+        self.binary_frames = 0
         self.output = bytearray()
         self.communicator: Any = None
         # The offset the next output frame must carry: every frame is checked, so a
@@ -25,22 +34,25 @@ class Terminal:
 
     @classmethod
     def over_communicator(cls, communicator: Any) -> Terminal:
-        async def recv(timeout: float) -> str:
-            text: str = await communicator.receive_from(timeout=timeout)
-            return text
+        async def recv(timeout: float) -> str | bytes:
+            message: str | bytes = await communicator.receive_from(timeout=timeout)
+            return message
 
-        terminal = cls(lambda text: communicator.send_to(text_data=text), recv)
+        terminal = cls(
+            lambda text: communicator.send_to(text_data=text),
+            recv,
+            lambda data: communicator.send_to(bytes_data=data),
+        )
         terminal.communicator = communicator
         return terminal
 
     @classmethod
     def over_websocket(cls, websocket: Any) -> Terminal:
-        async def recv(timeout: float) -> str:
-            message = await asyncio.wait_for(websocket.recv(), timeout)
-            assert isinstance(message, str), "the server sends text frames"
+        async def recv(timeout: float) -> str | bytes:
+            message: str | bytes = await asyncio.wait_for(websocket.recv(), timeout)
             return message
 
-        return cls(websocket.send, recv)
+        return cls(websocket.send, recv, websocket.send)
 
     async def send(self, **message: Any) -> None:
         await self._send_text(json.dumps(message))
@@ -48,11 +60,19 @@ class Terminal:
     async def recv(self, timeout: float = 20) -> dict[str, Any]:
         """The next frame that is not a keepalive ping; output is also kept in ``self.output``."""
         while True:
-            frame: dict[str, Any] = json.loads(await self._recv_text(timeout))
+            message = await self._recv_text(timeout)
+            frame: dict[str, Any]
+            if isinstance(message, bytes):
+                assert self.binary, "a binary frame without the binary extension"
+                self.binary_frames += 1
+                (offset,) = BINARY_HEADER.unpack_from(message)
+                frame = {"type": "output", "offset": offset, "data": message[BINARY_HEADER.size :]}
+            else:
+                frame = json.loads(message)
             if frame["type"] == "ping":
                 continue
             if frame["type"] == "output":
-                data = base64.b64decode(frame["data"])
+                data = frame["data"] if isinstance(message, bytes) else base64.b64decode(frame["data"])
                 if "offset" in frame:
                     assert self.next_offset is None or frame["offset"] == self.next_offset, (
                         f"output at offset {frame['offset']}, expected {self.next_offset}"
@@ -73,7 +93,10 @@ class Terminal:
 
     async def type(self, text: str | bytes) -> None:
         data = text.encode() if isinstance(text, str) else text
-        await self.send(type="input", data=base64.b64encode(data).decode())
+        if self.binary and self._send_bytes is not None:
+            await self._send_bytes(data)
+        else:
+            await self.send(type="input", data=base64.b64encode(data).decode())
 
     async def read_until(self, marker: bytes, timeout: float = 30) -> bytes:
         """Reads output until ``marker`` has arrived; returns everything read so far."""
