@@ -101,6 +101,16 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True)
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default shares one SQLite file between daphne's threads, the monitor and
+    # the host agent's heartbeats; opening 1,000 terminals at once failed sockets with
+    # "database is locked". WAL lets reads go on during a write; a transaction takes the write
+    # lock when it begins (no deadlock upgrading a read lock); a write waits up to 20 s for it.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
 
 if REDIS_URL and CHANNEL_LAYER == "redis-list":
     # The list-based layer drops messages silently past `capacity` per channel;
