@@ -13,8 +13,10 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/wrenn
 
 # `make bench`: the terminal benchmark (bench/README.md); BENCH_ARGS=--quick for a first look.
 BENCH_ARGS ?=
+# `make profile`: where daphne and the host agent spend their time; e.g. PROFILE_ARGS=--seconds=5
+PROFILE_ARGS ?=
 
-.PHONY: bench run cluster setup system-packages protos check-protos lint typecheck check test clean
+.PHONY: bench profile run cluster setup system-packages protos check-protos lint typecheck check test clean
 
 run: setup system-packages
 	HOST=$(HOST) PORT=$(PORT) PY=$(PY) scripts/run-local.sh
@@ -69,6 +71,10 @@ clean:
 # The terminal benchmark against terminado and a local PTY; results in bench/results/.
 bench: setup system-packages .venv-peer/.installed $(VENV)/.bench-installed
 	$(PY) -m bench $(BENCH_ARGS)
+
+# py-spy samples daphne and the host agent during each workload; results in bench/results/profile.md.
+profile: setup system-packages $(VENV)/.bench-installed
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.profile $(PROFILE_ARGS)
 
 # terminado imports the standard-library pty, which this repository's pty/ app shadows:
 # it gets a virtualenv of its own and runs outside the repository's import path.

@@ -87,7 +87,7 @@ async def bulk_output(target: Target, sizes: Sizes) -> dict[str, float]:
     return {"bulk_mib_s": sizes.bulk_mib / elapsed}
 
 
-async def _open_ready(target: Target, count: int, worker_of: int = 1) -> list[tuple[Shell, Output]]:
+async def open_ready(target: Target, count: int, worker_of: int = 1) -> list[tuple[Shell, Output]]:
     """``count`` shells, opened 50 at a time and each ready for commands."""
     opened: list[tuple[Shell, Output]] = []
     for first in range(0, count, 50):
@@ -110,7 +110,7 @@ async def many_sessions(target: Target, sizes: Sizes, count: int, pids: dict[str
     processes with the sessions open, minus before, divided by ``count``.
     """
     before = {name: rss(pid) for name, pid in pids.items()}
-    sessions = await _open_ready(target, count)
+    sessions = await open_ready(target, count)
     try:
         await asyncio.sleep(2)  # let allocations settle
         after = {name: rss(pid) for name, pid in pids.items()}
