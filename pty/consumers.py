@@ -8,8 +8,8 @@ the host agent through an ``InputPump``.
 
 Each connection's output goes through a ``Follower`` (pty/follow.py), which
 relays it at the client's pace with bounded memory, and through an
-``Audience`` (pty/audience.py): the leader paces the stream to the fastest
-viewer, so a writing process blocks when nobody keeps up, as on a real
+``Audience`` (pty/audience.py): the leader paces the stream to the viewers
+that keep up, so a writing process blocks when they fall behind, as on a real
 terminal, and publishes to the group only while someone else watches.
 """
 
