@@ -243,9 +243,9 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
             if op is None:
                 continue
             try:
-                # An ended session refuses every op, as the unary calls do (the session object
-                # outlives its process, and looking it up again for every keystroke was a tenth
-                # of the agent's time).
+                # An ended session refuses input and resizes, and a kill of it does nothing, as
+                # with the unary calls (the session object outlives its process, and looking it
+                # up again for every keystroke was a tenth of the agent's time).
                 if op == "data":
                     await session.write(request.data)
                 elif op == "resize":
