@@ -8,7 +8,7 @@ terminal. The control plane sends ``authorization: Bearer <token>``.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -20,15 +20,24 @@ def _denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong host-agent token")
 
+    async def abort_after_first(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        # Refused before its first message, a client writing to the stream gets a failed write
+        # ("Internal error from Core") instead of this status; so the first one is taken.
+        async for _ in requests:
+            break
+        await abort(None, context)
+
     kwargs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     # A handler of the method's own kind: the refusal reads the request the way the client sends it.
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(abort, **kwargs)
+        return grpc.stream_stream_rpc_method_handler(abort_after_first, **kwargs)
     if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(abort, **kwargs)
+        return grpc.stream_unary_rpc_method_handler(abort_after_first, **kwargs)
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(abort, **kwargs)
     return grpc.unary_unary_rpc_method_handler(abort, **kwargs)
