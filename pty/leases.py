@@ -30,12 +30,6 @@ CONNECTIONS = 32
 # session ends (a viewer whose worker died stays in it until then, costing only publishes).
 PROGRESS_TTL_MS = 600_000
 
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
 # KEYS: the leases; ARGV: their holders, then the TTL. One result per lease: 1 renewed, 0 lost.
 _RENEW_ALL = """
 local ttl = ARGV[#KEYS + 1]
@@ -61,7 +55,6 @@ return 0
 
 class Leases(Protocol):
     async def acquire(self, key: str, holder: str) -> bool: ...
-    async def renew(self, key: str, holder: str) -> bool: ...
     async def renew_all(self, held: list[tuple[str, str]]) -> list[bool]: ...
     async def release(self, key: str, holder: str) -> None: ...
     async def note_progress(self, key: str, viewer: str, offset: int) -> None: ...
@@ -92,14 +85,14 @@ class LocalLeases:
             return True
         return False
 
-    async def renew(self, key: str, holder: str) -> bool:
+    async def renew_all(self, held: list[tuple[str, str]]) -> list[bool]:
+        return [self._renew(key, holder) for key, holder in held]
+
+    def _renew(self, key: str, holder: str) -> bool:
         if self._live(key) != holder:
             return False
         self._held[key] = (holder, time.monotonic() + TTL_MS / 1000)
         return True
-
-    async def renew_all(self, held: list[tuple[str, str]]) -> list[bool]:
-        return [await self.renew(key, holder) for key, holder in held]
 
     async def release(self, key: str, holder: str) -> None:
         if self._live(key) == holder:
@@ -150,9 +143,6 @@ class RedisLeases:
 
     async def acquire(self, key: str, holder: str) -> bool:
         return bool(await self._redis.set(key, holder, nx=True, px=TTL_MS))
-
-    async def renew(self, key: str, holder: str) -> bool:
-        return bool(await self._redis.eval(_RENEW, 1, key, holder, TTL_MS))
 
     async def renew_all(self, held: list[tuple[str, str]]) -> list[bool]:
         renewed: list[bool] = []

@@ -33,8 +33,7 @@ def key() -> str:
 async def test_one_holder_at_a_time(store: Leases, key: str) -> None:
     assert await store.acquire(key, "a")
     assert not await store.acquire(key, "b")
-    assert await store.renew(key, "a")
-    assert not await store.renew(key, "b")
+    assert await store.renew_all([(key, "a"), (key, "b")]) == [True, False]
 
 
 async def test_release_lets_the_next_holder_in(store: Leases, key: str) -> None:
@@ -48,7 +47,7 @@ async def test_release_lets_the_next_holder_in(store: Leases, key: str) -> None:
 async def test_an_unrenewed_lease_expires(store: Leases, key: str) -> None:
     await store.acquire(key, "a")
     await asyncio.sleep(TTL_MS / 1000 + 0.3)
-    assert not await store.renew(key, "a")
+    assert await store.renew_all([(key, "a")]) == [False]
     assert await store.acquire(key, "b")
 
 
