@@ -24,7 +24,16 @@ from pathlib import Path
 
 from bench.shells import Output, Shell
 from bench.targets import WrennProduction
-from bench.workloads import MIB, bulk_command, open_ready, raise_fd_limit, ready
+from bench.workloads import (
+    MIB,
+    bulk_command,
+    echo_command,
+    keystroke,
+    open_ready,
+    raise_fd_limit,
+    raw_cat,
+    ready,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORKLOADS = ("echo", "sessions", "bulk")
@@ -47,16 +56,12 @@ async def echo(target: WrennProduction, seconds: float, begin: Callable[[], None
     """Single keystrokes into `cat` in raw mode, each sent once the previous one came back."""
     shell = await target.open()
     try:
-        output = Output(shell)
-        await shell.write(b"stty raw -echo; echo READY-$((40+2)); exec cat\r")
-        await output.until(b"READY-42")
+        output = await raw_cat(shell)
         done = 0
         begin()
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
-            key = bytes([ord("a") + done % 26])
-            await shell.write(key)
-            await output.until(key)
+            await keystroke(shell, output, done)
             done += 1
     finally:
         await shell.close()
@@ -72,8 +77,7 @@ async def sessions(target: WrennProduction, seconds: float, begin: Callable[[], 
     async def loop(shell: Shell, output: Output, index: int) -> int:
         done = 0
         while time.perf_counter() < deadline:
-            await shell.write(b"echo p%dc%d-$((0))\r" % (index, done))
-            await output.until(b"p%dc%d-0" % (index, done))
+            await echo_command(shell, output, b"p%dc%d" % (index, done))
             done += 1
         return done
 

@@ -47,19 +47,36 @@ async def ready(shell: Shell, output: Output, setup: str = "stty -echo") -> None
     await output.until(b"READY-42")
 
 
+async def raw_cat(shell: Shell) -> Output:
+    """Turns the shell into `cat` in raw mode without echo: each keystroke comes back once."""
+    output = Output(shell)
+    await shell.write(b"stty raw -echo; echo READY-$((40+2)); exec cat\r")
+    await output.until(b"READY-42")
+    return output
+
+
+async def keystroke(shell: Shell, output: Output, index: int) -> None:
+    """Types one key into ``raw_cat`` and waits until it has come back."""
+    key = bytes([ord("a") + index % 26])
+    await shell.write(key)
+    await output.until(key)
+
+
+async def echo_command(shell: Shell, output: Output, name: bytes) -> None:
+    """Runs `echo` in the shell and waits for its answer (the shell computes part of it)."""
+    await shell.write(b"echo %s-$((0))\r" % name)
+    await output.until(name + b"-0")
+
+
 async def echo_latency(target: Target, sizes: Sizes) -> dict[str, float]:
     """Single keystrokes into `cat` in raw mode, each timed until it comes back."""
     shell = await target.open()
     try:
-        output = Output(shell)
-        await shell.write(b"stty raw -echo; echo READY-$((40+2)); exec cat\r")
-        await output.until(b"READY-42")
+        output = await raw_cat(shell)
         timings = []
         for index in range(sizes.keystrokes):
-            key = bytes([ord("a") + index % 26])
             started = time.perf_counter()
-            await shell.write(key)
-            await output.until(key)
+            await keystroke(shell, output, index)
             timings.append((time.perf_counter() - started) * 1000)
     finally:
         await shell.close()
@@ -121,10 +138,8 @@ async def many_sessions(target: Target, sizes: Sizes, count: int, pids: dict[str
         async def loop(shell: Shell, output: Output, index: int) -> int:
             done = 0
             while time.perf_counter() < deadline:
-                marker = f"s{index}c{done}-".encode()
                 started = time.perf_counter()
-                await shell.write(b"echo s%dc%d-$((0))\r" % (index, done))
-                await output.until(marker + b"0")
+                await echo_command(shell, output, b"s%dc%d" % (index, done))
                 timings.append((time.perf_counter() - started) * 1000)
                 done += 1
             return done
