@@ -16,7 +16,7 @@ from protos import hostagent_pb2_grpc as pb_grpc
 from tests.hostagent.conftest import needs_bwrap
 from tests.support.hostagent import REPO_ROOT, start_hostagent, start_terminal
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.agent]  # each test starts its agent
 
 NO_BWRAP_PATH = {"PATH": "/nonexistent"}
 

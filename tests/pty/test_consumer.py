@@ -519,6 +519,7 @@ async def test_start_passes_args_envs_cwd_and_user(open_socket: Any, capsule: Sa
     assert (await term.expect("exit"))["exit_code"] == 0
 
 
+@pytest.mark.agent
 async def test_a_stalled_host_agent_gives_a_non_fatal_timeout(
     open_socket: Any, team: Team, api_key: str, tmp_path: Any
 ) -> None:
@@ -634,6 +635,7 @@ async def test_replayed_terminal_queries_are_neutralised(
     assert await late.read_until(b"c") == b"a" + b"\0" * 4 + b"b" + b"\0" * 7 + b"c"
 
 
+@pytest.mark.agent
 async def test_an_evicted_offset_is_reported_as_missed_bytes(
     open_socket: Any, team: Team, api_key: str, tmp_path: Any
 ) -> None:
