@@ -111,14 +111,17 @@ class AgentStream:
     """One connection's ``PtyInput`` stream to the host agent, opened on the first op.
 
     ``send`` returns once the agent has applied the op, or raises OpFailed (its error, or no
-    answer within RPC_TIMEOUT). After a broken or silent stream, or IDLE_CLOSE seconds without
-    an op, the next op opens a new one.
+    answer within RPC_TIMEOUT). After a broken or silent stream, or ``idle_close`` seconds
+    without an op, the next op opens a new one.
     """
 
-    def __init__(self, stub: pb_grpc.HostAgentStub, sandbox_id: str, tag: str) -> None:
+    def __init__(
+        self, stub: pb_grpc.HostAgentStub, sandbox_id: str, tag: str, *, idle_close: float = IDLE_CLOSE
+    ) -> None:
         self._stub = stub
         self._sandbox_id = sandbox_id
         self._tag = tag
+        self._idle_close = idle_close
         self._call: grpc.aio.StreamStreamCall[pb.PtyInputRequest, pb.PtyInputAck] | None = None
         self._idle: asyncio.TimerHandle | None = None
 
@@ -133,7 +136,7 @@ class AgentStream:
             await self._send(op)
         finally:
             if self._call is not None:
-                self._idle = asyncio.get_running_loop().call_later(IDLE_CLOSE, self.close)
+                self._idle = asyncio.get_running_loop().call_later(self._idle_close, self.close)
 
     async def _send(self, op: Op) -> None:
         if op.kind == "input":
