@@ -543,6 +543,9 @@ async def test_a_stalled_host_agent_gives_a_non_fatal_timeout(
         }
         await term.type("still-here\n")
         await term.read_until(b"still-here")
+        # Closed before the agent stops: with the socket's input stream still open, the agent's
+        # graceful stop would wait out its grace period.
+        await term.communicator.disconnect()
     finally:
         stalled.stop()
 

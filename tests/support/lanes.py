@@ -20,14 +20,16 @@ import os
 import subprocess
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 LANES = ("unit", "agent", "stack", "browser")
-TESTS = Path(__file__).resolve().parent.parent
-FOLDER_LANES = {"integration": "stack", "browser": "browser"}
+# Folders (from the repository's root) whose every test is in a lane.
+FOLDER_LANES: dict[tuple[str, ...], str] = {
+    ("tests", "integration"): "stack",
+    ("tests", "browser"): "browser",
+}
 
 
 def fixture_lane(name: str) -> str:
@@ -44,7 +46,7 @@ def highest(*lanes: str) -> str:
 
 def derived_lane(item: pytest.Item) -> str:
     """What the test's folder and fixtures (with the fixtures those use) need."""
-    folder = item.path.resolve().relative_to(TESTS).parts[0]
+    folder = item.path.relative_to(item.config.rootpath).parts[:2]
     names = getattr(item, "fixturenames", ())
     return highest(FOLDER_LANES.get(folder, "unit"), *(fixture_lane(name) for name in names))
 
@@ -120,7 +122,9 @@ class ProcessGuard:
         self.started.append(Started("agent" if agent else "other", what))
         if self.lane == "unit" or (self.lane == "agent" and not agent):
             allowed = "no process" if self.lane == "unit" else "host agents only"
-            message = f"a {self.lane} test ({allowed}) started {what!r}: give it the lane it needs"
+            message = (
+                f"a test in the {self.lane} lane ({allowed}) started {what!r}: give it the lane it needs"
+            )
             self.refused.append(message)
             pytest.fail(message, pytrace=True)
 
@@ -156,9 +160,8 @@ def assign(items: list[pytest.Item]) -> None:
         raise pytest.UsageError("test lanes:\n  " + "\n  ".join(problems))
 
 
-def _claim_unmet(item: pytest.Item, started: list[Started]) -> str | None:
+def claim_unmet(lane: Lane, started: list[Started]) -> str | None:
     """Why a test marked above what its folder and fixtures need did not need the mark, if so."""
-    lane = item.stash[lane_key]
     if lane.lane == lane.derived:
         return None
     if lane.lane == "agent" and started:
@@ -197,7 +200,7 @@ def runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Genera
     if call.when == "call":
         item.stash[call_passed_key] = report.passed
     elif call.when == "teardown" and item.stash.get(call_passed_key, False) and not report.failed:
-        unmet = _claim_unmet(item, guard.started)
+        unmet = claim_unmet(item.stash[lane_key], guard.started)
         if unmet:
             report.outcome, report.longrepr = "failed", f"{item.nodeid}: {unmet}"
     return report
