@@ -17,7 +17,7 @@ RPC_TIMEOUT = 5.0
 # tests create one per test, so channels are kept per loop and die with it.
 # The stub is kept with its channel: making one builds a callable for every method of the
 # service, which was 7% of a worker's time when it happened for every keystroke.
-_stubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, pb_grpc.HostAgentStub]] = (
+_stubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, pb_grpc.HostAgentAsyncStub]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -30,7 +30,7 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-def stub_for(address: str) -> pb_grpc.HostAgentStub:
+def stub_for(address: str) -> pb_grpc.HostAgentAsyncStub:
     per_loop = _stubs.setdefault(asyncio.get_running_loop(), {})
     stub = per_loop.get(address)
     if stub is None:
