@@ -2,7 +2,6 @@
 host-agent token on every call, and the configured deadline."""
 
 import threading
-from typing import Any
 
 import grpc
 from django.conf import settings
@@ -46,7 +45,7 @@ def channel_for(address: str) -> grpc.Channel:
         return channel
 
 
-def stub_for(address: str) -> Any:
+def stub_for(address: str) -> pb_grpc.HostAgentStub:
     """A HostAgent stub on the pooled channel to `address`."""
     return pb_grpc.HostAgentStub(channel_for(address))
 
