@@ -205,7 +205,6 @@ class PtyAttachRequest(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     RESUME_FIELD_NUMBER: _builtins.int
     FROM_OFFSET_FIELD_NUMBER: _builtins.int
-    REPLAY_FIELD_NUMBER: _builtins.int
     sandbox_id: _builtins.str
     tag: _builtins.str
     cmd: _builtins.str
@@ -221,13 +220,9 @@ class PtyAttachRequest(_message.Message):
     resume: _builtins.bool
     """Attach only (no cmd): stream output starting at this byte instead of "now".
     An offset beyond the end of the output is INVALID_ARGUMENT; one older than the
-    replay buffer's start gets a `missed` event first. Takes precedence over `replay`.
+    replay buffer's start gets a `missed` event first.
     """
     from_offset: _builtins.int
-    replay: _builtins.bool
-    """Attach only (no cmd), without resume: first replay the buffered recent output
-    (terminal queries neutralised: replaced by as many NUL bytes), then live.
-    """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -247,11 +242,10 @@ class PtyAttachRequest(_message.Message):
         owner: _builtins.str = ...,
         resume: _builtins.bool = ...,
         from_offset: _builtins.int = ...,
-        replay: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cmd", b"cmd", "cols", b"cols", "cwd", b"cwd", "envs", b"envs", "from_offset", b"from_offset", "owner", b"owner", "replay", b"replay", "resume", b"resume", "rows", b"rows", "sandbox_id", b"sandbox_id", "tag", b"tag", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cmd", b"cmd", "cols", b"cols", "cwd", b"cwd", "envs", b"envs", "from_offset", b"from_offset", "owner", b"owner", "resume", b"resume", "rows", b"rows", "sandbox_id", b"sandbox_id", "tag", b"tag", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -396,7 +390,7 @@ class PtyReadRequest(_message.Message):
     """At most this many bytes (capped at 1 MiB); 0 means 64 KiB."""
     neutralize_queries: _builtins.bool
     """Replace terminal queries (which a terminal answers into its input) by as many NUL
-    bytes, as a `replay` attach does; lengths and offsets stay exact.
+    bytes; lengths and offsets stay exact.
     """
     def __init__(
         self,
@@ -448,89 +442,6 @@ class PtyReadResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PtyReadResponse: _TypeAlias = PtyReadResponse  # noqa: Y015
-
-@_typing.final
-class PtySendInputRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SANDBOX_ID_FIELD_NUMBER: _builtins.int
-    TAG_FIELD_NUMBER: _builtins.int
-    DATA_FIELD_NUMBER: _builtins.int
-    sandbox_id: _builtins.str
-    tag: _builtins.str
-    data: _builtins.bytes
-    def __init__(
-        self,
-        *,
-        sandbox_id: _builtins.str = ...,
-        tag: _builtins.str = ...,
-        data: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "sandbox_id", b"sandbox_id", "tag", b"tag"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PtySendInputRequest: _TypeAlias = PtySendInputRequest  # noqa: Y015
-
-@_typing.final
-class PtySendInputResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    def __init__(
-        self,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PtySendInputResponse: _TypeAlias = PtySendInputResponse  # noqa: Y015
-
-@_typing.final
-class PtyResizeRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SANDBOX_ID_FIELD_NUMBER: _builtins.int
-    TAG_FIELD_NUMBER: _builtins.int
-    COLS_FIELD_NUMBER: _builtins.int
-    ROWS_FIELD_NUMBER: _builtins.int
-    sandbox_id: _builtins.str
-    tag: _builtins.str
-    cols: _builtins.int
-    rows: _builtins.int
-    def __init__(
-        self,
-        *,
-        sandbox_id: _builtins.str = ...,
-        tag: _builtins.str = ...,
-        cols: _builtins.int = ...,
-        rows: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cols", b"cols", "rows", b"rows", "sandbox_id", b"sandbox_id", "tag", b"tag"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PtyResizeRequest: _TypeAlias = PtyResizeRequest  # noqa: Y015
-
-@_typing.final
-class PtyResizeResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    def __init__(
-        self,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PtyResizeResponse: _TypeAlias = PtyResizeResponse  # noqa: Y015
 
 @_typing.final
 class PtyKillRequest(_message.Message):
@@ -633,7 +544,7 @@ class PtyInputAck(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     code: _builtins.int
-    """The status the op's unary call would have ended with (0, OK, when it was applied)."""
+    """The op's status, a grpc.StatusCode value (0, OK, when it was applied)."""
     message: _builtins.str
     def __init__(
         self,

@@ -45,7 +45,7 @@ class HostAgentStub:
 
     PtyAttach with `cmd` set starts a new session and streams `started`, then
     output, then `exited`. With only `tag` set it attaches to a running session
-    and streams its output from now on (or, with `resume` or `replay`, from the
+    and streams its output from now on (or, with `resume`, from an offset in the
     session's replay buffer first), then `exited`.
 
     Every session keeps its most recent output (the agent's --replay-buffer,
@@ -54,15 +54,13 @@ class HostAgentStub:
     """
     PtyRead: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.PtyReadRequest, _hostagent_pb2.PtyReadResponse]
     """Bytes from the session's replay buffer, for repairing gaps."""
-    PtySendInput: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.PtySendInputRequest, _hostagent_pb2.PtySendInputResponse]
-    PtyResize: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.PtyResizeRequest, _hostagent_pb2.PtyResizeResponse]
     PtyKill: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.PtyKillRequest, _hostagent_pb2.PtyKillResponse]
     PtyInput: _grpc.StreamStreamMultiCallable[_hostagent_pb2.PtyInputRequest, _hostagent_pb2.PtyInputAck]
     """Input, resizes and kills for one session on one long-lived stream, applied in order: the
     first request names the session, each request's op is answered by one PtyInputAck, in
-    order. Cheaper per keystroke than the unary calls above (one message each way instead of
-    a call). An op that fails is acked with its error and the stream goes on; a first
-    request naming no session that exists ends the stream with NOT_FOUND.
+    order (one message each way per keystroke, not a call). An op that fails is acked with its
+    error and the stream goes on; a first request naming no session that exists ends the
+    stream with NOT_FOUND.
     """
     PauseSandbox: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.PauseSandboxRequest, _hostagent_pb2.PauseSandboxResponse]
     """Freezes every process of the sandbox (PTY sessions included); they resume where they were.
@@ -88,7 +86,7 @@ class HostAgentAsyncStub(HostAgentStub):
 
     PtyAttach with `cmd` set starts a new session and streams `started`, then
     output, then `exited`. With only `tag` set it attaches to a running session
-    and streams its output from now on (or, with `resume` or `replay`, from the
+    and streams its output from now on (or, with `resume`, from an offset in the
     session's replay buffer first), then `exited`.
 
     Every session keeps its most recent output (the agent's --replay-buffer,
@@ -97,15 +95,13 @@ class HostAgentAsyncStub(HostAgentStub):
     """
     PtyRead: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.PtyReadRequest, _hostagent_pb2.PtyReadResponse]  # type: ignore[assignment]
     """Bytes from the session's replay buffer, for repairing gaps."""
-    PtySendInput: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.PtySendInputRequest, _hostagent_pb2.PtySendInputResponse]  # type: ignore[assignment]
-    PtyResize: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.PtyResizeRequest, _hostagent_pb2.PtyResizeResponse]  # type: ignore[assignment]
     PtyKill: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.PtyKillRequest, _hostagent_pb2.PtyKillResponse]  # type: ignore[assignment]
     PtyInput: _aio.StreamStreamMultiCallable[_hostagent_pb2.PtyInputRequest, _hostagent_pb2.PtyInputAck]  # type: ignore[assignment]
     """Input, resizes and kills for one session on one long-lived stream, applied in order: the
     first request names the session, each request's op is answered by one PtyInputAck, in
-    order. Cheaper per keystroke than the unary calls above (one message each way instead of
-    a call). An op that fails is acked with its error and the stream goes on; a first
-    request naming no session that exists ends the stream with NOT_FOUND.
+    order (one message each way per keystroke, not a call). An op that fails is acked with its
+    error and the stream goes on; a first request naming no session that exists ends the
+    stream with NOT_FOUND.
     """
     PauseSandbox: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.PauseSandboxRequest, _hostagent_pb2.PauseSandboxResponse]  # type: ignore[assignment]
     """Freezes every process of the sandbox (PTY sessions included); they resume where they were.
@@ -152,7 +148,7 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
 
         PtyAttach with `cmd` set starts a new session and streams `started`, then
         output, then `exited`. With only `tag` set it attaches to a running session
-        and streams its output from now on (or, with `resume` or `replay`, from the
+        and streams its output from now on (or, with `resume`, from an offset in the
         session's replay buffer first), then `exited`.
 
         Every session keeps its most recent output (the agent's --replay-buffer,
@@ -169,20 +165,6 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
         """Bytes from the session's replay buffer, for repairing gaps."""
 
     @_abc_1.abstractmethod
-    def PtySendInput(
-        self,
-        request: _hostagent_pb2.PtySendInputRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_hostagent_pb2.PtySendInputResponse, _abc.Awaitable[_hostagent_pb2.PtySendInputResponse]]: ...
-
-    @_abc_1.abstractmethod
-    def PtyResize(
-        self,
-        request: _hostagent_pb2.PtyResizeRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_hostagent_pb2.PtyResizeResponse, _abc.Awaitable[_hostagent_pb2.PtyResizeResponse]]: ...
-
-    @_abc_1.abstractmethod
     def PtyKill(
         self,
         request: _hostagent_pb2.PtyKillRequest,
@@ -197,9 +179,9 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_hostagent_pb2.PtyInputAck], _abc.AsyncIterator[_hostagent_pb2.PtyInputAck]]:
         """Input, resizes and kills for one session on one long-lived stream, applied in order: the
         first request names the session, each request's op is answered by one PtyInputAck, in
-        order. Cheaper per keystroke than the unary calls above (one message each way instead of
-        a call). An op that fails is acked with its error and the stream goes on; a first
-        request naming no session that exists ends the stream with NOT_FOUND.
+        order (one message each way per keystroke, not a call). An op that fails is acked with its
+        error and the stream goes on; a first request naming no session that exists ends the
+        stream with NOT_FOUND.
         """
 
     @_abc_1.abstractmethod
