@@ -18,7 +18,8 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
     # A fixed HTTP/2 window (64 KiB) rather than one grown by bandwidth probing: with probing,
-    # a terminal stream whose reader paused (flow control) held ~10 MB in the receiving worker.
+    # the window of a terminal stream whose reader paused (flow control) keeps growing, and the
+    # receiving worker holds megabytes of output nobody reads (figures: docs/performance.md).
     ("grpc.http2.bdp_probe", 0),
 ]
 

@@ -16,7 +16,7 @@ RPC_TIMEOUT = 5.0
 # A grpc.aio channel belongs to the loop that created it. Daphne has one loop;
 # tests create one per test, so channels are kept per loop and die with it.
 # The stub is kept with its channel: making one builds a callable for every method of the
-# service, which was 7% of a worker's time when it happened for every keystroke.
+# service, a cost that does not belong on the path of every keystroke.
 _stubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, pb_grpc.HostAgentStub]] = (
     weakref.WeakKeyDictionary()
 )
