@@ -25,8 +25,9 @@ CHANNEL_OPTIONS = [
     # look unreachable long after it is back. Calls fail fast (UNAVAILABLE) while the channel waits.
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
-    # A fixed HTTP/2 window (64 KiB) rather than one grown by bandwidth probing: with probing, a
-    # terminal stream whose reader paused (flow control) held megabytes in the receiving worker.
+    # A fixed HTTP/2 window (64 KiB) rather than one grown by bandwidth probing: with probing,
+    # the window of a terminal stream whose reader paused (flow control) keeps growing, and the
+    # receiving worker holds megabytes of output nobody reads (figures: docs/performance.md).
     ("grpc.http2.bdp_probe", 0),
     # Room for large output chunks, and keepalives on the long-lived terminal streams.
     ("grpc.max_receive_message_length", 8 * 1024 * 1024),

@@ -240,8 +240,8 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
                 continue
             try:
                 # An ended session refuses input and resizes, and a kill of it does nothing, as
-                # with the unary calls (the session object outlives its process, and looking it
-                # up again for every keystroke was a tenth of the agent's time).
+                # with the unary calls (the session object outlives its process, so the stream
+                # looks it up once rather than on the hot path of every keystroke).
                 if op == "data":
                     await session.write(request.data)
                 elif op == "resize":

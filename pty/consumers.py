@@ -111,8 +111,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """As Channels', without closing stale database connections before every message (a
-        thread hop each: a tenth of a busy worker's time). The database is only reached through
-        database_sync_to_async, which does that itself around each call."""
+        thread hop each, on the path of every keystroke and output message). The database is only
+        reached through database_sync_to_async, which does that itself around each call."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")

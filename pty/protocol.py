@@ -36,8 +36,8 @@ MISSED = "missed"  # extension: {"bytes": n, "offset": o}, n bytes before o are 
 DEFAULT_CMD = "/bin/bash"
 DEFAULT_COLS = rules.DEFAULT_COLS
 DEFAULT_ROWS = rules.DEFAULT_ROWS
-# Text frames above this are refused with close code 1009 (daphne's own hard
-# limit is 1 MiB); 256 KiB holds any paste a terminal is expected to take.
+# Frames above this (text, or binary with the extension) are refused with close code 1009
+# (daphne's own hard limit is 1 MiB); 256 KiB holds any paste a terminal is expected to take.
 MAX_FRAME_BYTES = 256 * 1024
 CLOSE_TOO_BIG = 1009
 
