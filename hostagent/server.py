@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,13 +25,10 @@ from hostagent.sessions import Origin, PtySession
 from hostagent.subscribers import Exited, Missed, Subscriber
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
+from protos import rules
 
 log = logging.getLogger(__name__)
 
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-DEFAULT_COLS = 80
-DEFAULT_ROWS = 24
-MAX_SIZE = 1000
 MAX_OWNER = 256
 STOP_GRACE = 5.0
 READ_DEFAULT = 64 * 1024
@@ -44,14 +40,14 @@ Context = grpc.aio.ServicerContext[Any, Any]
 def validate_tag(tag: str) -> str:
     if not tag:
         raise InvalidArgument("tag is required")
-    if not TAG_RE.match(tag):
-        raise InvalidArgument(f"invalid tag {tag!r}: use up to 128 letters, digits, '.', '_' or '-'")
+    if not rules.is_tag(tag):
+        raise InvalidArgument(rules.bad_tag(tag))
     return tag
 
 
 def validate_size(cols: int, rows: int) -> None:
-    if not (1 <= cols <= MAX_SIZE and 1 <= rows <= MAX_SIZE):
-        raise InvalidArgument(f"cols and rows must be between 1 and {MAX_SIZE}, got {cols}x{rows}")
+    if not rules.is_window_size(cols, rows):
+        raise InvalidArgument(f"cols and rows must be between 1 and {rules.MAX_WINDOW}, got {cols}x{rows}")
 
 
 async def _abort(context: Context, error: AgentError) -> None:
@@ -153,13 +149,13 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
             root = self.store.path(request.sandbox_id)
             validate_tag(request.tag)
             if request.cmd:
-                if request.resume or request.replay:
-                    raise InvalidArgument("resume and replay apply to attaching, not to starting (cmd)")
+                if request.resume:
+                    raise InvalidArgument("resume applies to attaching, not to starting (cmd)")
                 session, subscriber = await self._start(root, request)
             else:
                 session = self.registry.get(request.sandbox_id, request.tag)
                 resume_from = request.from_offset if request.resume else None
-                subscriber = session.subscribe(resume_from, replay=request.replay)
+                subscriber = session.subscribe(resume_from)
         except AgentError as error:
             await _abort(context, error)
             return
@@ -184,8 +180,8 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
 
     async def _start(self, root: Path, request: pb.PtyAttachRequest) -> tuple[PtySession, Subscriber]:
         self.lifecycle.check_startable(request.sandbox_id)
-        cols = request.cols or DEFAULT_COLS
-        rows = request.rows or DEFAULT_ROWS
+        cols = request.cols or rules.DEFAULT_COLS
+        rows = request.rows or rules.DEFAULT_ROWS
         validate_size(cols, rows)
         if len(request.owner) > MAX_OWNER:
             raise InvalidArgument(f"owner must be at most {MAX_OWNER} characters")
@@ -203,23 +199,6 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
             return await self.registry.start(
                 request.sandbox_id, request.tag, spec, cols, rows, origin, cgroup_procs
             )
-
-    async def PtySendInput(
-        self, request: pb.PtySendInputRequest, context: Context
-    ) -> pb.PtySendInputResponse:
-        try:
-            await self._session(request.sandbox_id, request.tag).write(request.data)
-        except AgentError as error:
-            await _abort(context, error)
-        return pb.PtySendInputResponse()
-
-    async def PtyResize(self, request: pb.PtyResizeRequest, context: Context) -> pb.PtyResizeResponse:
-        try:
-            validate_size(request.cols, request.rows)
-            self._session(request.sandbox_id, request.tag).resize(request.cols, request.rows)
-        except AgentError as error:
-            await _abort(context, error)
-        return pb.PtyResizeResponse()
 
     async def PtyKill(self, request: pb.PtyKillRequest, context: Context) -> pb.PtyKillResponse:
         try:
@@ -243,9 +222,9 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
             if op is None:
                 continue
             try:
-                # An ended session refuses input and resizes, and a kill of it does nothing, as
-                # with the unary calls (the session object outlives its process, and looking it
-                # up again for every keystroke was a tenth of the agent's time).
+                # An ended session refuses input and resizes, and a kill of it does nothing (the
+                # session object outlives its process, so the stream looks it up once rather than
+                # on the hot path of every keystroke).
                 if op == "data":
                     await session.write(request.data)
                 elif op == "resize":

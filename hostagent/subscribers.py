@@ -18,9 +18,9 @@ SUBSCRIBER_QUEUE_BYTES = 256 * 1024
 BACKLOG_CHUNK = 64 * 1024
 # While output streams (more than STREAMING_BYTES pushed within STREAMING_WINDOW seconds), a
 # stream waits COALESCE_DELAY before taking less than BACKLOG_CHUNK, so that more can join it.
-# A program printing line by line (each line one write to the terminal) otherwise made a
-# message per few hundred bytes through gRPC, daphne and the WebSocket: in the bulk benchmark
-# the median frame was 1 KiB. Typing never streams (an echo is a few bytes), so it goes at once.
+# A program printing line by line (each line one write to the terminal) otherwise makes a
+# message per few hundred bytes, and each message pays its way through gRPC, daphne and the
+# WebSocket. Typing never streams (an echo is a few bytes), so it goes at once.
 STREAMING_BYTES = 32 * 1024
 STREAMING_WINDOW = 0.01
 COALESCE_DELAY = 0.001
@@ -128,18 +128,14 @@ class Subscriber:
         return first if len(parts) == 1 else Output(b"".join(parts), first.offset)
 
 
-def backlog(buffer: ReplayBuffer, resume_from: int | None, replay: bool) -> list[Event]:
-    """The buffered events a new subscriber gets first: from `resume_from`, or all of them
-    with terminal queries neutralised (`replay`), or none."""
-    if resume_from is not None:
-        buffer.check(resume_from)
-        offset, data = buffer.read(resume_from)
-    elif replay:
-        offset, data = buffer.read_neutralised(buffer.start)
-    else:
+def backlog(buffer: ReplayBuffer, resume_from: int | None) -> list[Event]:
+    """The buffered events a new subscriber gets first: from `resume_from`, or none."""
+    if resume_from is None:
         return []
+    buffer.check(resume_from)
+    offset, data = buffer.read(resume_from)
     events: list[Event] = []
-    if resume_from is not None and offset > resume_from:
+    if offset > resume_from:
         events.append(Missed(offset=offset, bytes=offset - resume_from))
     for at in range(0, len(data), BACKLOG_CHUNK):
         events.append(Output(data[at : at + BACKLOG_CHUNK], offset + at))

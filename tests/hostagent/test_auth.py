@@ -37,7 +37,7 @@ async def test_calls_without_the_token_are_refused(
             call = stub.PtyAttach(pb.PtyAttachRequest(sandbox_id="cl-x", tag="pty-1"), metadata=metadata)
             await call.read()
         with pytest.raises(grpc.aio.AioRpcError) as both_ways:  # the input stream, never half-closed
-            inputs = stub.PtyInput(metadata=metadata, timeout=10)
+            inputs = stub.PtyInput(None, metadata=metadata, timeout=10)
             await inputs.write(pb.PtyInputRequest(sandbox_id="cl-x", tag="pty-1", data=b"x"))
             await inputs.read()
     for error in (unary.value, stream.value, both_ways.value):
