@@ -27,6 +27,7 @@ def pytest_configure(config: pytest.Config) -> None:
     lanes.configure(config)
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the marks it gives
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     lanes.assign(items)
 
