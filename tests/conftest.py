@@ -7,6 +7,9 @@ Folders whose tests need committed rows (tests/pty) override the domain fixtures
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +25,26 @@ from tests.support import lanes
 from tests.support.hostagent import HostAgentProcess, start_hostagent
 from tests.support.stack import Stack, running_stack
 
+_own_basetemp = pytest.StashKey[Path]()
 
+
+@pytest.hookimpl(tryfirst=True)  # before pytest reads the temporary directory's root
 def pytest_configure(config: pytest.Config) -> None:
     lanes.configure(config)
+    if config.option.basetemp is None and os.geteuid() == 0:
+        # As root, bubblewrap capsules run as an unprivileged uid that must traverse to each
+        # agent's data dir (tests/support/hostagent.py opens the way), but every pytest session
+        # that starts on the machine sets /tmp/pytest-of-root back to 0700, and capsules of a
+        # session already running then fail with "Permission denied". A directory of this run's own.
+        basetemp = Path(tempfile.mkdtemp(prefix="wrenn-pytest-"))
+        config.option.basetemp = config.stash[_own_basetemp] = basetemp
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """This run's own temporary directory goes when everything passed, and stays for a look otherwise."""
+    basetemp = session.config.stash.get(_own_basetemp, None)
+    if basetemp is not None and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        shutil.rmtree(basetemp, ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by the marks it gives
