@@ -1,4 +1,4 @@
-"""The ratio table (Markdown) and chart (PNG) of one benchmark run, against the issue's targets."""
+"""The ratio table (Markdown) and chart (PNG) of one benchmark run, against the targets in GOALS."""
 
 from __future__ import annotations
 

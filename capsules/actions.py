@@ -10,7 +10,6 @@ that the operation can be retried.
 """
 
 import logging
-import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,44 +18,38 @@ from typing import Any
 
 import grpc
 from django.db import transaction
-from django.db.models import F, Min, Value
+from django.db.models import F, Min, QuerySet, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from capsules import agents
+from capsules import agents, states
 from capsules.agents import HOST_UNREACHABLE
-from capsules.hosts import choose_host, is_reachable
-from capsules.models import Sandbox, Team, TerminalSession
+from capsules.models import Host, Sandbox, Team, TerminalSession
+from capsules.placement import choose_host, is_reachable
 from capsules.services import touch_sandbox
 from capsules.validation import ValidationFailed, clean_create_params
 from protos import hostagent_pb2 as pb
+from protos import rules
 
 log = logging.getLogger(__name__)
 
 Status = Sandbox.Status
 NO_CAPACITY = "no host has capacity for this capsule"
-# The host agent's own rule for tags.
-TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class ActionError(Exception):
-    """An action refused or failed; `code` and `http_status` say how an API should answer."""
+    """An action refused or failed. `code` says which way (one of CODES); each interface answers
+    it in its own terms (the REST API maps codes to HTTP statuses in capsules/api/errors.py)."""
 
-    HTTP_STATUS = {
-        "invalid_request": 400,
-        "invalid_state": 409,
-        "conflict": 409,
-        "not_found": 404,
-        "agent_error": 502,
-        "host_unavailable": 503,
-        "internal_error": 500,
-    }
+    CODES = frozenset(
+        {"invalid_request", "invalid_state", "conflict", "not_found", "agent_error", "host_unavailable"}
+    )
 
-    def __init__(self, code: str, message: str, http_status: int | None = None) -> None:
+    def __init__(self, code: str, message: str) -> None:
+        assert code in self.CODES, code  # noqa: S101 - a programming error, caught by the tests
         super().__init__(message)
         self.code = code
         self.message = message
-        self.http_status = http_status or self.HTTP_STATUS.get(code, 500)
 
 
 @dataclass(frozen=True)
@@ -75,25 +68,36 @@ class TerminalInfo:
 
 
 @dataclass(frozen=True)
-class _Transition:
+class _Operation:
     verb: str
-    allowed: tuple[str, ...]
     in_between: str
 
+    @property
+    def allowed(self) -> frozenset[str]:
+        return states.sources(self.in_between)
 
-_PAUSE = _Transition("pause", (Status.RUNNING,), Status.PAUSING)
-_RESUME = _Transition("resume", (Status.PAUSED,), Status.RESUMING)
-_DESTROY = _Transition(
-    "destroy", (Status.RUNNING, Status.PAUSED, Status.ERROR, Status.MISSING, Status.PENDING), Status.STOPPING
-)
-_TERMINAL_STATES = (Status.RUNNING, Status.PAUSED)
+
+_PAUSE = _Operation("pause", Status.PAUSING)
+_RESUME = _Operation("resume", Status.RESUMING)
+_DESTROY = _Operation("destroy", Status.STOPPING)
 
 
 class _Skip(Exception):
     """The capsule no longer qualifies (the reaper re-checks idleness under the lock)."""
 
 
+class IllegalTransition(Exception):
+    """A status change the state machine (capsules/states.py) does not allow: a bug, not a refusal."""
+
+
 # Helpers
+
+
+def _move(capsule: Sandbox, to: str) -> None:
+    """Set the status of a locked capsule, as the state machine allows; the caller saves it."""
+    if not states.can_move(capsule.status, to):
+        raise IllegalTransition(f"capsule {capsule.pk}: {capsule.status} -> {to}")
+    capsule.status = to
 
 
 def _invalid_state(status: str, verb: str) -> ActionError:
@@ -101,10 +105,9 @@ def _invalid_state(status: str, verb: str) -> ActionError:
 
 
 def _agent_failure(exc: grpc.RpcError, verb: str) -> ActionError:
-    code = exc.code() if isinstance(exc, grpc.Call) else None
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return ActionError("host_unavailable", HOST_UNREACHABLE)
-    detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    code, detail = agents.status_of(exc)
+    if agents.host_down(code):
+        return ActionError("host_unavailable", agents.describe_status(code, detail))
     name = code.name if code is not None else "error"
     return ActionError("agent_error", f"the host agent could not {verb} the capsule ({name}: {detail})")
 
@@ -134,7 +137,7 @@ def _call(capsule: Sandbox, method: str, request: Any) -> Any:
 
 def _begin(
     sandbox_id: str,
-    transition: _Transition,
+    transition: _Operation,
     check: Callable[[Sandbox], None] | None = None,
     allow_no_host: bool = False,
 ) -> tuple[Sandbox, str]:
@@ -148,7 +151,7 @@ def _begin(
         if not (allow_no_host and capsule.host is None) and not is_reachable(capsule.host):
             raise ActionError("host_unavailable", HOST_UNREACHABLE)
         previous = capsule.status
-        capsule.status = transition.in_between
+        _move(capsule, transition.in_between)
         capsule.save(update_fields=["status", "last_updated"])
     return capsule, previous
 
@@ -158,7 +161,7 @@ def _finish(sandbox_id: str, expected: str, final: str, **fields: Any) -> Sandbo
     with transaction.atomic():
         capsule = _locked(sandbox_id)
         if capsule.status == expected:
-            capsule.status = final
+            _move(capsule, final)
         elif capsule.status == Status.MISSING:
             # The host went quiet during the call; when it is back the capsule returns to this.
             capsule.status_before_missing = final
@@ -186,7 +189,7 @@ def _run(
     try:
         _call(capsule, method, request)
     except grpc.RpcError as exc:
-        if isinstance(exc, grpc.Call) and exc.code() in done_if:
+        if agents.status_of(exc)[0] in done_if:
             return
         _finish(capsule.pk, capsule.status, previous)
         raise _agent_failure(exc, verb) from exc
@@ -206,14 +209,18 @@ def create_capsule(
     memory_mb: int | None = None,
     timeout_sec: int | None = None,
     metadata: dict[str, Any] | None = None,
+    host: Host | None = None,
 ) -> Sandbox:
-    """A new running capsule for `team` on the least loaded host that fits it."""
+    """A new running capsule for `team` on the least loaded host that fits it, or on `host`."""
     try:
         params = clean_create_params(template, vcpus, memory_mb, timeout_sec, metadata)
     except ValidationFailed as exc:
         raise ActionError("invalid_request", exc.message) from None
     with transaction.atomic():
-        host = choose_host(params.vcpus, params.memory_mb, for_update=True)
+        if host is None:
+            host = choose_host(params.vcpus, params.memory_mb, for_update=True)
+        elif host.status != Host.Status.ONLINE:
+            host = None
         if host is None:
             raise ActionError("host_unavailable", NO_CAPACITY)
         capsule = Sandbox.objects.create(
@@ -232,7 +239,7 @@ def create_capsule(
         if capsule.status != Status.PENDING:
             # Destroyed between the two steps.
             raise ActionError("conflict", f"capsule is {capsule.status}; it changed while being created")
-        capsule.status = Status.STARTING
+        _move(capsule, Status.STARTING)
         capsule.save(update_fields=["status", "last_updated"])
     request = pb.CreateSandboxRequest(
         sandbox_id=capsule.pk, template=capsule.template, vcpus=capsule.vcpus, memory_mb=capsule.memory_mb
@@ -273,6 +280,32 @@ def destroy_capsule(sandbox: Sandbox) -> Sandbox:
     open_sessions.update(ended_at=now, viewers=0)
     log.info("destroyed capsule %s", capsule.pk)
     return _finish(capsule.pk, Status.STOPPING, Status.STOPPED)
+
+
+# Hosts that stop reporting their capsules (capsules.hosts finds them)
+
+
+def mark_missing(capsules: QuerySet[Sandbox], now: datetime) -> int:
+    """Those of `capsules` that are lost with their host go `missing`, remembering the status they
+    had; how many."""
+    return capsules.filter(status__in=states.LOST_WITH_HOST).update(
+        status_before_missing=F("status"), status=Status.MISSING, last_updated=now
+    )
+
+
+def restore_capsule(capsule: Sandbox, reported_state: str) -> None:
+    """A missing capsule (row locked) that its host reports again returns: to the state the host
+    reports, else to where it was, else running."""
+    settled = (Status.RUNNING, Status.PAUSED)
+    if reported_state in settled:
+        to = reported_state
+    elif capsule.status_before_missing in settled:
+        to = capsule.status_before_missing
+    else:
+        to = Status.RUNNING
+    _move(capsule, to)
+    capsule.status_before_missing = ""
+    capsule.save(update_fields=["status", "status_before_missing", "last_updated"])
 
 
 def record_activity(sandbox_id: str) -> None:
@@ -335,7 +368,7 @@ def _idle_past(since: datetime, timeout_sec: int, now: datetime) -> bool:
 
 def _terminal_capsule(sandbox: Sandbox, verb: str) -> Sandbox:
     capsule = _current(sandbox.pk)
-    if capsule.status not in _TERMINAL_STATES:
+    if capsule.status not in states.WITH_PROCESSES:
         raise _invalid_state(capsule.status, verb)
     if not is_reachable(capsule.host):
         raise ActionError("host_unavailable", HOST_UNREACHABLE)
@@ -377,13 +410,13 @@ def _terminal_info(session: Any, row: TerminalSession | None) -> TerminalInfo:
 
 def kill_terminal_session(sandbox: Sandbox, tag: str) -> None:
     """Kill the process of terminal `tag`; its viewers then receive its exit."""
-    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
+    if not rules.is_tag(tag):
         raise ActionError("invalid_request", f"tag {tag!r} is not a terminal tag")
     capsule = _terminal_capsule(sandbox, "kill terminals")
     try:
         _call(capsule, "PtyKill", pb.PtyKillRequest(sandbox_id=capsule.pk, tag=tag))
     except grpc.RpcError as exc:
-        if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.NOT_FOUND:
+        if agents.status_of(exc)[0] == grpc.StatusCode.NOT_FOUND:
             raise ActionError("not_found", f"capsule has no terminal session {tag}") from exc
         raise _agent_failure(exc, "kill a terminal of") from exc
 

@@ -24,10 +24,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.utils import timezone
 
+from capsules import actions
 from capsules.keys import hash_key
 from capsules.models import Host, Sandbox
 from capsules.validation import ValidationFailed
@@ -38,16 +38,6 @@ TOKEN_PREFIX = "wrh_"  # noqa: S105 - a marker, not a secret
 DISPLAY_PREFIX_LENGTH = 12
 _TOKEN_RE = re.compile(r"wrh_[0-9a-f]{48}")
 
-# Statuses in which a capsule occupies its host.
-ACTIVE_STATUSES = [s for s in Sandbox.Status if s not in (Sandbox.Status.STOPPED, Sandbox.Status.ERROR)]
-# Statuses that become `missing` when the host goes quiet.
-LOST_WITH_HOST = [
-    Sandbox.Status.RUNNING,
-    Sandbox.Status.PAUSED,
-    Sandbox.Status.STARTING,
-    Sandbox.Status.PAUSING,
-    Sandbox.Status.RESUMING,
-]
 # A heartbeat lists the sandboxes the agent had when it sent it; a capsule that reached a settled
 # status just before that report arrived may not be in it yet.
 MISSING_GRACE = timedelta(seconds=5)
@@ -58,11 +48,6 @@ _ADDRESS_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
 
 def dead_after() -> timedelta:
     return timedelta(seconds=float(settings.WRENN_HOST_DEAD_AFTER_SEC))
-
-
-def is_reachable(host: Host | None) -> bool:
-    """Whether calls to this host's agent are worth making (draining hosts still serve their capsules)."""
-    return host is not None and host.status != Host.Status.UNREACHABLE
 
 
 # Tokens
@@ -195,36 +180,21 @@ def record_heartbeat(host: Host, payload: Any) -> Host:
     return host
 
 
-def _restored_status(capsule: Sandbox, agent_state: str) -> str:
-    """Where a capsule that reappears goes: what the agent says, else where it was, else running."""
-    settled = (Sandbox.Status.RUNNING, Sandbox.Status.PAUSED)
-    if agent_state in settled:
-        return agent_state
-    if capsule.status_before_missing in settled:
-        return capsule.status_before_missing
-    return Sandbox.Status.RUNNING
-
-
 def _reconcile(host: Host, reported: list[ReportedSandbox], now: datetime) -> None:
     states = {sandbox.id: sandbox.state for sandbox in reported}
     back = Sandbox.objects.select_for_update().filter(
         host=host, status=Sandbox.Status.MISSING, pk__in=list(states)
     )
     for capsule in back:
-        capsule.status = _restored_status(capsule, states[capsule.pk])
-        capsule.status_before_missing = ""
-        capsule.save(update_fields=["status", "status_before_missing", "last_updated"])
+        actions.restore_capsule(capsule, states[capsule.pk])
         log.info("capsule %s is back on host %s (%s)", capsule.pk, host.address, capsule.status)
     # Capsules in the middle of an operation are left to that operation.
-    lost = (
-        Sandbox.objects.filter(
-            host=host,
-            status__in=[Sandbox.Status.RUNNING, Sandbox.Status.PAUSED],
-            last_updated__lt=now - MISSING_GRACE,
-        )
-        .exclude(pk__in=list(states))
-        .update(status_before_missing=F("status"), status=Sandbox.Status.MISSING, last_updated=now)
-    )
+    unreported = Sandbox.objects.filter(
+        host=host,
+        status__in=[Sandbox.Status.RUNNING, Sandbox.Status.PAUSED],
+        last_updated__lt=now - MISSING_GRACE,
+    ).exclude(pk__in=list(states))
+    lost = actions.mark_missing(unreported, now)
     if lost:
         log.warning("host %s no longer reports %d capsule(s); marked missing", host.address, lost)
 
@@ -251,9 +221,7 @@ def check_hosts(now: datetime | None = None) -> list[Host]:
             if went_down:
                 host.status = Host.Status.UNREACHABLE
                 host.save(update_fields=["status"])
-            lost = Sandbox.objects.filter(host=host, status__in=LOST_WITH_HOST).update(
-                status_before_missing=F("status"), status=Sandbox.Status.MISSING, last_updated=timezone.now()
-            )
+            lost = actions.mark_missing(Sandbox.objects.filter(host=host), timezone.now())
         if went_down or lost:
             log.warning(
                 "host %s last reported at %s; now %s, %d capsule(s) missing",
@@ -264,32 +232,3 @@ def check_hosts(now: datetime | None = None) -> list[Host]:
             )
             changed.append(host)
     return changed
-
-
-# Placement
-
-
-def choose_host(vcpus: int, memory_mb: int, *, for_update: bool = False) -> Host | None:
-    """The least loaded online host that can take a capsule of this size, or None.
-
-    Load is the number of capsules occupying the host, then the memory they reserve. A host that
-    reported its memory (or vCPUs) is skipped when the capsule does not fit; one that did not is
-    assumed to fit. With `for_update` (inside a transaction) the online hosts are locked so that
-    concurrent placements see each other's capsules.
-    """
-    online = Host.objects.filter(status=Host.Status.ONLINE)
-    if for_update:
-        # FOR UPDATE cannot go with the GROUP BY below, so the rows are locked first, in pk order.
-        list(online.select_for_update().order_by("pk").values_list("pk", flat=True))
-    active = Q(sandboxes__status__in=ACTIVE_STATUSES)
-    candidates = online.annotate(
-        load=Count("sandboxes", filter=active),
-        reserved_mb=Coalesce(Sum("sandboxes__memory_mb", filter=active), 0),
-    ).order_by("load", "reserved_mb", "created_at", "pk")
-    for host in candidates:
-        if host.memory_mb and host.reserved_mb + memory_mb > host.memory_mb:
-            continue
-        if host.vcpus and vcpus > host.vcpus:
-            continue
-        return host
-    return None

@@ -13,6 +13,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from capsules.api.authentication import bearer_token
 from capsules.hosts import host_for_token, record_heartbeat
 from capsules.models import Host
 from capsules.validation import ValidationFailed
@@ -26,11 +27,6 @@ def heartbeat_interval() -> float:
     return float(settings.WRENN_HOST_HEARTBEAT_INTERVAL_SEC)
 
 
-def bearer_token(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 class HeartbeatView(PublicAPIView):
     # Hosts authenticate with their own token below, not as users.
     authentication_classes: list[Any] = []
@@ -38,7 +34,7 @@ class HeartbeatView(PublicAPIView):
     parser_classes = [JSONParser]
 
     def authenticate_host(self, request: Request) -> Host | None:
-        token = bearer_token(request)
+        token = bearer_token(request.headers.get("Authorization", ""))
         return host_for_token(token) if token else None
 
     def post(self, request: Request) -> Response:

@@ -1,10 +1,8 @@
-"""Public identifiers for capsules: `cl-` followed by 20 hex characters."""
+"""Public identifiers for capsules; the rule itself is the one the host agent shares (protos/rules.py).
 
-import secrets
+Migrations name `capsules.ids.new_sandbox_id` as the id column's default, so it stays importable here.
+"""
 
-SANDBOX_ID_PREFIX = "cl-"
-SANDBOX_ID_MAX_LENGTH = 32
+from protos.rules import SANDBOX_ID_MAX_LENGTH, new_sandbox_id
 
-
-def new_sandbox_id() -> str:
-    return SANDBOX_ID_PREFIX + secrets.token_hex(10)
+__all__ = ["SANDBOX_ID_MAX_LENGTH", "new_sandbox_id"]

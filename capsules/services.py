@@ -12,6 +12,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from capsules.models import Membership, Sandbox, Team
+from protos.rules import is_sandbox_id
 
 
 def parse_team_id(team_id: uuid.UUID | str | None) -> uuid.UUID | None:
@@ -24,19 +25,29 @@ def parse_team_id(team_id: uuid.UUID | str | None) -> uuid.UUID | None:
         return None
 
 
-def find_sandbox(sandbox_id: str, team_id: uuid.UUID | str | None) -> Sandbox | None:
-    """The capsule `sandbox_id` if `team_id` owns it; `team_id=None` means any team (platform admins).
+def find_capsule(
+    capsule_id: str, *, team_id: uuid.UUID | str | None = None, user: Any = None, any_team: bool = False
+) -> Sandbox | None:
+    """The capsule `capsule_id` if this caller may see it, else None.
 
-    Another team's capsule and a malformed team id both answer None, exactly like
-    a missing capsule, so a caller cannot learn which ids exist.
+    The one rule for every way in (the REST API, the terminal socket, the terminal page):
+    - `team_id`: a caller bound to a team (an API key, an access token) sees that team's capsules;
+    - `user` alone: a signed-in person sees the capsules of every team they belong to;
+    - `any_team`: platform staff on the admin routes see every capsule (the caller has checked
+      that it is staff).
+    A missing capsule, another team's, a malformed id and a caller with none of the three all
+    answer None alike, so a caller cannot learn which ids exist.
     """
-    queryset = Sandbox.objects.select_related("host").filter(pk=sandbox_id)
+    if not is_sandbox_id(capsule_id):
+        return None
+    capsule = Sandbox.objects.select_related("host").filter(pk=capsule_id).first()
+    if capsule is None or any_team:
+        return capsule
     if team_id is not None:
-        team_uuid = parse_team_id(team_id)
-        if team_uuid is None:
-            return None
-        queryset = queryset.filter(team_id=team_uuid)
-    return queryset.first()
+        return capsule if capsule.team_id == parse_team_id(team_id) else None
+    if user is not None and is_member(user, capsule.team_id):
+        return capsule
+    return None
 
 
 def touch_sandbox(sandbox_id: str) -> None:

@@ -1,4 +1,7 @@
-"""The bubblewrap runtime: each PTY process runs in its own user, PID, IPC and UTS namespaces.
+"""The bubblewrap runtime: each PTY process runs in its own user, PID, IPC, UTS and mount namespaces.
+
+The sessions of one capsule share its directory (the same home and /tmp are bound into each),
+not their processes.
 
 When the agent runs as root, bwrap itself runs as an unprivileged host uid (nobody by default):
 a sandbox user, even `root` inside, is then that uid on the host, so it cannot write the host's

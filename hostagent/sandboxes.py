@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import stat
 import uuid
@@ -19,20 +18,17 @@ from pathlib import Path
 from hostagent.blocking import run_blocking
 from hostagent.errors import InvalidArgument, NotFound
 from hostagent.runtime import Runtime
+from protos import rules
 
 log = logging.getLogger(__name__)
 
-SANDBOX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 TRASH_PREFIX = ".deleting-"
 PAUSED_MARKER = "paused"
 
 
 def validate_sandbox_id(sandbox_id: str) -> str:
-    if not SANDBOX_ID_RE.match(sandbox_id):
-        raise InvalidArgument(
-            f"invalid sandbox_id {sandbox_id!r}: use 1 to 64 letters, digits, '_' or '-', "
-            "starting with a letter or digit"
-        )
+    if not rules.is_sandbox_id(sandbox_id):
+        raise InvalidArgument(rules.bad_sandbox_id(sandbox_id))
     return sandbox_id
 
 
@@ -61,7 +57,7 @@ class SandboxStore:
         for entry in self.root.iterdir():
             if entry.name.startswith(TRASH_PREFIX):
                 _remove_tree(entry)
-            elif entry.is_dir() and SANDBOX_ID_RE.match(entry.name):
+            elif entry.is_dir() and rules.is_sandbox_id(entry.name):
                 self.runtime.prepare_sandbox(entry)
                 self._ids.add(entry.name)
                 if (entry / PAUSED_MARKER).exists():

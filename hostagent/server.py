@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,13 +26,10 @@ from hostagent.sessions import Origin, PtySession
 from hostagent.subscribers import Exited, Missed, Subscriber
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
+from protos import rules
 
 log = logging.getLogger(__name__)
 
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-DEFAULT_COLS = 80
-DEFAULT_ROWS = 24
-MAX_SIZE = 1000
 MAX_OWNER = 256
 STOP_GRACE = 5.0
 READ_DEFAULT = 64 * 1024
@@ -45,14 +41,14 @@ Context = grpc.aio.ServicerContext[Any, Any]
 def validate_tag(tag: str) -> str:
     if not tag:
         raise InvalidArgument("tag is required")
-    if not TAG_RE.match(tag):
-        raise InvalidArgument(f"invalid tag {tag!r}: use up to 128 letters, digits, '.', '_' or '-'")
+    if not rules.is_tag(tag):
+        raise InvalidArgument(rules.bad_tag(tag))
     return tag
 
 
 def validate_size(cols: int, rows: int) -> None:
-    if not (1 <= cols <= MAX_SIZE and 1 <= rows <= MAX_SIZE):
-        raise InvalidArgument(f"cols and rows must be between 1 and {MAX_SIZE}, got {cols}x{rows}")
+    if not rules.is_window_size(cols, rows):
+        raise InvalidArgument(f"cols and rows must be between 1 and {rules.MAX_WINDOW}, got {cols}x{rows}")
 
 
 async def _abort(context: Context, error: AgentError) -> None:
@@ -182,8 +178,8 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
 
     async def _start(self, root: Path, request: pb.PtyAttachRequest) -> tuple[PtySession, Subscriber]:
         self.lifecycle.check_startable(request.sandbox_id)
-        cols = request.cols or DEFAULT_COLS
-        rows = request.rows or DEFAULT_ROWS
+        cols = request.cols or rules.DEFAULT_COLS
+        rows = request.rows or rules.DEFAULT_ROWS
         validate_size(cols, rows)
         if len(request.owner) > MAX_OWNER:
             raise InvalidArgument(f"owner must be at most {MAX_OWNER} characters")
@@ -243,8 +239,8 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
                 continue
             try:
                 # An ended session refuses input and resizes, and a kill of it does nothing, as
-                # with the unary calls (the session object outlives its process, and looking it
-                # up again for every keystroke was a tenth of the agent's time).
+                # with the unary calls (the session object outlives its process, so the stream
+                # looks it up once rather than on the hot path of every keystroke).
                 if op == "data":
                     await session.write(request.data)
                 elif op == "resize":

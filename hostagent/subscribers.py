@@ -18,9 +18,9 @@ SUBSCRIBER_QUEUE_BYTES = 256 * 1024
 BACKLOG_CHUNK = 64 * 1024
 # While output streams (more than STREAMING_BYTES pushed within STREAMING_WINDOW seconds), a
 # stream waits COALESCE_DELAY before taking less than BACKLOG_CHUNK, so that more can join it.
-# A program printing line by line (each line one write to the terminal) otherwise made a
-# message per few hundred bytes through gRPC, daphne and the WebSocket: in the bulk benchmark
-# the median frame was 1 KiB. Typing never streams (an echo is a few bytes), so it goes at once.
+# A program printing line by line (each line one write to the terminal) otherwise makes a
+# message per few hundred bytes, and each message pays its way through gRPC, daphne and the
+# WebSocket. Typing never streams (an echo is a few bytes), so it goes at once.
 STREAMING_BYTES = 32 * 1024
 STREAMING_WINDOW = 0.01
 COALESCE_DELAY = 0.001

@@ -40,9 +40,10 @@ SHARED_WINDOW = 512 * 1024
 SLOW_GRACE = 1.0
 # How often a viewer notes its progress when asked, and the leader looks at the notes: the
 # notes lag by about this much, and the leader may read SHARED_WINDOW bytes ahead of them, so
-# this bounds fan-out to about SHARED_WINDOW / (2 × PROGRESS_INTERVAL) = 25 MiB/s at worst. At
-# 20 ms, 10 viewers got 9 to 13 MiB/s each in the benchmark; at 10 ms, 11 to 13 (a lone viewer
-# about 19), for about 100 small Redis writes a second per viewer while output flows.
+# this bounds fan-out to about SHARED_WINDOW / (2 × PROGRESS_INTERVAL) = 25 MiB/s at worst.
+# Shorter brings each of several viewers closer to a lone viewer's speed, at the cost of
+# 1 / PROGRESS_INTERVAL small Redis writes a second per viewer while output flows (the
+# measured trade is in docs/performance.md).
 PROGRESS_INTERVAL = 0.01
 # For how long a viewer notes after being asked; the leader asks again after half of it.
 NOTE_FOR = 1.0

@@ -19,7 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http.request import validate_host
 from rest_framework.exceptions import AuthenticationFailed
 
-from capsules.api.authentication import TeamJWTAuthentication
+from capsules.api.authentication import BAD_AUTHORIZATION, TeamJWTAuthentication, bearer_token
 from capsules.keys import authenticate_api_key
 
 API_KEY_PREFIX = "wrn_"
@@ -87,10 +87,10 @@ def caller_from_headers(scope: dict[str, Any]) -> Caller | None:
         return _api_key_caller(api_key.strip())
     authorization = header(scope, b"authorization")
     if authorization is not None:
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthFailed("authentication failed: Authorization must be 'Bearer <token>'")
-        return _jwt_caller(token.strip())
+        token = bearer_token(authorization)
+        if token is None:
+            raise AuthFailed(f"authentication failed: {BAD_AUTHORIZATION}")
+        return _jwt_caller(token)
     return None
 
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from capsules.agents import call_metadata
+from capsules.agents import call_metadata, rpc_timeout
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
-
-from .hostagents import RPC_TIMEOUT
 
 READ_BYTES = 256 * 1024
 
@@ -60,7 +58,7 @@ async def read_output(
                 max_bytes=wanted,
                 neutralize_queries=neutralize_queries,
             ),
-            timeout=RPC_TIMEOUT,
+            timeout=rpc_timeout(),
             metadata=call_metadata(),
         )
         if reply.offset > offset:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,9 +30,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from capsules.actions import record_activity, record_terminal_exit, record_terminal_started, record_viewer
-from capsules.agents import HOST_UNREACHABLE
-from capsules.services import find_sandbox, is_member
+from capsules.agents import HOST_UNREACHABLE, aio_stub_for, describe, rpc_timeout
+from capsules.services import find_capsule
 from protos import hostagent_pb2 as pb
+from protos import rules
 from wrenn.flow import send_window
 
 from . import protocol as p
@@ -41,7 +41,6 @@ from .audience import Audience
 from .auth import SCOPE_AUTH_ERROR, SCOPE_CALLER, AuthFailed, Caller, caller_from_token
 from .catchup import Chunk, Ended, Missed, read_output
 from .follow import Follower
-from .hostagents import RPC_TIMEOUT, describe, stub_for
 from .input import AgentStream, InputPump, Op, OpFailed
 from .leadership import keep_leading
 from .leases import lease_key, leases
@@ -50,8 +49,6 @@ from .stream import ERROR_EVENT, LeaderHooks, StreamFailed, group_name, lead
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT = 5.0
-# Ids and tags end up in group names, which must be short ASCII.
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 
 
 @dataclass(frozen=True)
@@ -63,16 +60,12 @@ class Capsule:
 
 @database_sync_to_async
 def _find_capsule(sandbox_id: str, caller: Caller, admin_route: bool) -> Capsule | None:
-    if not _NAME.match(sandbox_id):
-        return None
     if admin_route:
-        sandbox = find_sandbox(sandbox_id, None)
+        sandbox = find_capsule(sandbox_id, any_team=True)
     elif caller.team_id is not None:
-        sandbox = find_sandbox(sandbox_id, caller.team_id)
-    else:  # a session user: any team it belongs to
-        sandbox = find_sandbox(sandbox_id, None)
-        if sandbox is not None and not is_member(caller.user, sandbox.team_id):
-            sandbox = None
+        sandbox = find_capsule(sandbox_id, team_id=caller.team_id)
+    else:
+        sandbox = find_capsule(sandbox_id, user=caller.user)
     if sandbox is None:
         return None
     return Capsule(sandbox.id, sandbox.status, sandbox.host.address if sandbox.host else None)
@@ -118,8 +111,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """As Channels', without closing stale database connections before every message (a
-        thread hop each: a tenth of a busy worker's time). The database is only reached through
-        database_sync_to_async, which does that itself around each call."""
+        thread hop each, on the path of every keystroke and output message). The database is only
+        reached through database_sync_to_async, which does that itself around each call."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
@@ -252,7 +245,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
 
     async def _connect(self, tag: str, offset: int | None) -> None:
         assert self.capsule is not None  # noqa: S101 - phase "first" implies a capsule
-        if not _NAME.match(tag):
+        if not rules.is_tag(tag):
             await self.fatal(f"pty session {tag[:64]} not found")
             return
         await self._join(tag)
@@ -302,7 +295,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
         """Leads the session whenever its lease is free, until the process exits."""
         capsule = self.capsule
         assert capsule is not None and capsule.host_address  # noqa: S101
-        stub = stub_for(capsule.host_address)
+        stub = aio_stub_for(capsule.host_address)
         requests = [first] if first.cmd else []
         self._request = first
 
@@ -354,7 +347,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
         assert self.capsule is not None and self.capsule.host_address  # noqa: S101
         await self.attached.wait()
         if self.agent_stream is None:
-            self.agent_stream = AgentStream(stub_for(self.capsule.host_address), self.capsule.id, self.tag)
+            stub = aio_stub_for(self.capsule.host_address)
+            self.agent_stream = AgentStream(stub, self.capsule.id, self.tag)
         try:
             await self.agent_stream.send(op)
         except OpFailed as exc:
@@ -383,7 +377,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
         self, offset: int, until: int | None, neutralize_queries: bool
     ) -> AsyncIterator[Chunk | Missed | Ended]:
         assert self.capsule is not None and self.capsule.host_address  # noqa: S101
-        stub = stub_for(self.capsule.host_address)
+        stub = aio_stub_for(self.capsule.host_address)
         return read_output(
             stub, self.capsule.id, self.tag, offset, until, neutralize_queries=neutralize_queries
         )
@@ -480,7 +474,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
             if self.pump is not None:
                 # Input already accepted still reaches the process.
                 try:
-                    await asyncio.wait_for(self.pump.drained(), RPC_TIMEOUT)
+                    await asyncio.wait_for(self.pump.drained(), rpc_timeout())
                 except TimeoutError:
                     log.warning("pty %s: input not delivered before close", self.group)
         finally:

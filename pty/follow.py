@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
+from capsules.agents import describe
 from wrenn.flow import SendWindow
 
 from . import protocol as p
 from .catchup import Chunk, Ended, Missed
-from .hostagents import describe
 
 log = logging.getLogger(__name__)
 

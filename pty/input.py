@@ -5,8 +5,8 @@ resize or kill keeps its place in the line. When the host agent falls behind,
 ``wait_for_room`` holds the socket reader back instead of discarding frames.
 
 The ops travel on one ``PtyInput`` stream per connection (``AgentStream``), one at a time,
-each waiting for its acknowledgement. A unary call per keystroke cost about 490 µs of
-gRPC on each side here; a message and its ack on an open stream, about 160 µs.
+each waiting for its acknowledgement: a message and its ack on an open stream cost each side
+a fraction of what a unary call per keystroke does (figures: docs/performance.md).
 """
 
 from __future__ import annotations
@@ -19,22 +19,23 @@ from dataclasses import dataclass
 
 import grpc
 
-from capsules.agents import call_metadata
+from capsules.agents import HOST_TIMED_OUT, call_metadata, describe, describe_status, rpc_timeout
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 
-from .hostagents import RPC_TIMEOUT, describe, describe_status
+from .protocol import MAX_FRAME_BYTES
 
 log = logging.getLogger(__name__)
 
 # Bytes of input accepted but not yet sent before the reader waits.
 HIGH_WATER = 1024 * 1024
-# Largest single input op; keeps each message well under gRPC's limit.
-MAX_BATCH = 256 * 1024
-# An open input stream costs memory in daphne and in the agent (with 1,000 sessions, idle
-# memory per session went from 88 to 181 KiB when each kept one). A stream with no op for this
-# long is closed and the next op opens another: the first keystroke after a pause then pays
-# for a call setup (about 0.3 ms), the ones that follow it do not.
+# Input frames are merged into one op until it holds a frame's worth (the one frame limit of the
+# protocol), which keeps each message well under gRPC's limit.
+MAX_BATCH = MAX_FRAME_BYTES
+# An open input stream costs memory in daphne and in the agent, which thousands of idle
+# sessions should not pay. A stream with no op for this long is closed and the next op opens
+# another: the first keystroke after a pause then pays for a call setup, the ones that follow
+# it do not.
 IDLE_CLOSE = 1.0
 
 
@@ -111,8 +112,8 @@ class AgentStream:
     """One connection's ``PtyInput`` stream to the host agent, opened on the first op.
 
     ``send`` returns once the agent has applied the op, or raises OpFailed (its error, or no
-    answer within RPC_TIMEOUT). After a broken or silent stream, or IDLE_CLOSE seconds without
-    an op, the next op opens a new one.
+    answer within the agent deadline, ``rpc_timeout()``). After a broken or silent stream, or
+    IDLE_CLOSE seconds without an op, the next op opens a new one.
     """
 
     def __init__(self, stub: pb_grpc.HostAgentStub, sandbox_id: str, tag: str) -> None:
@@ -147,12 +148,12 @@ class AgentStream:
             request.sandbox_id, request.tag = self._sandbox_id, self._tag
         call = self._call
         try:
-            async with asyncio.timeout(RPC_TIMEOUT):
+            async with asyncio.timeout(rpc_timeout()):
                 await call.write(request)
                 ack = await call.read()
         except TimeoutError:
             self.close()
-            raise OpFailed("sandbox host did not answer in time") from None
+            raise OpFailed(HOST_TIMED_OUT) from None
         except grpc.aio.AioRpcError as exc:
             self.close()
             raise OpFailed(describe(exc)) from None

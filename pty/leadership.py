@@ -5,8 +5,8 @@ holder runs a stream. When the holder leaves, or its worker dies and the lease
 expires, another viewer takes over and resumes from the byte it has reached.
 
 A worker renews all the leases it holds together (``Renewals``): one Redis call every
-RENEW_SECONDS however many sessions it leads. One call per lease cost a thousand sessions
-3,300 calls a second, which fell behind the TTL under load and dropped leads by the hundred.
+RENEW_SECONDS however many sessions it leads. With one call per lease, the calls grow with
+the sessions; under load they fall behind the TTL, and leases expire under live leaders.
 """
 
 from __future__ import annotations

@@ -135,7 +135,8 @@ class LocalLeases:
 class RedisLeases:
     def __init__(self, url: str) -> None:
         # Callers wait for a free connection rather than fail: with hundreds of sessions on a
-        # worker, the default pool (100, failing when all are busy) lost leases under load.
+        # worker, the default pool (100 connections, failing when all are busy) loses leases
+        # under load.
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=CONNECTIONS, timeout=TTL_MS / 1000
         )

@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import secrets
 import struct
 from dataclasses import dataclass, field
 from typing import Any
+
+from protos import rules
 
 # Client -> server
 AUTH = "auth"
@@ -33,11 +34,10 @@ PING = "ping"
 MISSED = "missed"  # extension: {"bytes": n, "offset": o}, n bytes before o are lost to this client
 
 DEFAULT_CMD = "/bin/bash"
-DEFAULT_COLS = 80
-DEFAULT_ROWS = 24
-MAX_SIZE = 1000  # columns or rows; anything larger is a client bug, not a screen
-# Text frames above this are refused with close code 1009 (daphne's own hard
-# limit is 1 MiB); 256 KiB holds any paste a terminal is expected to take.
+DEFAULT_COLS = rules.DEFAULT_COLS
+DEFAULT_ROWS = rules.DEFAULT_ROWS
+# Frames above this (text, or binary with the extension) are refused with close code 1009
+# (daphne's own hard limit is 1 MiB); 256 KiB holds any paste a terminal is expected to take.
 MAX_FRAME_BYTES = 256 * 1024
 CLOSE_TOO_BIG = 1009
 
@@ -81,8 +81,7 @@ class Message:
     offset: int | None = None
 
 
-def new_tag() -> str:
-    return "pty-" + secrets.token_hex(4)
+new_tag = rules.new_pty_tag
 
 
 def parse(text: str) -> Message:
@@ -133,17 +132,16 @@ def _base64(value: Any) -> bytes:
 
 
 def _size(raw: dict[str, Any], what: str, *, required: bool) -> tuple[int, int]:
-    sizes = []
-    for name, default in (("cols", DEFAULT_COLS), ("rows", DEFAULT_ROWS)):
-        value = raw.get(name)
-        if not required and value in (None, 0):
-            value = default
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
-            raise ProtocolError(
-                f"invalid {what}: 'cols' and 'rows' must be integers between 1 and {MAX_SIZE}"
-            )
-        sizes.append(value)
-    return sizes[0], sizes[1]
+    cols: Any = raw.get("cols")
+    rows: Any = raw.get("rows")
+    if not required:
+        cols = DEFAULT_COLS if cols in (None, 0) else cols
+        rows = DEFAULT_ROWS if rows in (None, 0) else rows
+    if not rules.is_window_size(cols, rows):
+        raise ProtocolError(
+            f"invalid {what}: 'cols' and 'rows' must be integers between 1 and {rules.MAX_WINDOW}"
+        )
+    return cols, rows
 
 
 def _start(raw: dict[str, Any]) -> StartRequest:

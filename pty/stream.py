@@ -16,11 +16,9 @@ from typing import Any
 import grpc
 from channels.layers import BaseChannelLayer
 
-from capsules.agents import call_metadata
+from capsules.agents import call_metadata, describe
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
-
-from .hostagents import describe
 
 log = logging.getLogger(__name__)
 

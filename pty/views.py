@@ -4,7 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from capsules.services import find_sandbox, is_member
+from capsules.services import find_capsule
 
 
 def terminal_ws_path(capsule_id: str, *, via_admin: bool) -> str:
@@ -16,16 +16,16 @@ def terminal_ws_path(capsule_id: str, *, via_admin: bool) -> str:
 
 @login_required
 def capsule_terminal(request: HttpRequest, capsule_id: str) -> HttpResponse:
-    capsule = find_sandbox(capsule_id, None)
-    if capsule is None:
-        raise Http404("capsule not found")
-    member = is_member(request.user, capsule.team_id)
+    capsule = find_capsule(capsule_id, user=request.user)
+    via_admin = capsule is None and request.user.is_staff
+    if via_admin:
+        capsule = find_capsule(capsule_id, any_team=True)
     # Another team's capsule answers exactly like a missing one.
-    if not member and not request.user.is_staff:
+    if capsule is None:
         raise Http404("capsule not found")
     context = {
         "capsule_id": str(capsule.id),
         "capsule_status": capsule.status,
-        "ws_path": terminal_ws_path(str(capsule.id), via_admin=not member),
+        "ws_path": terminal_ws_path(str(capsule.id), via_admin=via_admin),
     }
     return render(request, "pty/terminal.html", context)

@@ -10,17 +10,19 @@ sending while the client is behind and go on when it has caught up.
 
 How much counts as behind is Twisted's buffer size (64 KiB), in daphne; the kernel's send
 buffer comes on top, and Linux grows it to a few MiB for a fast connection. Large kernel
-buffers are what let bulk output reach a fast client at full speed (this machine: about
-40 MiB/s, against 9 with 32 KiB). For a slow client they are seconds of backlog: it sees a
-keystroke's effect, and answers daphne's ping, only after reading them, and a client that
-needs more than the ping timeout (30 s) is disconnected, then resumes by offset when it
-reconnects. WS_SEND_BUFFER, when set, caps both buffers (the kernel doubles it): 32 KiB
-keeps a client reading 10 KiB/s within a few seconds of the output, at that cost in speed.
+buffers are what let bulk output reach a fast client at full speed (capped, it is several
+times slower; figures in docs/performance.md). For a slow client they are seconds of
+backlog: it sees a keystroke's effect, and answers daphne's ping, only after reading them,
+and a client that needs more than the ping timeout (30 s) is disconnected, then resumes by
+offset when it reconnects. WS_SEND_BUFFER, when set, caps both buffers (the kernel doubles
+it): 32 KiB keeps a client reading 10 KiB/s within a few seconds of the output, at that cost
+in speed.
 
 daphne hands the application ``functools.partial(server.handle_reply, protocol)`` as ``send``;
 the protocol (and its transport) is found there. That is a detail of daphne 4 (pinned in
 requirements.txt); under another server, or a daphne that changes it, the extension is simply
-absent and consumers send as before (tests/test_flow.py fails if daphne stops providing it).
+absent and consumers send without a window (tests/integration/test_flow_control.py, on real
+daphne, then fails: the worker's memory outgrows the bound it asserts).
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ log = logging.getLogger(__name__)
 
 FLOW = "wrenn.flow"
 # How long a client may take to read what is queued before a close frame, and answer it.
-# autobahn's default, 1 s, aborted the connection under a client still reading the end of a
-# flood (it lost the last output and the exit); a dead client is still dropped after this.
+# autobahn's default, 1 s, aborts the connection under a client still reading the end of a
+# flood (which loses the last output and the exit); a dead client is still dropped after this.
 CLOSE_HANDSHAKE_TIMEOUT = 30.0
 
 

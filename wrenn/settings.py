@@ -45,7 +45,7 @@ PTY_KEEPALIVE_SECONDS = float(_env("WRENN_PTY_KEEPALIVE_SECONDS", "30"))
 PTY_ACTIVITY_INTERVAL_SECONDS = float(_env("WRENN_PTY_ACTIVITY_INTERVAL_SECONDS", "30"))
 # Bytes a WebSocket may hold unsent in daphne, and in the kernel (SO_SNDBUF; the kernel doubles
 # it), before a terminal stops relaying to that client; 0 (the default) keeps Twisted's 64 KiB
-# and the kernel's own sizing. See wrenn/flow.py and the README's "Flow control".
+# and the kernel's own sizing. See wrenn/flow.py and docs/protocol.md ("Flow control").
 WS_SEND_BUFFER = int(_env("WRENN_WS_SEND_BUFFER", "0"))
 # Seconds a database connection is kept for reuse (0: one per request).
 DB_CONN_MAX_AGE = int(_env("WRENN_DB_CONN_MAX_AGE", "60"))
@@ -96,14 +96,14 @@ TEMPLATES = [
 ]
 
 # Connections are kept (and checked before reuse): a terminal records activity and viewers
-# through database_sync_to_async, and a new PostgreSQL connection for each of those calls was
-# a tenth of a worker's time with 200 busy terminals.
+# through database_sync_to_async, and opening a PostgreSQL connection for each of those calls
+# would weigh on every busy terminal (figures: docs/performance.md).
 DATABASES = {
     "default": dj_database_url.parse(DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True)
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default shares one SQLite file between daphne's threads, the monitor and
-    # the host agent's heartbeats; opening 1,000 terminals at once failed sockets with
+    # the host agent's heartbeats; many terminals opening at once otherwise fail sockets with
     # "database is locked". WAL lets reads go on during a write; a transaction takes the write
     # lock when it begins (no deadlock upgrading a read lock); a write waits up to 20 s for it.
     DATABASES["default"]["OPTIONS"] = {
@@ -123,7 +123,7 @@ if REDIS_URL and CHANNEL_LAYER == "redis-list":
     }
 elif REDIS_URL:
     # The pub/sub layer neither drops a channel's messages at a fixed capacity
-    # nor polls lists; see DESIGN.md for the figures behind the choice.
+    # nor polls lists; docs/performance.md has the figures behind the choice.
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",

@@ -24,8 +24,19 @@ from capsules.tokens import team_claim
 
 API_KEY_HEADER = "X-API-Key"
 MISSING_CREDENTIALS = "missing credentials: send X-API-Key or Authorization: Bearer"
+BAD_AUTHORIZATION = "Authorization must be 'Bearer <token>'"
 # DRF answers 403 instead of 401 unless the first authenticator names a challenge.
 WWW_AUTHENTICATE = 'Bearer realm="api", ApiKey realm="api"'
+
+
+def bearer_token(authorization: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header's value; None when it is not one.
+
+    The one reading of the header, for the API, the terminal socket and the hosts' heartbeats.
+    """
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 @dataclass(frozen=True)
@@ -97,10 +108,11 @@ class TeamJWTAuthentication(JWTAuthentication):
         return WWW_AUTHENTICATE
 
     def get_raw_token(self, header: bytes) -> bytes:
-        scheme, _, raw_token = header.strip().partition(b" ")
-        if scheme.lower() != b"bearer" or not raw_token.strip():
-            raise AuthenticationFailed("Authorization must be 'Bearer <token>'")
-        return raw_token.strip()
+        # SimpleJWT hands the header over as bytes (HTTP headers are latin-1).
+        token = bearer_token(header.decode("latin1"))
+        if token is None:
+            raise AuthenticationFailed(BAD_AUTHORIZATION)
+        return token.encode("latin1")
 
     def get_validated_token(self, raw_token: bytes) -> Token:
         try:

@@ -41,6 +41,10 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
 }
 
 
+# What an action's refusal answers: every ActionError code has its status here.
+ACTION_STATUS: dict[str, int] = {code: status for status, codes in ERROR_CODES.items() for code in codes}
+
+
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
@@ -71,7 +75,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     """DRF's handler, reshaped into the API's error body; anything unexpected is logged and answers 500."""
     if isinstance(exc, ActionError):
         set_rollback()
-        return error_response(exc.http_status, exc.code, exc.message)
+        return error_response(ACTION_STATUS[exc.code], exc.code, exc.message)
     # Converted here rather than inside exception_handler so that `exc.detail` is at hand below.
     if isinstance(exc, Http404):
         exc = NotFound(*exc.args)

@@ -18,6 +18,7 @@ from capsules.api.base import TeamAPIView
 from capsules.api.schema import error_responses
 from capsules.api.serializers import CapsuleCreateSerializer, CapsuleSerializer
 from capsules.models import Sandbox
+from capsules.services import find_capsule
 
 TAGS = ["capsules"]
 # Statuses every call on a capsule may answer besides its own.
@@ -34,7 +35,7 @@ class CapsuleAPIView(TeamAPIView):
 
     def get_object(self) -> Sandbox:
         capsule_id = self.kwargs[self.lookup_url_kwarg]
-        sandbox = self.get_queryset().filter(pk=capsule_id).first()
+        sandbox = find_capsule(capsule_id, team_id=self.team.pk)
         if sandbox is None:
             raise NotFound(f"capsule {capsule_id} not found")
         return sandbox

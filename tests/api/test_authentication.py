@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from rest_framework_simplejwt.tokens import AccessToken
 
+from capsules.api.authentication import bearer_token
 from capsules.keys import revoke_api_keys
 from capsules.models import APIKey, Membership, Team
 from capsules.tokens import tokens_for
@@ -150,3 +151,21 @@ def test_api_key_is_checked_before_a_bearer_token(
 
 def test_api_prefix_authenticates_the_same(key_client: ContractClient) -> None:
     assert key_client.get("/api" + CAPSULES).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc", "abc"),
+        ("bearer abc", "abc"),
+        ("BEARER  abc  ", "abc"),
+        (" Bearer abc", "abc"),
+        ("Bearer", None),
+        ("Bearer   ", None),
+        ("Basic abc", None),
+        ("abc", None),
+        ("", None),
+    ],
+)
+def test_one_reading_of_the_authorization_header(header: str, token: str | None) -> None:
+    assert bearer_token(header) == token

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from django.test import RequestFactory
 
+from capsules.actions import ActionError
 from capsules.api import errors
 from capsules.models import Sandbox
 from tests.api import error
@@ -96,3 +97,23 @@ def test_handler500_answers_html_elsewhere() -> None:
 def test_handlers_are_installed() -> None:
     assert urls.handler404 == "capsules.api.errors.page_not_found"
     assert urls.handler500 == "capsules.api.errors.server_error"
+
+
+@pytest.mark.parametrize(
+    ("code", "http_status"),
+    [
+        ("invalid_request", 400),
+        ("not_found", 404),
+        ("invalid_state", 409),
+        ("conflict", 409),
+        ("agent_error", 502),
+        ("host_unavailable", 503),
+    ],
+)
+def test_an_action_refusal_answers_the_status_of_its_code(code: str, http_status: int) -> None:
+    response = errors.api_exception_handler(ActionError(code, "refused"), {})
+    assert (response.status_code, response.data) == (http_status, error(code, "refused"))
+
+
+def test_every_action_code_has_an_http_status() -> None:
+    assert set(errors.ACTION_STATUS) >= ActionError.CODES

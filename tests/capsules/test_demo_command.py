@@ -16,11 +16,19 @@ from capsules.keys import authenticate_api_key
 from capsules.models import APIKey, Host, Membership, Sandbox, Team
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
-from tests.support.hostagent import free_port, start_hostagent
+from tests.support.hostagent import HostAgentProcess, free_port, start_hostagent
 
 
 @pytest.fixture
-def demo_settings(settings: Settings, tmp_path: Path, db: None) -> Settings:
+def demo_settings(settings: Settings, tmp_path: Path, db: None, agent: HostAgentProcess) -> Settings:
+    """DATA_DIR in a fresh folder and the address of a real host agent."""
+    settings.DATA_DIR = tmp_path / "data"
+    settings.HOSTAGENT_ADDR = agent.address
+    return settings
+
+
+@pytest.fixture
+def no_agent_settings(settings: Settings, tmp_path: Path, db: None) -> Settings:
     """DATA_DIR in a fresh folder and a host agent address nobody listens on."""
     settings.DATA_DIR = tmp_path / "data"
     settings.HOSTAGENT_ADDR = f"127.0.0.1:{free_port()}"
@@ -139,10 +147,23 @@ def test_password_comes_from_the_environment(
     assert get_user_model().objects.get(username="demo").check_password("from-the-env")
 
 
-def test_unreachable_agent_warns_on_stderr_only(demo_settings: Settings) -> None:
+def test_unreachable_agent_warns_on_stderr_only(no_agent_settings: Settings) -> None:
     stdout, stderr = run_demo("--json")
-    json.loads(stdout)
-    assert f"warning: the host agent at {demo_settings.HOSTAGENT_ADDR} did not create capsule" in stderr
+    capsule_id = json.loads(stdout)["capsule_id"]
+    assert stderr.startswith(
+        f"warning: the host agent at {no_agent_settings.HOSTAGENT_ADDR} did not create capsule {capsule_id} "
+        "(sandbox host is not reachable)."
+    )
+
+
+def test_a_capsule_no_agent_made_is_in_error_not_running(no_agent_settings: Settings) -> None:
+    """The demo's capsule goes through the same create as the API's: no agent, no running capsule."""
+    capsule = Sandbox.objects.get(pk=run_demo_json()["capsule_id"])
+    assert capsule.status == Sandbox.Status.ERROR
+    # The next run, with the agent still away, tries again rather than reviving the failed one.
+    again = run_demo_json()["capsule_id"]
+    assert again != capsule.pk
+    assert Sandbox.objects.get(pk=again).status == Sandbox.Status.ERROR
 
 
 def test_human_output_lists_the_credentials(demo_settings: Settings) -> None:

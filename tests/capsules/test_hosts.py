@@ -18,7 +18,6 @@ from capsules.actions import create_capsule
 from capsules.hosts import (
     MISSING_GRACE,
     check_hosts,
-    choose_host,
     hash_token,
     host_for_token,
     issue_host_token,
@@ -26,6 +25,7 @@ from capsules.hosts import (
 )
 from capsules.hosts_api import HeartbeatView
 from capsules.models import Host, Sandbox, Team
+from capsules.placement import choose_host
 from capsules.validation import ValidationFailed
 from tests.support.hostagent import start_hostagent
 

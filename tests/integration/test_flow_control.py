@@ -1,6 +1,6 @@
 """Flow control on the real stack: a process flooding its terminal for a viewer that reads 10 KiB/s.
 
-The bounds asserted here are the ones the README states. Memory is the resident set read from
+The bounds asserted here are the ones docs/protocol.md states. Memory is the resident set read from
 /proc, of daphne, the host agent and Redis, sampled while the flood runs; how long the flood
 runs is part of the workload, and no test asserts how fast anything is.
 """
@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.timeout(180)]
 
 SLOW_RATE = 10 * 1024  # bytes a second the slow viewer reads
 FLOOD_READS = 100 * 1024  # how much of the flood the slow viewer reads
-# The README's bounds for one flooding session (see "Flow control").
+# The bounds for one flooding session that docs/protocol.md states (see "Flow control").
 MIB = 1024 * 1024
 DAPHNE_BOUND = 6 * MIB
 AGENT_BOUND = 6 * MIB
@@ -56,7 +56,7 @@ def flow_demo(flow_stack: Stack) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def slow_clients_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Two workers configured for slow clients (WRENN_WS_SEND_BUFFER, see the README): with the
+    """Two workers configured for slow clients (WRENN_WS_SEND_BUFFER, see docs/configuration.md): with the
     kernel's own sizing, a 10 KiB/s client would read minutes of backlog before anything new."""
     with running_stack(
         Path(tmp_path_factory.mktemp("slow")),

@@ -1,4 +1,4 @@
-"""The capsule lifecycle over the REST API on the real stack, as the README's curl examples drive it."""
+"""The capsule lifecycle over the REST API on the real stack, as the curl examples of docs/api.md drive it."""
 
 from __future__ import annotations
 

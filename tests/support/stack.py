@@ -93,7 +93,7 @@ class Stack:
         return self.agent
 
     def start_worker(self, port: int | None = None) -> int:
-        """Starts one more daphne process, exactly as the README runs it; returns its index."""
+        """Starts one more daphne process, exactly as docs/operations.md runs it; returns its index."""
         port = port or free_port()
         log = (self.data_dir / f"daphne-{port}.log").open("ab")
         proc = subprocess.Popen(

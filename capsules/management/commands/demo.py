@@ -10,27 +10,21 @@ from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
-import grpc
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from django.utils import timezone
 
-from capsules.agents import call_metadata
+from capsules.actions import ActionError, create_capsule
 from capsules.keys import create_api_key, hash_key, revoke_api_keys
 from capsules.models import APIKey, Host, Membership, Sandbox, Team
 from capsules.services import terminal_path
-from capsules.validation import clean_create_params
-from protos import hostagent_pb2 as pb
-from protos import hostagent_pb2_grpc as pb_grpc
 
 DEMO_USERNAME = "demo"
 DEMO_EMAIL = "demo@wrenn.local"
 DEFAULT_DEMO_PASSWORD = "wrenn-demo"  # noqa: S105 - documented development credential
 DEMO_TEAM_SLUG = "demo"
 DEMO_KEY_NAME = "demo"
-AGENT_TIMEOUT_SEC = 5.0
 
 
 class Command(BaseCommand):
@@ -45,9 +39,9 @@ class Command(BaseCommand):
             user = self._demo_user(password)
             team = self._demo_team(user)
             host = self._demo_host()
-            capsule = self._demo_capsule(team, host)
             api_key = self._demo_key(team, user)
-        self._create_on_agent(capsule, host)
+        # Outside the transaction: the actions commit their own steps.
+        capsule = self._demo_capsule(team, host)
         result = {
             "username": user.get_username(),
             "password": password,
@@ -88,33 +82,31 @@ class Command(BaseCommand):
         return host
 
     def _demo_capsule(self, team: Team, host: Host) -> Sandbox:
-        gone = (Sandbox.Status.STOPPED, Sandbox.Status.ERROR)
+        """The demo capsule on the configured host agent: the one there is, running or paused (a
+        paused one stays paused: resume it with the API), else a new one made by the same action
+        as the API's create."""
         capsule = (
-            team.sandboxes.filter(metadata__demo="true")
-            .exclude(status__in=gone)
+            team.sandboxes.filter(
+                metadata__demo="true", host=host, status__in=[Sandbox.Status.RUNNING, Sandbox.Status.PAUSED]
+            )
             .order_by("created_at")
             .first()
         )
-        if capsule is None:
+        if capsule is not None:
+            return capsule
+        try:
             # timeout_sec 0: the idle reaper never pauses the demo capsule under a new user.
-            demo = clean_create_params(None, None, None, 0, {"demo": "true"})
-            capsule = Sandbox(
-                team=team,
-                template=demo.template,
-                vcpus=demo.vcpus,
-                memory_mb=demo.memory_mb,
-                timeout_sec=demo.timeout_sec,
-                metadata=demo.metadata,
-                disk_size_mb=demo.disk_size_mb,
+            return create_capsule(team, timeout_sec=0, metadata={"demo": "true"}, host=host)
+        except ActionError as exc:
+            failed = team.sandboxes.filter(metadata__demo="true", host=host).order_by("-created_at").first()
+            self.stderr.write(
+                f"warning: the host agent at {host.address} did not create capsule "
+                f"{failed.pk if failed else '(none)'} ({exc.message}). Start it with `python -m hostagent` "
+                "and run `manage.py demo` again."
             )
-        # The demo capsule follows the configured host agent, wherever it now listens. A paused
-        # one stays paused (its processes are frozen on the agent): resume it with the API.
-        capsule.host = host
-        if capsule.status != Sandbox.Status.PAUSED:
-            capsule.status = Sandbox.Status.RUNNING
-        capsule.started_at = capsule.started_at or timezone.now()
-        capsule.save()
-        return capsule
+            if failed is None:
+                raise CommandError(exc.message) from exc
+            return failed
 
     def _demo_key(self, team: Team, user: Any) -> str:
         path = Path(settings.DATA_DIR) / "demo.json"
@@ -127,29 +119,6 @@ class Command(BaseCommand):
         _, raw_key = create_api_key(team, DEMO_KEY_NAME, created_by=user)
         _write_private_json(path, {"api_key": raw_key, "team_id": str(team.pk)})
         return raw_key
-
-    def _create_on_agent(self, capsule: Sandbox, host: Host) -> None:
-        request = pb.CreateSandboxRequest(
-            sandbox_id=capsule.id,
-            template=capsule.template,
-            vcpus=capsule.vcpus,
-            memory_mb=capsule.memory_mb,
-        )
-        try:
-            with grpc.insecure_channel(host.address) as channel:
-                pb_grpc.HostAgentStub(channel).CreateSandbox(
-                    request, timeout=AGENT_TIMEOUT_SEC, metadata=call_metadata()
-                )
-        except grpc.RpcError as exc:
-            code = exc.code() if isinstance(exc, grpc.Call) else None
-            if code == grpc.StatusCode.ALREADY_EXISTS:
-                return
-            detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-            self.stderr.write(
-                f"warning: the host agent at {host.address} did not create capsule {capsule.id} "
-                f"({code.name if code else 'error'}: {detail}). Start it with `python -m hostagent` "
-                "and run `manage.py demo` again; the database records are in place."
-            )
 
 
 def _read_saved_key(path: Path) -> str | None:
