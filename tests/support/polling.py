@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 # Generous: a slow or busy machine must not fail a test that waits for something that happens.
 WITHIN = 30.0
-EVERY = 0.01
+EVERY = 0.05
 
 
 async def wait_until(
