@@ -46,10 +46,11 @@ system-packages:
 	@command -v bwrap >/dev/null || scripts/install-system-packages.sh bubblewrap || \
 		echo "note: bubblewrap is not installed; capsules will run without isolation"
 
+# The gRPC code and its typed stubs (mypy-protobuf), from protos/hostagent.proto.
 protos: setup
-	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. protos/hostagent.proto
+	scripts/generate-protos.sh $(PY)
 
-# Fails when protos/hostagent.proto and the checked-in generated code disagree.
+# Fails when protos/hostagent.proto and the checked-in generated code or stubs disagree.
 check-protos: setup
 	scripts/check-protos.sh $(PY)
 

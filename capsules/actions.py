@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from django.db import transaction
@@ -29,11 +29,14 @@ from capsules.placement import choose_host, is_reachable
 from capsules.services import touch_sandbox
 from capsules.validation import ValidationFailed, clean_create_params
 from protos import hostagent_pb2 as pb
+from protos import hostagent_pb2_grpc as pb_grpc
 from protos import rules
 
 log = logging.getLogger(__name__)
 
 Status = Sandbox.Status
+Request = TypeVar("Request")
+Response = TypeVar("Response")
 NO_CAPACITY = "no host has capacity for this capsule"
 
 
@@ -129,10 +132,15 @@ def _current(sandbox_id: str) -> Sandbox:
     return capsule
 
 
-def _call(capsule: Sandbox, method: str, request: Any) -> Any:
+def _call(
+    capsule: Sandbox,
+    method: Callable[[pb_grpc.HostAgentStub], "grpc.UnaryUnaryMultiCallable[Request, Response]"],
+    request: Request,
+) -> Response:
+    """`method` of the capsule's agent (e.g. `lambda agent: agent.PtyKill`), called with `request`."""
     assert capsule.host is not None  # noqa: S101 - callers check is_reachable first
     stub = agents.stub_for(capsule.host.address)
-    return getattr(stub, method)(request, timeout=agents.rpc_timeout(), metadata=agents.call_metadata())
+    return method(stub)(request, timeout=agents.rpc_timeout(), metadata=agents.call_metadata())
 
 
 def _begin(
@@ -178,8 +186,8 @@ def _run(
     capsule: Sandbox,
     previous: str,
     verb: str,
-    method: str,
-    request: Any,
+    method: Callable[[pb_grpc.HostAgentStub], "grpc.UnaryUnaryMultiCallable[Request, Any]"],
+    request: Request,
     done_if: tuple[grpc.StatusCode, ...] = (),
 ) -> None:
     """Step two: the agent call; on failure the previous status is put back and ActionError raised.
@@ -245,7 +253,7 @@ def create_capsule(
         sandbox_id=capsule.pk, template=capsule.template, vcpus=capsule.vcpus, memory_mb=capsule.memory_mb
     )
     # A capsule the agent may or may not have made ends in `error`, from which it can be destroyed.
-    _run(capsule, Status.ERROR, "create", "CreateSandbox", request)
+    _run(capsule, Status.ERROR, "create", lambda agent: agent.CreateSandbox, request)
     now = timezone.now()
     log.info("created capsule %s on %s", capsule.pk, host.address)
     return _finish(capsule.pk, Status.STARTING, Status.RUNNING, started_at=now, last_active_at=now)
@@ -257,13 +265,15 @@ def pause_capsule(sandbox: Sandbox) -> Sandbox:
 
 def _pause(sandbox_id: str, check: Callable[[Sandbox], None] | None = None) -> Sandbox:
     capsule, previous = _begin(sandbox_id, _PAUSE, check)
-    _run(capsule, previous, "pause", "PauseSandbox", pb.PauseSandboxRequest(sandbox_id=capsule.pk))
+    request = pb.PauseSandboxRequest(sandbox_id=capsule.pk)
+    _run(capsule, previous, "pause", lambda agent: agent.PauseSandbox, request)
     return _finish(capsule.pk, Status.PAUSING, Status.PAUSED)
 
 
 def resume_capsule(sandbox: Sandbox) -> Sandbox:
     capsule, previous = _begin(sandbox.pk, _RESUME)
-    _run(capsule, previous, "resume", "ResumeSandbox", pb.ResumeSandboxRequest(sandbox_id=capsule.pk))
+    request = pb.ResumeSandboxRequest(sandbox_id=capsule.pk)
+    _run(capsule, previous, "resume", lambda agent: agent.ResumeSandbox, request)
     return _finish(capsule.pk, Status.RESUMING, Status.RUNNING, last_active_at=timezone.now())
 
 
@@ -274,7 +284,8 @@ def destroy_capsule(sandbox: Sandbox) -> Sandbox:
     if capsule.host is not None:
         request = pb.DestroySandboxRequest(sandbox_id=capsule.pk)
         # NOT_FOUND: already gone from the host, which is what destroy wanted.
-        _run(capsule, previous, "destroy", "DestroySandbox", request, done_if=(grpc.StatusCode.NOT_FOUND,))
+        gone = (grpc.StatusCode.NOT_FOUND,)
+        _run(capsule, previous, "destroy", lambda agent: agent.DestroySandbox, request, done_if=gone)
     now = timezone.now()
     open_sessions = TerminalSession.objects.filter(sandbox_id=capsule.pk, ended_at__isnull=True)
     open_sessions.update(ended_at=now, viewers=0)
@@ -380,14 +391,14 @@ def list_terminal_sessions(sandbox: Sandbox) -> list[TerminalInfo]:
     capsule = _terminal_capsule(sandbox, "list terminals")
     request = pb.ListPtySessionsRequest(sandbox_id=capsule.pk)
     try:
-        response = _call(capsule, "ListPtySessions", request)
+        response = _call(capsule, lambda agent: agent.ListPtySessions, request)
     except grpc.RpcError as exc:
         raise _agent_failure(exc, "list the terminals of") from exc
     rows = {row.tag: row for row in TerminalSession.objects.filter(sandbox_id=capsule.pk)}
     return [_terminal_info(session, rows.get(session.tag)) for session in response.sessions]
 
 
-def _terminal_info(session: Any, row: TerminalSession | None) -> TerminalInfo:
+def _terminal_info(session: pb.PtySessionInfo, row: TerminalSession | None) -> TerminalInfo:
     command = shlex.join([session.cmd, *session.args]) if session.cmd else (row.command if row else "")
     started_at = (
         datetime.fromtimestamp(session.started_at_ms / 1000, tz=UTC)
@@ -414,7 +425,7 @@ def kill_terminal_session(sandbox: Sandbox, tag: str) -> None:
         raise ActionError("invalid_request", f"tag {tag!r} is not a terminal tag")
     capsule = _terminal_capsule(sandbox, "kill terminals")
     try:
-        _call(capsule, "PtyKill", pb.PtyKillRequest(sandbox_id=capsule.pk, tag=tag))
+        _call(capsule, lambda agent: agent.PtyKill, pb.PtyKillRequest(sandbox_id=capsule.pk, tag=tag))
     except grpc.RpcError as exc:
         if agents.status_of(exc)[0] == grpc.StatusCode.NOT_FOUND:
             raise ActionError("not_found", f"capsule has no terminal session {tag}") from exc

@@ -39,7 +39,7 @@ _channels_lock = threading.Lock()
 # A grpc.aio channel belongs to the loop that created it. Daphne has one loop; tests create one
 # per test, so channels are kept per loop and die with it. The stub is kept with its channel:
 # making one builds a callable for every method of the service, too costly per keystroke.
-_aio_stubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, pb_grpc.HostAgentStub]] = (
+_aio_stubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, pb_grpc.HostAgentAsyncStub]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -69,7 +69,7 @@ def stub_for(address: str) -> pb_grpc.HostAgentStub:
     return pb_grpc.HostAgentStub(channel_for(address))
 
 
-def aio_stub_for(address: str) -> pb_grpc.HostAgentStub:
+def aio_stub_for(address: str) -> pb_grpc.HostAgentAsyncStub:
     """A grpc.aio HostAgent stub on this event loop's channel to `address`."""
     per_loop = _aio_stubs.setdefault(asyncio.get_running_loop(), {})
     stub = per_loop.get(address)

@@ -147,13 +147,13 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
             root = self.store.path(request.sandbox_id)
             validate_tag(request.tag)
             if request.cmd:
-                if request.resume or request.replay:
-                    raise InvalidArgument("resume and replay apply to attaching, not to starting (cmd)")
+                if request.resume:
+                    raise InvalidArgument("resume applies to attaching, not to starting (cmd)")
                 session, subscriber = await self._start(root, request)
             else:
                 session = self.registry.get(request.sandbox_id, request.tag)
                 resume_from = request.from_offset if request.resume else None
-                subscriber = session.subscribe(resume_from, replay=request.replay)
+                subscriber = session.subscribe(resume_from)
         except AgentError as error:
             await _abort(context, error)
             return
@@ -199,23 +199,6 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
                 request.sandbox_id, request.tag, spec, cols, rows, origin, cgroup_procs
             )
 
-    async def PtySendInput(
-        self, request: pb.PtySendInputRequest, context: Context
-    ) -> pb.PtySendInputResponse:
-        try:
-            await self._session(request.sandbox_id, request.tag).write(request.data)
-        except AgentError as error:
-            await _abort(context, error)
-        return pb.PtySendInputResponse()
-
-    async def PtyResize(self, request: pb.PtyResizeRequest, context: Context) -> pb.PtyResizeResponse:
-        try:
-            validate_size(request.cols, request.rows)
-            self._session(request.sandbox_id, request.tag).resize(request.cols, request.rows)
-        except AgentError as error:
-            await _abort(context, error)
-        return pb.PtyResizeResponse()
-
     async def PtyKill(self, request: pb.PtyKillRequest, context: Context) -> pb.PtyKillResponse:
         try:
             await self.lifecycle.kill(self._session(request.sandbox_id, request.tag))
@@ -238,9 +221,9 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
             if op is None:
                 continue
             try:
-                # An ended session refuses input and resizes, and a kill of it does nothing, as
-                # with the unary calls (the session object outlives its process, so the stream
-                # looks it up once rather than on the hot path of every keystroke).
+                # An ended session refuses input and resizes, and a kill of it does nothing (the
+                # session object outlives its process, so the stream looks it up once rather than
+                # on the hot path of every keystroke).
                 if op == "data":
                     await session.write(request.data)
                 elif op == "resize":

@@ -98,15 +98,15 @@ class PtySession:
 
     # Subscribers
 
-    def subscribe(self, resume_from: int | None = None, replay: bool = False) -> Subscriber:
-        """A new subscriber, first given the buffered output from `resume_from` (or all of it,
-        queries neutralised, with `replay`), then live output.
+    def subscribe(self, resume_from: int | None = None) -> Subscriber:
+        """A new subscriber, first given the buffered output from `resume_from` (if given), then
+        live output.
 
         Synchronous, so no byte can be read between the snapshot and the registration: the
         buffered part and the live part meet exactly.
         """
         subscriber = Subscriber(self.update_reader)
-        for event in backlog(self.output, resume_from, replay):
+        for event in backlog(self.output, resume_from):
             subscriber.push(event)
         if self.exit_code is not None:
             subscriber.push(Exited(self.exit_code))

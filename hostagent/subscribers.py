@@ -118,18 +118,14 @@ class Subscriber:
         return first if len(parts) == 1 else Output(b"".join(parts), first.offset)
 
 
-def backlog(buffer: ReplayBuffer, resume_from: int | None, replay: bool) -> list[Event]:
-    """The buffered events a new subscriber gets first: from `resume_from`, or all of them
-    with terminal queries neutralised (`replay`), or none."""
-    if resume_from is not None:
-        buffer.check(resume_from)
-        offset, data = buffer.read(resume_from)
-    elif replay:
-        offset, data = buffer.read_neutralised(buffer.start)
-    else:
+def backlog(buffer: ReplayBuffer, resume_from: int | None) -> list[Event]:
+    """The buffered events a new subscriber gets first: from `resume_from`, or none."""
+    if resume_from is None:
         return []
+    buffer.check(resume_from)
+    offset, data = buffer.read(resume_from)
     events: list[Event] = []
-    if resume_from is not None and offset > resume_from:
+    if offset > resume_from:
         events.append(Missed(offset=offset, bytes=offset - resume_from))
     events.extend(
         Output(data[at : at + BACKLOG_CHUNK], offset + at) for at in range(0, len(data), BACKLOG_CHUNK)

@@ -59,16 +59,6 @@ class HostAgentStub:
                 request_serializer=protos_dot_hostagent__pb2.PtyReadRequest.SerializeToString,
                 response_deserializer=protos_dot_hostagent__pb2.PtyReadResponse.FromString,
                 _registered_method=True)
-        self.PtySendInput = channel.unary_unary(
-                '/wrenn.hostagent.v1.HostAgent/PtySendInput',
-                request_serializer=protos_dot_hostagent__pb2.PtySendInputRequest.SerializeToString,
-                response_deserializer=protos_dot_hostagent__pb2.PtySendInputResponse.FromString,
-                _registered_method=True)
-        self.PtyResize = channel.unary_unary(
-                '/wrenn.hostagent.v1.HostAgent/PtyResize',
-                request_serializer=protos_dot_hostagent__pb2.PtyResizeRequest.SerializeToString,
-                response_deserializer=protos_dot_hostagent__pb2.PtyResizeResponse.FromString,
-                _registered_method=True)
         self.PtyKill = channel.unary_unary(
                 '/wrenn.hostagent.v1.HostAgent/PtyKill',
                 request_serializer=protos_dot_hostagent__pb2.PtyKillRequest.SerializeToString,
@@ -125,7 +115,7 @@ class HostAgentServicer:
 
         PtyAttach with `cmd` set starts a new session and streams `started`, then
         output, then `exited`. With only `tag` set it attaches to a running session
-        and streams its output from now on (or, with `resume` or `replay`, from the
+        and streams its output from now on (or, with `resume`, from an offset in the
         session's replay buffer first), then `exited`.
 
         Every session keeps its most recent output (the agent's --replay-buffer,
@@ -143,18 +133,6 @@ class HostAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PtySendInput(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def PtyResize(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def PtyKill(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -164,9 +142,9 @@ class HostAgentServicer:
     def PtyInput(self, request_iterator, context):
         """Input, resizes and kills for one session on one long-lived stream, applied in order: the
         first request names the session, each request's op is answered by one PtyInputAck, in
-        order. Cheaper per keystroke than the unary calls above (one message each way instead of
-        a call). An op that fails is acked with its error and the stream goes on; a first
-        request naming no session that exists ends the stream with NOT_FOUND.
+        order (one message each way per keystroke, not a call). An op that fails is acked with its
+        error and the stream goes on; a first request naming no session that exists ends the
+        stream with NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -222,16 +200,6 @@ def add_HostAgentServicer_to_server(servicer, server):
                     servicer.PtyRead,
                     request_deserializer=protos_dot_hostagent__pb2.PtyReadRequest.FromString,
                     response_serializer=protos_dot_hostagent__pb2.PtyReadResponse.SerializeToString,
-            ),
-            'PtySendInput': grpc.unary_unary_rpc_method_handler(
-                    servicer.PtySendInput,
-                    request_deserializer=protos_dot_hostagent__pb2.PtySendInputRequest.FromString,
-                    response_serializer=protos_dot_hostagent__pb2.PtySendInputResponse.SerializeToString,
-            ),
-            'PtyResize': grpc.unary_unary_rpc_method_handler(
-                    servicer.PtyResize,
-                    request_deserializer=protos_dot_hostagent__pb2.PtyResizeRequest.FromString,
-                    response_serializer=protos_dot_hostagent__pb2.PtyResizeResponse.SerializeToString,
             ),
             'PtyKill': grpc.unary_unary_rpc_method_handler(
                     servicer.PtyKill,
@@ -394,60 +362,6 @@ class HostAgent:
             '/wrenn.hostagent.v1.HostAgent/PtyRead',
             protos_dot_hostagent__pb2.PtyReadRequest.SerializeToString,
             protos_dot_hostagent__pb2.PtyReadResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def PtySendInput(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/wrenn.hostagent.v1.HostAgent/PtySendInput',
-            protos_dot_hostagent__pb2.PtySendInputRequest.SerializeToString,
-            protos_dot_hostagent__pb2.PtySendInputResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def PtyResize(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/wrenn.hostagent.v1.HostAgent/PtyResize',
-            protos_dot_hostagent__pb2.PtyResizeRequest.SerializeToString,
-            protos_dot_hostagent__pb2.PtyResizeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,7 +39,7 @@ class Ended:
 
 
 async def read_output(
-    stub: pb_grpc.HostAgentStub,
+    stub: pb_grpc.HostAgentAsyncStub,
     sandbox_id: str,
     tag: str,
     offset: int,

@@ -116,7 +116,7 @@ class AgentStream:
     IDLE_CLOSE seconds without an op, the next op opens a new one.
     """
 
-    def __init__(self, stub: pb_grpc.HostAgentStub, sandbox_id: str, tag: str) -> None:
+    def __init__(self, stub: pb_grpc.HostAgentAsyncStub, sandbox_id: str, tag: str) -> None:
         self._stub = stub
         self._sandbox_id = sandbox_id
         self._tag = tag
@@ -144,7 +144,8 @@ class AgentStream:
         else:
             request = pb.PtyInputRequest(kill=True)
         if self._call is None:
-            self._call = self._stub.PtyInput(metadata=call_metadata())
+            # No request iterator: each op is written to the call and its ack read back.
+            self._call = self._stub.PtyInput(None, metadata=call_metadata())
             request.sandbox_id, request.tag = self._sandbox_id, self._tag
         call = self._call
         try:

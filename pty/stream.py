@@ -70,7 +70,7 @@ class LeaderHooks:
 
 
 async def lead(
-    stub: pb_grpc.HostAgentStub,
+    stub: pb_grpc.HostAgentAsyncStub,
     request: pb.PtyAttachRequest,
     layer: BaseChannelLayer,
     group: str,

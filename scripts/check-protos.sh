@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Regenerates the gRPC code into a scratch copy and fails if it differs from the checked-in files.
+# Regenerates the gRPC code and its typed stubs into a scratch directory and fails if any file
+# differs from, or is missing beside, the checked-in ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${1:-.venv/bin/python}
-py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")"  # absolute, venv symlink kept
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-mkdir -p "$scratch/protos"
-cp protos/hostagent.proto "$scratch/protos/"
-(cd "$scratch" && "$py" -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. protos/hostagent.proto)
-for f in hostagent_pb2.py hostagent_pb2.pyi hostagent_pb2_grpc.py; do
-  if ! diff -q "protos/$f" "$scratch/protos/$f" >/dev/null; then
-    echo "protos/$f is stale: run 'make protos' and commit the result" >&2
-    exit 1
+if ! log=$(scripts/generate-protos.sh "$py" "$scratch" 2>&1); then
+  echo "$log" >&2
+  exit 1
+fi
+stale=0
+for generated in "$scratch"/protos/*; do
+  f=protos/$(basename "$generated")
+  if ! diff -q "$f" "$generated" >/dev/null 2>&1; then
+    echo "$f is stale: run 'make protos' and commit the result" >&2
+    stale=1
   fi
 done
-echo "generated gRPC code is up to date"
+[ "$stale" = 0 ] || exit 1
+echo "generated gRPC code and stubs are up to date"

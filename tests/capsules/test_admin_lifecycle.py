@@ -334,7 +334,8 @@ def test_change_page_lists_a_live_terminal_session(
 ) -> None:
     # What the terminal consumer records for each WebSocket attached to the session.
     record_viewer(live_capsule.pk, session.tag, +1)
-    stub.PtySendInput(pb.PtySendInputRequest(sandbox_id=live_capsule.pk, tag=session.tag, data=b"hello"))
+    typed = pb.PtyInputRequest(sandbox_id=live_capsule.pk, tag=session.tag, data=b"hello")
+    assert list(stub.PtyInput(iter([typed]), timeout=10)) == [pb.PtyInputAck()]
     info = wait_for_session(
         live_capsule, session.tag, lambda info: info.bytes_in == 5 and info.bytes_out >= 5
     )

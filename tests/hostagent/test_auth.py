@@ -38,7 +38,7 @@ async def test_calls_without_the_token_are_refused(
             await call.read()
 
         async def send_input() -> None:  # on the input stream, never half-closed
-            inputs = stub.PtyInput(metadata=metadata, timeout=10)
+            inputs = stub.PtyInput(None, metadata=metadata, timeout=10)
             await inputs.write(pb.PtyInputRequest(sandbox_id="cl-x", tag="pty-1", data=b"x"))
             await inputs.read()
 

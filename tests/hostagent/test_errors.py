@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from protos import hostagent_pb2 as pb
-from tests.support.hostagent import new_tag, start_terminal
+from tests.support.hostagent import Terminal, new_tag, start_terminal
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -57,14 +57,21 @@ async def test_attaching_to_an_unknown_tag_is_not_found(stub: Any, capsule: str)
     assert (code, message) == (grpc.StatusCode.NOT_FOUND, "pty session pty-deadbeef not found")
 
 
-@pytest.mark.parametrize("method", ["PtySendInput", "PtyResize", "PtyKill"])
-async def test_unary_calls_on_an_unknown_tag_are_not_found(stub: Any, capsule: str, method: str) -> None:
-    requests = {
-        "PtySendInput": pb.PtySendInputRequest(sandbox_id=capsule, tag="pty-deadbeef", data=b"x"),
-        "PtyResize": pb.PtyResizeRequest(sandbox_id=capsule, tag="pty-deadbeef", cols=80, rows=24),
-        "PtyKill": pb.PtyKillRequest(sandbox_id=capsule, tag="pty-deadbeef"),
-    }
-    code, message = await _status(getattr(stub, method)(requests[method]))
+async def test_killing_an_unknown_tag_is_not_found(stub: Any, capsule: str) -> None:
+    code, message = await _status(stub.PtyKill(pb.PtyKillRequest(sandbox_id=capsule, tag="pty-deadbeef")))
+    assert (code, message) == (grpc.StatusCode.NOT_FOUND, "pty session pty-deadbeef not found")
+
+
+@pytest.mark.parametrize(
+    "op",
+    [pb.PtyInputRequest(data=b"x"), pb.PtyInputRequest(resize=pb.PtySize(cols=80, rows=24))],
+    ids=["input", "resize"],
+)
+async def test_input_and_resizes_for_an_unknown_tag_are_not_found(
+    stub: Any, capsule: str, op: pb.PtyInputRequest
+) -> None:
+    unknown = Terminal(stub, capsule, "pty-deadbeef", call=None)
+    code, message = await _status(unknown.input_op(op))
     assert (code, message) == (grpc.StatusCode.NOT_FOUND, "pty session pty-deadbeef not found")
 
 
@@ -120,7 +127,7 @@ async def test_a_start_size_over_1000_is_rejected(stub: Any, capsule: str, cols:
 @pytest.mark.parametrize(("cols", "rows"), [(0, 24), (80, 0), (1001, 24)])
 async def test_a_resize_out_of_range_is_rejected(stub: Any, capsule: str, cols: int, rows: int) -> None:
     terminal, _ = await start_terminal(stub, capsule, "/bin/cat")
-    code, message = await _status(terminal.resize(cols, rows))
+    code, message = await terminal.input_op(pb.PtyInputRequest(resize=pb.PtySize(cols=cols, rows=rows)))
     assert (code, message) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         f"cols and rows must be between 1 and 1000, got {cols}x{rows}",
@@ -136,5 +143,5 @@ async def test_an_environment_name_with_equals_is_rejected(stub: Any, capsule: s
 async def test_input_after_exit_is_refused(stub: Any, capsule: str) -> None:
     terminal, _ = await start_terminal(stub, capsule, "/bin/sh", "-c", "exit 0")
     await terminal.wait_exit()
-    code, message = await _status(terminal.send(b"late\n"))
+    code, message = await terminal.input_op(pb.PtyInputRequest(data=b"late\n"))
     assert (code, message) == (grpc.StatusCode.FAILED_PRECONDITION, f"pty session {terminal.tag} has exited")

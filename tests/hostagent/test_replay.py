@@ -1,4 +1,5 @@
-"""Replay buffers through a real agent: resume at an offset, replay the recent screen, PtyRead."""
+"""Replay buffers through a real agent: resume at an offset, and PtyRead, plain or with terminal
+queries neutralised."""
 
 from __future__ import annotations
 
@@ -146,13 +147,13 @@ async def test_resume_beyond_the_end_is_an_invalid_argument(stub: Any, capsule: 
         await terminal.kill()
 
 
-async def test_resume_or_replay_with_a_cmd_is_an_invalid_argument(stub: Any, capsule: str) -> None:
-    request = pb.PtyAttachRequest(sandbox_id=capsule, tag="pty-0000beef", cmd="/bin/true", replay=True)
+async def test_resume_with_a_cmd_is_an_invalid_argument(stub: Any, capsule: str) -> None:
+    request = pb.PtyAttachRequest(sandbox_id=capsule, tag="pty-0000beef", cmd="/bin/true", resume=True)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _event in stub.PtyAttach(request, timeout=30):
             pass
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert caught.value.details() == "resume and replay apply to attaching, not to starting (cmd)"
+    assert caught.value.details() == "resume applies to attaching, not to starting (cmd)"
 
 
 async def test_output_written_with_nobody_attached_is_kept(stub: Any, capsule: str) -> None:
@@ -179,43 +180,40 @@ async def test_output_written_with_nobody_attached_is_kept(stub: Any, capsule: s
     assert await resumed.wait_exit() == 137
 
 
-# Replay
+# The recent screen, as a newcomer is shown it: PtyRead with queries neutralised
 
 
-async def test_replay_shows_recent_output_with_queries_neutralised(stub: Any, capsule: str) -> None:
-    script = r"stty raw -echo && printf 'before\033[6nmiddle\033]11;?\007after\n' && exec cat"
+async def test_a_neutralised_read_shows_recent_output_with_queries_replaced(stub: Any, capsule: str) -> None:
+    script = r"stty raw -echo && printf 'before\033[6nmiddle\033]11;?\007after\n' && exec sleep 1000"
     first, _ = await start_terminal(stub, capsule, "/bin/sh", "-c", script)
     await first.expect(b"after\n")
-    assert bytes(first.output) == b"before\x1b[6nmiddle\x1b]11;?\x07after\n"
-    viewer = await attach_terminal(stub, capsule, first.tag, replay=True)
-    await _read_until(viewer, len(first.output))
-    assert viewer.first_offset == 0
-    assert bytes(viewer.output) == b"before" + b"\0" * 4 + b"middle" + b"\0" * 7 + b"after\n"
     # Live output is the program talking to the terminal now: passed through untouched.
-    await first.send(b"\x1b[6n")
-    await viewer.expect(b"after\n\x1b[6n")
+    assert bytes(first.output) == b"before\x1b[6nmiddle\x1b]11;?\x07after\n"
+    reply = await read_output(stub, capsule, first.tag, 0, neutralize_queries=True)
+    assert reply.offset == 0
+    assert reply.data == b"before" + b"\0" * 4 + b"middle" + b"\0" * 7 + b"after\n"
     await first.kill()
 
 
-async def test_replay_neutralises_a_query_written_in_two_parts(stub: Any, capsule: str) -> None:
+async def test_a_neutralised_read_replaces_a_query_written_in_two_parts(stub: Any, capsule: str) -> None:
     script = r"stty raw -echo && printf 'a\033[' && sleep 0.3 && printf '6nb' && exec sleep 1000"
     first, _ = await start_terminal(stub, capsule, "/bin/sh", "-c", script)
     await first.expect(b"6nb")
-    viewer = await attach_terminal(stub, capsule, first.tag, replay=True)
-    await _read_until(viewer, 6)
-    assert bytes(viewer.output) == b"a\0\0\0\0b"
+    reply = await read_output(stub, capsule, first.tag, 0, neutralize_queries=True)
+    assert (reply.offset, reply.data) == (0, b"a\0\0\0\0b")
     await first.kill()
 
 
-async def test_replay_after_exit_gets_the_output_then_exited(small_stub: Any, small_capsule: str) -> None:
+async def test_a_neutralised_read_after_exit_starts_where_the_buffer_does(
+    small_stub: Any, small_capsule: str
+) -> None:
     terminal = await _finished(small_stub, small_capsule, SEQ)
-    late = await attach_terminal(small_stub, small_capsule, terminal.tag, replay=True)
-    assert await late.wait_exit() == 0
-    assert late.missed == []
-    assert (late.first_offset, bytes(late.output)) == (
-        len(SEQ_OUTPUT) - SMALL_BUFFER,
-        SEQ_OUTPUT[-SMALL_BUFFER:],
+    reply = await read_output(
+        small_stub, small_capsule, terminal.tag, 0, max_bytes=100_000, neutralize_queries=True
     )
+    start = len(SEQ_OUTPUT) - SMALL_BUFFER
+    assert (reply.offset, reply.data, reply.end_offset) == (start, SEQ_OUTPUT[start:], len(SEQ_OUTPUT))
+    assert (reply.exited, reply.exit_code) == (True, 0)
 
 
 # PtyRead

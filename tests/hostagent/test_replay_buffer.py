@@ -1,4 +1,4 @@
-"""The replay buffer and the backlog a resuming or replaying subscriber gets first."""
+"""The replay buffer and the backlog a resuming subscriber gets first."""
 
 from __future__ import annotations
 
@@ -79,12 +79,12 @@ def test_neutralised_reads_catch_a_query_straddling_their_edge() -> None:
 
 
 def test_no_backlog_for_a_plain_attach() -> None:
-    assert backlog(_filled(4096), None, replay=False) == []
+    assert backlog(_filled(4096), None) == []
 
 
 def test_resume_backlog_starts_exactly_at_the_offset_in_pieces() -> None:
     buffer = _filled(1024 * 1024)
-    events = backlog(buffer, 1001, replay=False)
+    events = backlog(buffer, 1001)
     assert all(isinstance(e, Output) and len(e.data) <= BACKLOG_CHUNK for e in events)
     outputs = [e for e in events if isinstance(e, Output)]
     assert [e.offset for e in outputs] == list(range(1001, len(OUTPUT), BACKLOG_CHUNK))
@@ -94,23 +94,23 @@ def test_resume_backlog_starts_exactly_at_the_offset_in_pieces() -> None:
 def test_resume_backlog_of_evicted_bytes_says_how_many_were_missed() -> None:
     buffer = _filled(4096)
     start = len(OUTPUT) - 4096
-    assert backlog(buffer, 100, replay=False) == [
+    assert backlog(buffer, 100) == [
         Missed(offset=start, bytes=start - 100),
         Output(OUTPUT[start:], start),
     ]
 
 
 def test_resume_backlog_at_the_end_is_empty() -> None:
-    assert backlog(_filled(4096), len(OUTPUT), replay=False) == []
+    assert backlog(_filled(4096), len(OUTPUT)) == []
 
 
 def test_resume_backlog_beyond_the_end_is_an_invalid_argument() -> None:
     with pytest.raises(InvalidArgument):
-        backlog(_filled(4096), len(OUTPUT) + 1, replay=False)
+        backlog(_filled(4096), len(OUTPUT) + 1)
 
 
-def test_replay_backlog_is_the_whole_buffer_with_queries_neutralised() -> None:
+def test_a_neutralised_read_from_the_start_is_the_whole_buffer_with_queries_replaced() -> None:
     buffer = ReplayBuffer(4096)
     buffer.append(b"x" * 5000)
     buffer.append(b"<\x1b[6n>")
-    assert backlog(buffer, None, replay=True) == [Output(b"x" * 4090 + b"<\0\0\0\0>", 5006 - 4096)]
+    assert buffer.read_neutralised(buffer.start) == (5006 - 4096, b"x" * 4090 + b"<\0\0\0\0>")

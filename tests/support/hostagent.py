@@ -160,9 +160,13 @@ def new_tag() -> str:
     return f"pty-{uuid.uuid4().hex[:8]}"
 
 
+STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
 @dataclass
 class Terminal:
-    """One PtyAttach stream and the unary calls on its session (grpc.aio), for tests.
+    """One PtyAttach stream and the calls on its session (grpc.aio), for tests; input and resizes
+    go over PtyInput streams, kills by the unary PtyKill.
 
     It collects output and checks that offsets are contiguous; `missed` events are recorded as
     (offset, bytes).
@@ -215,13 +219,37 @@ class Terminal:
                 await self.next_event(timeout)
         return self.exit_code
 
+    async def input_op(
+        self, request: pb.PtyInputRequest, timeout: float = 30.0
+    ) -> tuple[grpc.StatusCode, str]:
+        """One op on a PtyInput stream of its own: the status and message it is acked with.
+
+        A stream that ends instead (the session is unknown) raises its AioRpcError.
+        """
+        first = pb.PtyInputRequest(sandbox_id=self.sandbox_id, tag=self.tag)
+        first.MergeFrom(request)
+        call = self.stub.PtyInput(None, timeout=timeout)
+        try:
+            await call.write(first)
+            ack = await call.read()
+            if ack is grpc.aio.EOF:  # type: ignore[attr-defined]  # missing from grpc-stubs
+                raise EOFError(f"input stream of {self.tag} ended without an ack")
+            await call.done_writing()
+            await call.code()  # the agent ends the stream once it is half-closed
+            return STATUS_CODES[ack.code], ack.message
+        finally:
+            call.cancel()  # a no-op once the stream has ended
+
     async def send(self, data: bytes) -> None:
-        request = pb.PtySendInputRequest(sandbox_id=self.sandbox_id, tag=self.tag, data=data)
-        await self.stub.PtySendInput(request, timeout=30)
+        await self._applied(pb.PtyInputRequest(data=data))
 
     async def resize(self, cols: int, rows: int) -> None:
-        request = pb.PtyResizeRequest(sandbox_id=self.sandbox_id, tag=self.tag, cols=cols, rows=rows)
-        await self.stub.PtyResize(request, timeout=30)
+        await self._applied(pb.PtyInputRequest(resize=pb.PtySize(cols=cols, rows=rows)))
+
+    async def _applied(self, request: pb.PtyInputRequest) -> None:
+        status = await self.input_op(request)
+        if status != (grpc.StatusCode.OK, ""):
+            raise AssertionError(f"{request.WhichOneof('op')} on {self.tag} refused: {status}")
 
     async def kill(self) -> None:
         await self.stub.PtyKill(pb.PtyKillRequest(sandbox_id=self.sandbox_id, tag=self.tag), timeout=30)
@@ -243,7 +271,7 @@ async def start_terminal(
 async def attach_terminal(stub: Any, sandbox_id: str, tag: str, **fields: Any) -> Terminal:
     """Attach to a running session; returns once the agent has registered the stream.
 
-    ``fields`` go into the request, e.g. ``resume=True, from_offset=n`` or ``replay=True``.
+    ``fields`` go into the request, e.g. ``resume=True, from_offset=n``.
     """
     call = stub.PtyAttach(pb.PtyAttachRequest(sandbox_id=sandbox_id, tag=tag, **fields))
     await asyncio.wait_for(call.initial_metadata(), 30)
