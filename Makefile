@@ -1,5 +1,5 @@
 # The two commands: `make run` (set up and start everything on embedded defaults)
-# and `make test` (the whole suite, as CI runs it).
+# and `make test` (the whole suite, as CI runs it); `make test-fast` for the edit-test loop.
 
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +16,7 @@ BENCH_ARGS ?=
 # `make profile`: where daphne and the host agent spend their time; e.g. PROFILE_ARGS=--seconds=5
 PROFILE_ARGS ?=
 
-.PHONY: bench profile run cluster setup system-packages protos check-protos check-migrations lint typecheck check test clean
+.PHONY: bench profile run cluster setup system-packages protos check-protos check-migrations lint typecheck check test test-fast clean
 
 run: setup system-packages
 	HOST=$(HOST) PORT=$(PORT) PY=$(PY) scripts/run-local.sh
@@ -68,8 +68,13 @@ typecheck: setup
 
 check: lint typecheck check-protos check-migrations
 
+# Every lane (tests/support/lanes.py says which test is in which), and the 20 slowest tests.
 test: setup check
-	DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest
+	DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest --durations=20
+
+# The checks, then the unit and agent lanes: no daphne, no Chromium.
+test-fast: setup check
+	DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest -m "unit or agent"
 
 clean:
 	rm -rf $(VENV) node_modules var

@@ -53,16 +53,26 @@ class Subscriber:
 
     Live output stops being read while the queue holds `limit` bytes of output; `on_take` runs
     after each event taken, so the session can read again. A backlog pushed at attach time may
-    exceed the limit: the session then waits until the stream has caught up.
+    exceed the limit: the session then waits until the stream has caught up. ``streaming_window``
+    and ``coalesce_delay``: see STREAMING_WINDOW and COALESCE_DELAY.
     """
 
-    def __init__(self, on_take: Callable[[], None], limit: int = SUBSCRIBER_QUEUE_BYTES) -> None:
+    def __init__(
+        self,
+        on_take: Callable[[], None],
+        limit: int = SUBSCRIBER_QUEUE_BYTES,
+        *,
+        streaming_window: float = STREAMING_WINDOW,
+        coalesce_delay: float = COALESCE_DELAY,
+    ) -> None:
         self._on_take = on_take
         self._limit = limit
+        self._streaming_window = streaming_window
+        self._coalesce_delay = coalesce_delay
         self._bytes = 0
         self._items: deque[Event] = deque()
         self._ready = asyncio.Event()
-        # Bytes pushed in the current and the previous STREAMING_WINDOW, and when the current began.
+        # Bytes pushed in the current and the previous streaming window, and when the current began.
         self._window_start = 0.0
         self._window_bytes = 0
         self._previous_bytes = 0
@@ -79,14 +89,14 @@ class Subscriber:
 
     def _count_pushed(self, size: int) -> None:
         now = time.monotonic()
-        if now - self._window_start >= STREAMING_WINDOW:
-            recent = now - self._window_start < 2 * STREAMING_WINDOW
+        if now - self._window_start >= self._streaming_window:
+            recent = now - self._window_start < 2 * self._streaming_window
             self._previous_bytes = self._window_bytes if recent else 0
             self._window_start, self._window_bytes = now, 0
         self._window_bytes += size
 
     def streaming(self) -> bool:
-        if time.monotonic() - self._window_start >= 2 * STREAMING_WINDOW:
+        if time.monotonic() - self._window_start >= 2 * self._streaming_window:
             return False
         return self._window_bytes + self._previous_bytes >= STREAMING_BYTES
 
@@ -95,7 +105,7 @@ class Subscriber:
             self._ready.clear()
             await self._ready.wait()
         if isinstance(self._items[0], Output) and self._bytes < BACKLOG_CHUNK and self.streaming():
-            await asyncio.sleep(COALESCE_DELAY)
+            await asyncio.sleep(self._coalesce_delay)
         event = self._items.popleft()
         if isinstance(event, Output):
             event = self._merge(event)

@@ -47,8 +47,6 @@ SLOW_GRACE = 1.0
 PROGRESS_INTERVAL = 0.01
 # For how long a viewer notes after being asked; the leader asks again after half of it.
 NOTE_FOR = 1.0
-# How often a leader counts the session's viewers.
-COUNT_EVERY = 1.0
 
 # Channel-layer events, handled by the consumer (terminal_progress, terminal_joined).
 PROGRESS_EVENT = "terminal.progress"
@@ -56,6 +54,9 @@ JOINED_EVENT = "terminal.joined"
 
 
 class Audience:
+    """``count_every``: seconds between the leader's counts of the viewers (the consumer passes
+    settings.PTY_VIEWER_COUNT_SECONDS); ``slow_grace``: see SLOW_GRACE."""
+
     def __init__(
         self,
         group: str,
@@ -63,12 +64,17 @@ class Audience:
         layer: BaseChannelLayer,
         offset: Callable[[], int],
         heard: Callable[[], int],
+        *,
+        count_every: float,
+        slow_grace: float = SLOW_GRACE,
     ) -> None:
         self.group = group
         self.viewer = viewer
         self._layer = layer
         self._offset = offset  # how far this viewer's client is
         self._heard = heard  # how far the output has reached this viewer (sent or not)
+        self._count_every = count_every
+        self._slow_grace = slow_grace
         self._store: Leases = leases()
         self._moved = asyncio.Event()
         self._noting_until = 0.0
@@ -164,7 +170,7 @@ class Audience:
                 alone = False
             if joins == self._joins:  # nobody said they joined while this counted
                 self._set_alone(alone)
-            await asyncio.sleep(COUNT_EVERY)
+            await asyncio.sleep(self._count_every)
 
     def _set_alone(self, alone: bool) -> None:
         if self._leading and self._alone and not alone:
@@ -217,6 +223,6 @@ class Audience:
         for viewer, offset in offsets.items():
             if end - offset <= SHARED_WINDOW:
                 self._behind_since.pop(viewer, None)
-            elif now - self._behind_since.setdefault(viewer, now) < SLOW_GRACE:
+            elif now - self._behind_since.setdefault(viewer, now) < self._slow_grace:
                 holding_back = True
         return not holding_back and end - max(offsets.values()) <= PACE_WINDOW

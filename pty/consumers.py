@@ -48,8 +48,6 @@ from .stream import ERROR_EVENT, LeaderHooks, StreamFailed, group_name, lead
 
 log = logging.getLogger(__name__)
 
-AUTH_TIMEOUT = 5.0
-
 
 @dataclass(frozen=True)
 class Capsule:
@@ -208,8 +206,9 @@ class PtyConsumer(AsyncWebsocketConsumer):
     # --- authorisation and attach ------------------------------------------------
 
     async def _auth_deadline(self) -> None:
-        await asyncio.sleep(AUTH_TIMEOUT)
-        await self.fatal("authentication timed out: no credentials within 5 seconds")
+        timeout = float(settings.PTY_AUTH_TIMEOUT_SECONDS)
+        await asyncio.sleep(timeout)
+        await self.fatal(f"authentication timed out: no credentials within {timeout:g} seconds")
 
     async def _authorize(self, caller: Caller) -> None:
         if self.admin and not caller.is_staff:
@@ -285,7 +284,14 @@ class PtyConsumer(AsyncWebsocketConsumer):
             self._progressed,
             self._exit,
         )
-        self.audience = Audience(self.group, self.channel_name, self.channel_layer, self._offset, self._heard)
+        self.audience = Audience(
+            self.group,
+            self.channel_name,
+            self.channel_layer,
+            self._offset,
+            self._heard,
+            count_every=float(settings.PTY_VIEWER_COUNT_SECONDS),
+        )
         # Join before reading anything, so that no byte published for the group is missed.
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.audience.enter()

@@ -113,13 +113,16 @@ class AgentStream:
 
     ``send`` returns once the agent has applied the op, or raises OpFailed (its error, or no
     answer within the agent deadline, ``rpc_timeout()``). After a broken or silent stream, or
-    IDLE_CLOSE seconds without an op, the next op opens a new one.
+    ``idle_close`` seconds without an op, the next op opens a new one.
     """
 
-    def __init__(self, stub: pb_grpc.HostAgentAsyncStub, sandbox_id: str, tag: str) -> None:
+    def __init__(
+        self, stub: pb_grpc.HostAgentAsyncStub, sandbox_id: str, tag: str, *, idle_close: float = IDLE_CLOSE
+    ) -> None:
         self._stub = stub
         self._sandbox_id = sandbox_id
         self._tag = tag
+        self._idle_close = idle_close
         self._call: grpc.aio.StreamStreamCall[pb.PtyInputRequest, pb.PtyInputAck] | None = None
         self._idle: asyncio.TimerHandle | None = None
 
@@ -134,7 +137,7 @@ class AgentStream:
             await self._send(op)
         finally:
             if self._call is not None:
-                self._idle = asyncio.get_running_loop().call_later(IDLE_CLOSE, self.close)
+                self._idle = asyncio.get_running_loop().call_later(self._idle_close, self.close)
 
     async def _send(self, op: Op) -> None:
         if op.kind == "input":

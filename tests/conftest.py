@@ -1,4 +1,5 @@
-"""Fixtures shared by every test folder: teams, a member and a key, the real host agent and the real stack.
+"""Fixtures shared by every test folder: teams, a member and a key, the real host agent and the real stack;
+and each test's lane (tests/support/lanes.py).
 
 Folders whose tests need committed rows (tests/pty) override the domain fixtures with
 ``transactional_db`` versions.
@@ -6,7 +7,7 @@ Folders whose tests need committed rows (tests/pty) override the domain fixtures
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,28 @@ from django.contrib.auth import get_user_model
 from capsules.keys import create_api_key
 from capsules.models import Membership, Team
 from tests.capsules import MEMBER_PASSWORD
+from tests.support import lanes
 from tests.support.hostagent import HostAgentProcess, start_hostagent
 from tests.support.stack import Stack, running_stack
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    lanes.configure(config)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by the marks it gives
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    lanes.assign(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from lanes.runtest_protocol(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    return (yield from lanes.runtest_makereport(item, call))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,6 +48,14 @@ def _one_database_connection_per_call() -> None:
     (WRENN_DB_CONN_MAX_AGE) would keep the test database from being dropped at the end.
     Every thread's connection reads this same dictionary when it connects."""
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashes() -> None:
+    """Django's default hasher takes about 0.3 s a password here, by design, and most tests sign a
+    member up or in: tests hash with MD5 (the speed-up Django's testing docs suggest). Processes the
+    tests start (the stack, `manage.py`) keep the settings' hasher."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(scope="session")

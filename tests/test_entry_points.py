@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.hostagent import REPO_ROOT
+
+pytestmark = pytest.mark.stack  # each test runs an entry point
 
 # What the plain `daphne` command does: import Twisted (and with it the
 # standard-library pty) before the repository is on sys.path, then the app.

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.hostagent import REPO_ROOT
 
 # Two processes (as daphne and the monitor are), each writing in a transaction that another
@@ -29,6 +31,7 @@ print("done", flush=True)
 """
 
 
+@pytest.mark.stack  # Django in two processes of their own
 def test_sqlite_uses_wal_and_waits_for_the_write_lock(tmp_path: Path) -> None:
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
     env.pop("DJANGO_SETTINGS_MODULE", None)

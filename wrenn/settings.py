@@ -140,6 +140,12 @@ else:
         }
     }
 
+# Terminal sockets, beside the two intervals above: how long a socket without credentials has to
+# send its `auth` frame, and how often a session's leader counts its viewers (it publishes output
+# through the channel layer only while someone else watches; see pty/audience.py).
+PTY_AUTH_TIMEOUT_SECONDS = 5.0
+PTY_VIEWER_COUNT_SECONDS = 1.0
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]

@@ -182,6 +182,7 @@ def test_human_output_lists_the_credentials(demo_settings: Settings) -> None:
         assert expected in stdout
 
 
+@pytest.mark.agent
 def test_demo_creates_the_capsule_on_a_real_agent(settings: Settings, tmp_path: Path, db: None) -> None:
     agent = start_hostagent(tmp_path / "agent")
     try:

@@ -465,6 +465,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20) ->
         time.sleep(0.05)
 
 
+@pytest.mark.agent
 def test_agent_heartbeats_register_it_and_bring_back_its_capsules(
     live_server: Any, team: Team, tmp_path: Path, settings: Settings
 ) -> None:

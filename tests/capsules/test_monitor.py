@@ -56,6 +56,7 @@ def test_interval_must_be_positive(db: None) -> None:
         call_command("monitor", "--interval", "0")
 
 
+@pytest.mark.stack  # manage.py monitor as a subprocess
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_loop_stops_cleanly_on_a_signal(db: None, tmp_path: Path, signum: int) -> None:
     if connection.vendor != "postgresql":

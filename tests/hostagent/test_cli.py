@@ -16,7 +16,7 @@ from tests.hostagent.conftest import needs_bwrap
 from tests.support.hostagent import REPO_ROOT, start_hostagent, start_terminal
 from tests.support.polling import wait_until
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.agent]  # each test starts its agent
 
 NO_BWRAP_PATH = {"PATH": "/nonexistent"}
 AGENT = (sys.executable, "-m", "hostagent")

@@ -25,7 +25,7 @@ from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from tests.support.hostagent import REPO_ROOT, HostAgentProcess, free_port, start_hostagent, start_terminal
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.agent]  # each test starts its agent
 
 TOKEN = f"hrt_{secrets.token_hex(16)}"
 # Against hangs only: every wait ends as soon as what it waits for happens.

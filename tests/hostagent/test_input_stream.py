@@ -9,7 +9,6 @@ import grpc
 import pytest
 
 from protos import hostagent_pb2 as pb
-from pty import input as agent_input
 from pty.input import AgentStream, Op, OpFailed
 from tests.support.hostagent import start_terminal
 
@@ -84,12 +83,9 @@ async def test_a_first_request_without_a_tag_is_invalid(stub: Any, capsule: str)
 # The control plane's side of the stream (pty.input.AgentStream), against the real agent.
 
 
-async def test_an_idle_stream_is_closed_and_the_next_op_opens_another(
-    stub: Any, capsule: str, monkeypatch: Any
-) -> None:
-    monkeypatch.setattr(agent_input, "IDLE_CLOSE", 0.2)
+async def test_an_idle_stream_is_closed_and_the_next_op_opens_another(stub: Any, capsule: str) -> None:
     terminal, _ = await start_terminal(stub, capsule, "/bin/sh", "-c", "read a; read b; echo got-$a-$b")
-    stream = AgentStream(stub, capsule, terminal.tag)
+    stream = AgentStream(stub, capsule, terminal.tag, idle_close=0.2)
     await stream.send(Op("input", data=b"one\n"))
     assert stream.open
     await asyncio.sleep(0.1)

@@ -293,6 +293,7 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "agent"
 
 
+@pytest.mark.agent
 async def test_the_paused_state_survives_an_agent_restart(data_dir: Path) -> None:
     agent = start_hostagent(data_dir, runtime="process")
     try:
@@ -316,6 +317,7 @@ async def test_the_paused_state_survives_an_agent_restart(data_dir: Path) -> Non
         agent.stop()
 
 
+@pytest.mark.agent
 async def test_a_restarted_agent_kills_what_a_crashed_one_left_behind(data_dir: Path) -> None:
     args = ["--cgroup-root", f"wrenn-test-{uuid.uuid4().hex[:12]}"]
     agent = start_hostagent(data_dir, runtime="process", args=args)

@@ -286,6 +286,7 @@ async def test_read_works_while_the_sandbox_is_paused(stub: Any, capsule: str) -
     await terminal.kill()
 
 
+@pytest.mark.agent
 def test_a_negative_replay_buffer_is_refused(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "hostagent", "--data-dir", str(tmp_path), "--replay-buffer", "-1"],

@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from hostagent import subscribers
 from hostagent.subscribers import BACKLOG_CHUNK, STREAMING_BYTES, Output, Subscriber
 
 pytestmark = pytest.mark.timeout(10)
@@ -19,12 +18,8 @@ async def test_a_lone_small_output_is_taken_at_once() -> None:
     assert await asyncio.wait_for(queue.get(), 0.5) == Output(b"x", 0)
 
 
-async def test_while_output_streams_small_pieces_wait_to_be_taken_together(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(subscribers, "COALESCE_DELAY", 0.05)
-    monkeypatch.setattr(subscribers, "STREAMING_WINDOW", 10.0)
-    queue = Subscriber(lambda: None)
+async def test_while_output_streams_small_pieces_wait_to_be_taken_together() -> None:
+    queue = Subscriber(lambda: None, coalesce_delay=0.05, streaming_window=10.0)
     queue.push(Output(b"a" * STREAMING_BYTES, 0))  # a burst: output streams
     assert queue.streaming()
     assert await queue.get() == Output(b"a" * STREAMING_BYTES, 0)
@@ -35,9 +30,8 @@ async def test_while_output_streams_small_pieces_wait_to_be_taken_together(
     assert await taking == Output(b"b" * 100 + b"c" * 100, STREAMING_BYTES)
 
 
-async def test_a_full_chunk_is_taken_without_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(subscribers, "COALESCE_DELAY", 60.0)  # would time the test out
-    queue = Subscriber(lambda: None)
+async def test_a_full_chunk_is_taken_without_waiting() -> None:
+    queue = Subscriber(lambda: None, coalesce_delay=60.0)  # would time the test out
     queue.push(Output(b"a" * STREAMING_BYTES, 0))
     queue.push(Output(b"b" * BACKLOG_CHUNK, STREAMING_BYTES))
     assert queue.streaming()
@@ -45,9 +39,8 @@ async def test_a_full_chunk_is_taken_without_waiting(monkeypatch: pytest.MonkeyP
     assert await asyncio.wait_for(queue.get(), 1) == Output(b"b" * BACKLOG_CHUNK, STREAMING_BYTES)
 
 
-async def test_streaming_ends_when_output_stops(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(subscribers, "STREAMING_WINDOW", 0.02)
-    queue = Subscriber(lambda: None)
+async def test_streaming_ends_when_output_stops() -> None:
+    queue = Subscriber(lambda: None, streaming_window=0.02)
     queue.push(Output(b"a" * STREAMING_BYTES, 0))
     assert queue.streaming()
     await asyncio.sleep(0.1)

@@ -8,13 +8,16 @@ from typing import Any
 import pytest
 
 from pty import audience as audience_module
-from pty.audience import PACE_WINDOW, PROGRESS_EVENT, SHARED_WINDOW, Audience
+from pty.audience import PACE_WINDOW, PROGRESS_EVENT, SHARED_WINDOW, SLOW_GRACE, Audience
 from pty.leases import LocalLeases, audience_key, progress_key
 
 pytestmark = [pytest.mark.timeout(20)]
 
 GROUP = "pty.cap-test.pty-0000abcd"
 END = 10 * 1024 * 1024  # how far the leader has read
+# The leader counts its viewers when it starts leading and then this often: no test here waits for
+# a second count.
+COUNT_EVERY = 1.0
 
 
 class Layer:
@@ -35,11 +38,19 @@ def store(monkeypatch: pytest.MonkeyPatch) -> LocalLeases:
 
 
 class Leader:
-    def __init__(self, store: LocalLeases) -> None:
+    def __init__(self, store: LocalLeases, slow_grace: float = SLOW_GRACE) -> None:
         self.store = store
         self.offset = END  # its own client has everything so far
         self.layer = Layer()
-        self.audience = Audience(GROUP, "leader", self.layer, lambda: self.offset, lambda: END)
+        self.audience = Audience(
+            GROUP,
+            "leader",
+            self.layer,
+            lambda: self.offset,
+            lambda: END,
+            count_every=COUNT_EVERY,
+            slow_grace=slow_grace,
+        )
 
     async def note(self, viewer: str, offset: int) -> None:
         await self.store.join(audience_key(GROUP), viewer)
@@ -67,11 +78,8 @@ async def test_alone_the_leader_paces_to_its_own_client(store: LocalLeases) -> N
     assert leader.layer.sent == []  # alone: nobody asked to note anything
 
 
-async def test_the_slowest_viewer_that_keeps_up_sets_the_pace(
-    store: LocalLeases, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(audience_module, "SLOW_GRACE", 60.0)
-    leader = Leader(store)
+async def test_the_slowest_viewer_that_keeps_up_sets_the_pace(store: LocalLeases) -> None:
+    leader = Leader(store, slow_grace=60.0)
     await leader.note("leader", END)
     await leader.note("fast", END)
     await leader.note("slow", END - SHARED_WINDOW - 1)
@@ -86,10 +94,9 @@ async def test_the_slowest_viewer_that_keeps_up_sets_the_pace(
 
 
 async def test_a_viewer_behind_for_longer_than_the_grace_no_longer_holds_the_others(
-    store: LocalLeases, monkeypatch: pytest.MonkeyPatch
+    store: LocalLeases,
 ) -> None:
-    monkeypatch.setattr(audience_module, "SLOW_GRACE", 0.3)
-    leader = Leader(store)
+    leader = Leader(store, slow_grace=0.3)
     await leader.note("leader", END)
     await leader.note("fast", END)
     await leader.note("stuck", 0)
@@ -105,11 +112,8 @@ async def test_a_viewer_behind_for_longer_than_the_grace_no_longer_holds_the_oth
         assert not await paced(leader, 0.15)  # behind again: a new grace
 
 
-async def test_when_everyone_is_behind_the_fastest_sets_the_pace(
-    store: LocalLeases, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(audience_module, "SLOW_GRACE", 0.1)
-    leader = Leader(store)
+async def test_when_everyone_is_behind_the_fastest_sets_the_pace(store: LocalLeases) -> None:
+    leader = Leader(store, slow_grace=0.1)
     leader.offset = 0
     await leader.note("leader", 0)
     await leader.note("other", END - PACE_WINDOW - 1)

@@ -22,7 +22,6 @@ from capsules.models import Host, Membership, Sandbox, Team, TerminalSession
 from capsules.tokens import tokens_for
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
-from pty import audience, consumers
 from pty.leases import local_leases
 from pty.protocol import BINARY_SUBPROTOCOL, MAX_FRAME_BYTES
 from pty.stream import MARK_AFTER_QUIET
@@ -229,10 +228,10 @@ async def test_first_frame_auth_accepts_an_api_key(open_socket: Any, capsule: Sa
     await term.read_until(b"key-frame-ok")
 
 
-async def test_no_credentials_time_out(open_socket: Any, capsule: Sandbox, monkeypatch: Any) -> None:
-    monkeypatch.setattr(consumers, "AUTH_TIMEOUT", 0.3)
+async def test_no_credentials_time_out(open_socket: Any, capsule: Sandbox, settings: Any) -> None:
+    settings.PTY_AUTH_TIMEOUT_SECONDS = 0.3
     term = Terminal.over_communicator(await open_socket(path(capsule)))
-    await assert_fatal(term, "authentication timed out: no credentials within 5 seconds", capsule)
+    await assert_fatal(term, "authentication timed out: no credentials within 0.3 seconds", capsule)
 
 
 async def test_first_frame_must_be_auth_without_credentials(open_socket: Any, capsule: Sandbox) -> None:
@@ -520,6 +519,7 @@ async def test_start_passes_args_envs_cwd_and_user(open_socket: Any, capsule: Sa
     assert (await term.expect("exit"))["exit_code"] == 0
 
 
+@pytest.mark.agent
 async def test_a_stalled_host_agent_gives_a_non_fatal_timeout(
     open_socket: Any, team: Team, api_key: str, tmp_path: Any, settings: Any
 ) -> None:
@@ -546,6 +546,9 @@ async def test_a_stalled_host_agent_gives_a_non_fatal_timeout(
         }
         await term.type("still-here\n")
         await term.read_until(b"still-here")
+        # Closed before the agent stops: with the socket's input stream still open, the agent's
+        # graceful stop would wait out its grace period.
+        await term.communicator.disconnect()
     finally:
         stalled.stop()
 
@@ -638,6 +641,7 @@ async def test_replayed_terminal_queries_are_neutralised(
     assert await late.read_until(b"c") == b"a" + b"\0" * 4 + b"b" + b"\0" * 7 + b"c"
 
 
+@pytest.mark.agent
 async def test_an_evicted_offset_is_reported_as_missed_bytes(
     open_socket: Any, team: Team, api_key: str, tmp_path: Any
 ) -> None:
@@ -749,13 +753,13 @@ class LateJoinLayer(InMemoryChannelLayer):
 
 
 async def test_output_read_before_the_leader_hears_of_a_newcomer_reaches_it(
-    open_socket: Any, capsule: Sandbox, api_key: str, settings: Any, monkeypatch: Any
+    open_socket: Any, capsule: Sandbox, api_key: str, settings: Any
 ) -> None:
     """A leader alone sends output to its own client only. Output it reads after a newcomer's
     catch-up but before it hears of the newcomer must still reach the newcomer, even when
     nothing more follows (the session goes quiet)."""
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.pty.test_consumer.LateJoinLayer"}}
-    monkeypatch.setattr(audience, "COUNT_EVERY", 3600.0)  # only the join event tells the leader
+    settings.PTY_VIEWER_COUNT_SECONDS = 3600.0  # only the join event tells the leader
     leader = await terminal(open_socket, capsule, api_key)
     script = "stty raw -echo; printf READY; read go; printf '<END>'; read x"
     tag = (await leader.start(cmd="/bin/sh", args=["-c", script]))["tag"]
