@@ -16,7 +16,7 @@ BENCH_ARGS ?=
 # `make profile`: where daphne and the host agent spend their time; e.g. PROFILE_ARGS=--seconds=5
 PROFILE_ARGS ?=
 
-.PHONY: bench profile run cluster setup system-packages protos check-protos lint typecheck check test test-fast clean
+.PHONY: bench profile run cluster setup system-packages protos check-protos check-migrations lint typecheck check test test-fast clean
 
 run: setup system-packages
 	HOST=$(HOST) PORT=$(PORT) PY=$(PY) scripts/run-local.sh
@@ -54,6 +54,11 @@ protos: setup
 check-protos: setup
 	scripts/check-protos.sh $(PY)
 
+# Fails when a model changed without its migration. Against an empty in-memory database: the
+# check compares models with migrations, and must not need (or create) a real one.
+check-migrations: setup
+	DATABASE_URL=sqlite://:memory: $(PY) manage.py makemigrations --check --dry-run
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -61,7 +66,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy .
 
-check: lint typecheck check-protos
+check: lint typecheck check-protos check-migrations
 
 # Every lane (tests/support/lanes.py says which test is in which), and the 20 slowest tests.
 test: setup check

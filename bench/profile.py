@@ -150,8 +150,10 @@ async def profile(name: str, seconds: float, out: Path) -> list[str]:
             before.update({process: cpu_seconds(pid) for process, pid in pids.items()})
             samplers.extend(
                 subprocess.Popen(
-                    ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds))]
-                    + ["--rate", str(RATE), "--gil", "--format", "raw", "--output", str(records[process])],
+                    [
+                        *("py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds))),
+                        *("--rate", str(RATE), "--gil", "--format", "raw", "--output", str(records[process])),
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                 )

@@ -86,10 +86,8 @@ class LocalPty:
     async def close(self) -> None:
         self._loop.remove_reader(self.master)
         os.close(self.master)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         await asyncio.to_thread(os.waitpid, self.pid, 0)
 
 

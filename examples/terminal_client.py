@@ -39,6 +39,15 @@ async def pump_stdin(ws: ClientConnection) -> None:
         await send(ws, type="input", data=base64.b64encode(data).decode())
 
 
+async def follow_size(ws: ClientConnection, resized: asyncio.Event) -> None:
+    """Sends the window's size whenever SIGWINCH says it changed (the latest, after several)."""
+    while True:
+        await resized.wait()
+        resized.clear()
+        size = shutil.get_terminal_size()
+        await send(ws, type="resize", cols=size.columns, rows=size.lines)
+
+
 async def session(args: argparse.Namespace) -> int:
     url = f"{args.url.rstrip('/')}/v1/capsules/{args.capsule}/pty"
     interactive = sys.stdin.isatty()
@@ -49,14 +58,11 @@ async def session(args: argparse.Namespace) -> int:
         else:
             await send(ws, type="start", cmd=args.cmd, args=args.arg, cols=cols, rows=rows)
         loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(pump_stdin(ws))]
         if interactive:
-
-            def follow_size() -> None:
-                size = shutil.get_terminal_size()
-                loop.create_task(send(ws, type="resize", cols=size.columns, rows=size.lines))
-
-            loop.add_signal_handler(signal.SIGWINCH, follow_size)
-        stdin_task = loop.create_task(pump_stdin(ws))
+            resized = asyncio.Event()
+            loop.add_signal_handler(signal.SIGWINCH, resized.set)
+            tasks.append(loop.create_task(follow_size(ws, resized)))
         try:
             async for raw in ws:
                 frame = json.loads(raw)
@@ -74,7 +80,10 @@ async def session(args: argparse.Namespace) -> int:
                     if frame.get("fatal"):
                         return 255
         finally:
-            stdin_task.cancel()
+            if interactive:
+                loop.remove_signal_handler(signal.SIGWINCH)
+            for task in tasks:
+                task.cancel()
     return 255
 
 

@@ -4,6 +4,9 @@ With a cgroup, every process spawned for a sandbox joins `<root>/<sandbox_id>` b
 its descendants (double-forked daemons included) are frozen and killed with it. The signal
 fallback only reaches the sessions' process trees and their session members, and a stopped
 process is visible to its parent (SIGCHLD), which is why it is the last resort.
+
+The /proc scans and cgroup file operations run in threads (`hostagent.blocking`); each async
+method returns once they are done, so a pause has taken effect when PauseSandbox answers.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
+from hostagent.blocking import run_blocking
 from hostagent.procs import process_table, process_trees, state_of
 
 log = logging.getLogger(__name__)
@@ -49,7 +53,10 @@ class Freezer(ABC):
         return self.name
 
     def join_path(self, sandbox_id: str) -> str | None:
-        """The cgroup.procs file a new process of the sandbox writes its pid to (created now)."""
+        """The cgroup.procs file a new process of the sandbox writes its pid to (created now).
+
+        Blocking, like `close`: async callers run it with `run_blocking`.
+        """
         return None
 
     @abstractmethod
@@ -60,10 +67,10 @@ class Freezer(ABC):
     async def thaw(self, sandbox_id: str, leaders: Sequence[int]) -> None: ...
 
     @abstractmethod
-    def kill_all(self, sandbox_id: str, leaders: Sequence[int]) -> int:
+    async def kill_all(self, sandbox_id: str, leaders: Sequence[int]) -> int:
         """SIGKILL every process of the sandbox so it dies even if frozen; return how many."""
 
-    def release(self, sandbox_id: str, pids: Sequence[int]) -> None:
+    async def release(self, sandbox_id: str, pids: Sequence[int]) -> None:
         """Let killed processes of a frozen sandbox die (only cgroup v1 needs to act)."""
         return  # nothing to do without a cgroup
 
@@ -93,19 +100,14 @@ class SignalFreezer(Freezer):
         # Repeat until a pass finds nothing new, as a process may fork before it is stopped.
         stopped = self._stopped.setdefault(sandbox_id, [])
         for _ in range(KILL_PASSES):
-            table = process_table()
-            tree = process_trees(leaders, table)
-            depth: dict[int, int] = {}
-            for pid in tree:  # parents come first
-                depth[pid] = depth.get(table[pid].ppid, -1) + 1
-            todo = [pid for pid in tree if table[pid].state not in STOPPED]
+            todo, depth = await run_blocking(_unstopped_tree, leaders)
             if not todo:
                 return
             for level in sorted({depth[pid] for pid in todo}):
                 generation = [pid for pid in todo if depth[pid] == level]
-                for pid in generation:
-                    _signal(pid, signal.SIGSTOP)
+                # Recorded first: a resume continues whatever this pass may have stopped.
                 stopped.extend(generation)
+                await run_blocking(_signal_all, generation, signal.SIGSTOP)
                 if not await _settle(functools.partial(_all_stopped, generation)):
                     # In uninterruptible sleep, say; the pending SIGSTOP stops it when it wakes.
                     log.warning(
@@ -116,15 +118,13 @@ class SignalFreezer(Freezer):
 
     async def thaw(self, sandbox_id: str, leaders: Sequence[int]) -> None:
         # Children first, so a shell resumes after its job is running again.
-        for pid in reversed(self._stopped.pop(sandbox_id, [])):
-            _signal(pid, signal.SIGCONT)
+        children_first = self._stopped.pop(sandbox_id, [])[::-1]
+        await run_blocking(_signal_all, children_first, signal.SIGCONT)
 
-    def kill_all(self, sandbox_id: str, leaders: Sequence[int]) -> int:
-        pids = process_trees(leaders)
-        for pid in pids:
-            _signal(pid, signal.SIGKILL)
+    async def kill_all(self, sandbox_id: str, leaders: Sequence[int]) -> int:
+        killed = await run_blocking(_kill_trees, leaders)
         self._stopped.pop(sandbox_id, None)
-        return len(pids)
+        return killed
 
 
 class CgroupFreezer(Freezer):
@@ -151,27 +151,37 @@ class CgroupFreezer(Freezer):
             return []
         return [int(line) for line in text.split()]
 
-    def kill_all(self, sandbox_id: str, leaders: Sequence[int]) -> int:
+    async def kill_all(self, sandbox_id: str, leaders: Sequence[int]) -> int:
+        return await run_blocking(self._kill_all, sandbox_id)
+
+    def _kill_all(self, sandbox_id: str) -> int:
         killed: set[int] = set()
         for _ in range(KILL_PASSES):
             pids = [pid for pid in self.procs(sandbox_id) if pid not in killed]
             if not pids:
                 break
-            for pid in pids:
-                _signal(pid, signal.SIGKILL)
+            _signal_all(pids, signal.SIGKILL)
             killed.update(pids)
         # Killed and frozen under cgroup v1 means stuck: thaw so the SIGKILLs take effect.
         self._set_frozen(sandbox_id, False)
         return len(killed)
 
     async def freeze(self, sandbox_id: str, leaders: Sequence[int]) -> None:
-        if not self.path(sandbox_id).is_dir():
+        if not await run_blocking(self._start_freezing, sandbox_id):
             return  # nothing ever ran in it; a start is refused while the sandbox is paused
-        self._set_frozen(sandbox_id, True)
-        if not await _settle(lambda: self._frozen(sandbox_id)):
+        if not await _settle(functools.partial(self._frozen, sandbox_id)):
             log.warning("sandbox %s is not fully frozen after %ss; it will be", sandbox_id, SETTLE_TIMEOUT)
 
     async def thaw(self, sandbox_id: str, leaders: Sequence[int]) -> None:
+        await run_blocking(self._thaw, sandbox_id)
+
+    def _start_freezing(self, sandbox_id: str) -> bool:
+        if not self.path(sandbox_id).is_dir():
+            return False
+        self._set_frozen(sandbox_id, True)
+        return True
+
+    def _thaw(self, sandbox_id: str) -> None:
         if self.path(sandbox_id).is_dir():
             self._set_frozen(sandbox_id, False)
 
@@ -181,7 +191,7 @@ class CgroupFreezer(Freezer):
         deadline = loop.time() + RMDIR_TIMEOUT
         while True:
             try:
-                path.rmdir()
+                await run_blocking(path.rmdir)
                 return
             except FileNotFoundError:
                 return
@@ -206,14 +216,14 @@ class CgroupFreezer(Freezer):
 class CgroupV2Freezer(CgroupFreezer):
     name = "cgroup2"
 
-    def kill_all(self, sandbox_id: str, leaders: Sequence[int]) -> int:
+    def _kill_all(self, sandbox_id: str) -> int:
         count = len(self.procs(sandbox_id))
         kill_file = self.path(sandbox_id) / "cgroup.kill"
         if count and kill_file.exists():  # Linux 5.14+: kills forks racing with us too
             kill_file.write_text("1")
             self._set_frozen(sandbox_id, False)
             return count
-        return super().kill_all(sandbox_id, leaders)
+        return super()._kill_all(sandbox_id)
 
     def _set_frozen(self, sandbox_id: str, frozen: bool) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -227,7 +237,10 @@ class CgroupV2Freezer(CgroupFreezer):
 class CgroupV1Freezer(CgroupFreezer):
     name = "cgroup1"
 
-    def release(self, sandbox_id: str, pids: Sequence[int]) -> None:
+    async def release(self, sandbox_id: str, pids: Sequence[int]) -> None:
+        await run_blocking(self._move_to_root, pids)
+
+    def _move_to_root(self, pids: Sequence[int]) -> None:
         # A v1-frozen process ignores even SIGKILL; moved to the (thawed) root it dies at once.
         for pid in pids:
             with contextlib.suppress(OSError):
@@ -245,20 +258,41 @@ class CgroupV1Freezer(CgroupFreezer):
         return state == "FROZEN"
 
 
+def _unstopped_tree(leaders: Sequence[int]) -> tuple[list[int], dict[int, int]]:
+    """The leaders' processes not yet stopped, parents first, and every process's depth in its tree."""
+    table = process_table()
+    tree = process_trees(leaders, table)
+    depth: dict[int, int] = {}
+    for pid in tree:  # parents come first
+        depth[pid] = depth.get(table[pid].ppid, -1) + 1
+    return [pid for pid in tree if table[pid].state not in STOPPED], depth
+
+
+def _kill_trees(leaders: Sequence[int]) -> int:
+    pids = process_trees(leaders)
+    _signal_all(pids, signal.SIGKILL)
+    return len(pids)
+
+
 def _all_stopped(pids: Sequence[int]) -> bool:
     return all(state_of(pid) in (None, *STOPPED) for pid in pids)
 
 
-def _signal(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, signum)
+def _signal_all(pids: Sequence[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
 
 
 async def _settle(done: Callable[[], bool]) -> bool:
-    """Poll `done()` until it is true or SETTLE_TIMEOUT passes."""
+    """Poll `done()` (blocking, so in a thread) until it is true or SETTLE_TIMEOUT passes.
+
+    Polled because the kernel announces neither a v1 freeze nor a stopped process; the cgroup v2
+    `cgroup.events` could be watched, but one loop for every mechanism is simpler.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SETTLE_TIMEOUT
-    while not done():
+    while not await run_blocking(done):
         if loop.time() > deadline:
             return False
         await asyncio.sleep(POLL)

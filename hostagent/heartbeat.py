@@ -65,9 +65,12 @@ def memory_mb() -> int:
 
 
 def sane_interval(value: object) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        if MIN_INTERVAL <= value <= MAX_INTERVAL:
-            return float(value)
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and MIN_INTERVAL <= value <= MAX_INTERVAL
+    ):
+        return float(value)
     return None
 
 

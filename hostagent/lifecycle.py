@@ -1,7 +1,8 @@
 """Sandbox lifecycle on this host: pause, resume, destroy, and clean-up at agent start and stop.
 
-A session start, pause, resume and destroy of one sandbox take that sandbox's lock, so a pause
-never races a process being spawned into the sandbox's cgroup.
+Create, session start, pause, resume, kill and destroy of one sandbox take that sandbox's lock,
+so a pause never races a process being spawned into the sandbox's cgroup, and the freezer's work
+in threads (see `hostagent.blocking`) is over before the next operation on the sandbox begins.
 
 The paused state is kept in the sandbox directory. The agent kills every process when it stops
 (and kills leftovers of a crashed run when it starts), so after a restart a paused sandbox is
@@ -17,10 +18,11 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from hostagent.blocking import run_blocking
 from hostagent.errors import AgentError, FailedPrecondition
 from hostagent.freezer import Freezer
 from hostagent.registry import SessionRegistry
-from hostagent.sandboxes import SandboxStore
+from hostagent.sandboxes import SandboxStore, validate_sandbox_id
 from hostagent.sessions import PtySession
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,13 @@ class Lifecycle:
         if self.store.paused(sandbox_id):
             raise FailedPrecondition(f"sandbox {sandbox_id} is paused")
 
+    async def create(self, sandbox_id: str) -> SandboxStatus:
+        """Create the sandbox, or return the existing one; waits for a destroy of the same id."""
+        validate_sandbox_id(sandbox_id)
+        async with self._lock(sandbox_id):
+            await self.store.create(sandbox_id)
+            return self.status(sandbox_id)
+
     @contextlib.asynccontextmanager
     async def starting(self, sandbox_id: str) -> AsyncIterator[str | None]:
         """Hold the sandbox while a session is spawned; yields the cgroup.procs file to join."""
@@ -67,7 +76,7 @@ class Lifecycle:
         async with self._lock(sandbox_id):
             self.check_startable(sandbox_id)  # destroyed or paused while we waited
             try:
-                join = self.freezer.join_path(sandbox_id)
+                join = await run_blocking(self.freezer.join_path, sandbox_id)
             except OSError as exc:
                 raise AgentError(f"cannot create the cgroup of sandbox {sandbox_id}: {exc}") from exc
             yield join
@@ -79,7 +88,7 @@ class Lifecycle:
                 leaders = self.registry.live_pids(sandbox_id)
                 try:
                     await self.freezer.freeze(sandbox_id, leaders)
-                    self.store.set_paused(sandbox_id, True)
+                    await self.store.set_paused(sandbox_id, True)
                 except OSError as exc:
                     with contextlib.suppress(OSError):
                         await self.freezer.thaw(sandbox_id, leaders)
@@ -93,29 +102,35 @@ class Lifecycle:
             if self.store.paused(sandbox_id):
                 try:
                     await self.freezer.thaw(sandbox_id, self.registry.live_pids(sandbox_id))
-                    self.store.set_paused(sandbox_id, False)
+                    await self.store.set_paused(sandbox_id, False)
                 except OSError as exc:
                     raise AgentError(f"cannot resume sandbox {sandbox_id}: {exc}") from exc
                 log.info("resumed sandbox %s", sandbox_id)
             return self.status(sandbox_id)
 
-    def kill(self, session: PtySession) -> None:
-        pids = session.kill()
-        if self.store.paused(session.sandbox_id):
-            self.freezer.release(session.sandbox_id, pids)
+    async def kill(self, session: PtySession) -> None:
+        if session.exit_code is not None:
+            return  # nothing to kill (and no lock to make again for a destroyed sandbox)
+        # Under the lock, a kill during a pause sees the paused state the pause ends in.
+        async with self._lock(session.sandbox_id):
+            pids = await session.kill()
+            if self.store.paused(session.sandbox_id):
+                await self.freezer.release(session.sandbox_id, pids)
 
     async def destroy(self, sandbox_id: str) -> None:
         self.store.path(sandbox_id)
         async with self._lock(sandbox_id):
             path = self.store.forget(sandbox_id)
             await self._kill_everything(sandbox_id)
+            # Aside before the lock goes: a create waiting for it makes a fresh directory.
+            trash = await self.store.trash(path)
             self._locks.pop(sandbox_id, None)
-        await self.store.delete_directory(path)
+        await self.store.delete(trash)
         log.info("destroyed sandbox %s", sandbox_id)
 
     async def _kill_everything(self, sandbox_id: str) -> int:
         # Killed, then thawed (a cgroup-v1-frozen process dies only once thawed), then reaped.
-        killed = self.freezer.kill_all(sandbox_id, self.registry.live_pids(sandbox_id))
+        killed = await self.freezer.kill_all(sandbox_id, self.registry.live_pids(sandbox_id))
         await self.registry.close_sandbox(sandbox_id)
         await self.freezer.remove(sandbox_id)
         return killed
@@ -133,4 +148,4 @@ class Lifecycle:
         """Kill every process of every sandbox; paused ones stay marked paused."""
         await asyncio.gather(*(self._kill_everything(i) for i in self.store.ids()))
         await self.registry.close_all()
-        self.freezer.close()
+        await run_blocking(self.freezer.close)

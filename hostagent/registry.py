@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 
+from hostagent.blocking import run_blocking
 from hostagent.errors import AlreadyExists, NotFound, ResourceExhausted
 from hostagent.replay import DEFAULT_LIMIT
 from hostagent.runtime import LaunchSpec
@@ -58,7 +59,8 @@ class SessionRegistry:
             )
         except OSError as exc:  # pidfd_open: out of descriptors
             os.kill(spawned.pid, signal.SIGKILL)
-            os.waitpid(spawned.pid, 0)
+            # In a thread: a killed process ends only once it leaves the kernel (a cgroup write).
+            await run_blocking(os.waitpid, spawned.pid, 0)
             os.close(spawned.master_fd)
             raise ResourceExhausted(f"cannot start '{spec.display}': {exc.strerror or exc}") from exc
         self._sessions[key] = session
@@ -105,7 +107,7 @@ class SessionRegistry:
     async def _close(self, keys: list[Key]) -> None:
         sessions = [self._sessions[k] for k in keys]
         for session in sessions:
-            session.kill(closing=True)
+            await session.kill(closing=True)
         waits = [asyncio.create_task(s.finished.wait()) for s in sessions]
         if waits:
             _done, pending = await asyncio.wait(waits, timeout=KILL_TIMEOUT)

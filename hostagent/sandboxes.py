@@ -2,11 +2,11 @@
 
 The directory is the record: the agent rescans it at start, so sandboxes survive a restart,
 and so does their paused state (a `paused` file beside `home/`, out of a bwrap capsule's view).
+Once the agent serves, the directories are changed in threads: the disk is shared with capsules.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from hostagent.blocking import run_blocking
 from hostagent.errors import InvalidArgument, NotFound
 from hostagent.runtime import Runtime
 from protos import rules
@@ -74,16 +75,19 @@ class SandboxStore:
             raise NotFound(f"sandbox {sandbox_id} not found on this host")
         return self.root / sandbox_id
 
-    def create(self, sandbox_id: str) -> Path:
+    async def create(self, sandbox_id: str) -> Path:
         """Create the sandbox, or return the existing one."""
         validate_sandbox_id(sandbox_id)
         path = self.root / sandbox_id
         if sandbox_id not in self._ids:
-            path.mkdir(mode=0o711, exist_ok=True)
-            self.runtime.prepare_sandbox(path)
+            await run_blocking(self._make_directory, path)
             self._ids.add(sandbox_id)
             log.info("created sandbox %s", sandbox_id)
         return path
+
+    def _make_directory(self, path: Path) -> None:
+        path.mkdir(mode=0o711, exist_ok=True)
+        self.runtime.prepare_sandbox(path)
 
     def forget(self, sandbox_id: str) -> Path:
         """Drop the sandbox from the known set; the caller then deletes its directory."""
@@ -95,17 +99,23 @@ class SandboxStore:
     def paused(self, sandbox_id: str) -> bool:
         return sandbox_id in self._paused
 
-    def set_paused(self, sandbox_id: str, paused: bool) -> None:
+    async def set_paused(self, sandbox_id: str, paused: bool) -> None:
         marker = self.path(sandbox_id) / PAUSED_MARKER
         if paused:
-            marker.write_text("paused by the control plane; ResumeSandbox clears this file\n")
+            await run_blocking(
+                marker.write_text, "paused by the control plane; ResumeSandbox clears this file\n"
+            )
             self._paused.add(sandbox_id)
         else:
-            marker.unlink(missing_ok=True)
+            await run_blocking(marker.unlink, missing_ok=True)
             self._paused.discard(sandbox_id)
 
-    async def delete_directory(self, path: Path) -> None:
-        # Rename first so a new sandbox with the same id gets a fresh directory at once.
+    async def trash(self, path: Path) -> Path:
+        """Rename a forgotten sandbox's directory aside, so the id can have a fresh one at once."""
         trash = path.with_name(f"{TRASH_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}")
-        path.rename(trash)
-        await asyncio.to_thread(_remove_tree, trash)
+        await run_blocking(path.rename, trash)
+        return trash
+
+    async def delete(self, trash: Path) -> None:
+        """Delete a directory `trash` put aside (a crashed delete is finished by the next start)."""
+        await run_blocking(_remove_tree, trash)

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from hostagent.auth import TokenInterceptor
+from hostagent.blocking import run_blocking
 from hostagent.config import AgentConfig
 from hostagent.errors import AgentError, InvalidArgument
 from hostagent.freezer import choose_freezer
@@ -80,9 +81,6 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
         self.runtime = runtime
         self.lifecycle = lifecycle
 
-    def _sandbox_message(self, sandbox_id: str) -> pb.Sandbox:
-        return self._status_message(self.lifecycle.status(sandbox_id))
-
     def _status_message(self, status: SandboxStatus) -> pb.Sandbox:
         return pb.Sandbox(
             sandbox_id=status.sandbox_id,
@@ -101,10 +99,10 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
         self, request: pb.CreateSandboxRequest, context: Context
     ) -> pb.CreateSandboxResponse:
         try:
-            self.store.create(request.sandbox_id)
+            status = await self.lifecycle.create(request.sandbox_id)
         except AgentError as error:
             await _abort(context, error)
-        return pb.CreateSandboxResponse(sandbox=self._sandbox_message(request.sandbox_id))
+        return pb.CreateSandboxResponse(sandbox=self._status_message(status))
 
     async def DestroySandbox(
         self, request: pb.DestroySandboxRequest, context: Context
@@ -193,7 +191,8 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
             user=request.user,
         )
         validate_request(launch)
-        spec = self.runtime.launch_spec(request.sandbox_id, root, launch)
+        # In a thread: it looks the command up in the capsule's files, and may ask NSS for a user.
+        spec = await run_blocking(self.runtime.launch_spec, request.sandbox_id, root, launch)
         origin = Origin(cmd=request.cmd, args=tuple(request.args), owner=request.owner)
         async with self.lifecycle.starting(request.sandbox_id) as cgroup_procs:
             return await self.registry.start(
@@ -202,7 +201,7 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
 
     async def PtyKill(self, request: pb.PtyKillRequest, context: Context) -> pb.PtyKillResponse:
         try:
-            self.lifecycle.kill(self._session(request.sandbox_id, request.tag))
+            await self.lifecycle.kill(self._session(request.sandbox_id, request.tag))
         except AgentError as error:
             await _abort(context, error)
         return pb.PtyKillResponse()
@@ -231,7 +230,7 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
                     validate_size(request.resize.cols, request.resize.rows)
                     session.resize(request.resize.cols, request.resize.rows)
                 else:
-                    self.lifecycle.kill(session)
+                    await self.lifecycle.kill(session)
             except AgentError as error:
                 yield pb.PtyInputAck(code=error.code.value[0], message=error.message)
                 continue

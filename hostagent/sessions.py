@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hostagent.blocking import run_blocking
 from hostagent.errors import FailedPrecondition, ResourceExhausted
 from hostagent.procs import session_members
 from hostagent.replay import DEFAULT_LIMIT, ReplayBuffer
@@ -347,7 +348,7 @@ class PtySession:
             raise FailedPrecondition(f"pty session {self.tag} has exited")
         set_window_size(self._master, cols, rows)
 
-    def kill(self, closing: bool = False) -> list[int]:
+    async def kill(self, closing: bool = False) -> list[int]:
         """SIGKILL the process group and every process in the session (background jobs too).
 
         `closing` (the sandbox or the agent goes away) ends the session as soon as the process
@@ -359,8 +360,15 @@ class PtySession:
         self._closing = self._closing or closing
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        pids = session_members(self.pid)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        return pids
+        # The kernel does not reuse a pid that is still some process's session or group id, so
+        # the members found after the leader is reaped are still this session's.
+        return await run_blocking(_kill_members, self.pid)
+
+
+def _kill_members(sid: int) -> list[int]:
+    """SIGKILL every process whose session or process group is `sid` (a /proc scan)."""
+    pids = session_members(sid)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return pids

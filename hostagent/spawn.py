@@ -15,6 +15,7 @@ import struct
 import termios
 from dataclasses import dataclass
 
+from hostagent.blocking import run_blocking
 from hostagent.errors import FailedPrecondition
 from hostagent.runtime import LaunchSpec
 
@@ -54,13 +55,15 @@ async def spawn(spec: LaunchSpec, cols: int, rows: int, cgroup_procs: str | None
     except BaseException:
         os.close(master)
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        # Reaped in a thread: a killed child ends only once it leaves the kernel, and it may be
+        # waiting there on a cgroup write.
+        await run_blocking(os.waitpid, pid, 0)
         raise
     finally:
         os.close(err_read)
     if report:
         os.close(master)
-        os.waitpid(pid, 0)  # the child exits right after writing its report
+        await run_blocking(os.waitpid, pid, 0)  # the child exits right after writing its report
         raise FailedPrecondition(_describe(spec, report))
     os.set_blocking(master, False)
     return Spawned(pid=pid, master_fd=master)

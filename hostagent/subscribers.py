@@ -137,6 +137,7 @@ def backlog(buffer: ReplayBuffer, resume_from: int | None) -> list[Event]:
     events: list[Event] = []
     if offset > resume_from:
         events.append(Missed(offset=offset, bytes=offset - resume_from))
-    for at in range(0, len(data), BACKLOG_CHUNK):
-        events.append(Output(data[at : at + BACKLOG_CHUNK], offset + at))
+    events.extend(
+        Output(data[at : at + BACKLOG_CHUNK], offset + at) for at in range(0, len(data), BACKLOG_CHUNK)
+    )
     return events

@@ -300,7 +300,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
     async def _lead(self, first: pb.PtyAttachRequest) -> None:
         """Leads the session whenever its lease is free, until the process exits."""
         capsule = self.capsule
-        assert capsule is not None and capsule.host_address  # noqa: S101
+        assert capsule is not None  # noqa: S101 - phase "first" implies a capsule
+        assert capsule.host_address  # noqa: S101 - and a running capsule a host
         stub = aio_stub_for(capsule.host_address)
         requests = [first] if first.cmd else []
         self._request = first
@@ -338,7 +339,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
                 await self.fatal(str(exc))
 
     async def _exited(self, exit_code: int) -> None:
-        assert self.capsule is not None and self.audience is not None  # noqa: S101 - a leader's
+        assert self.capsule is not None  # noqa: S101 - a leader's
+        assert self.audience is not None  # noqa: S101 - a leader's
         await _record_exit(self.capsule.id, self.tag, exit_code)
         await self.audience.ended()
 
@@ -350,7 +352,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
         await _record_started(self.capsule.id, started.tag, self._request.owner, command, started.pid)
 
     async def _send_op(self, op: Op) -> None:
-        assert self.capsule is not None and self.capsule.host_address  # noqa: S101
+        assert self.capsule is not None  # noqa: S101 - phase "first" implies a capsule
+        assert self.capsule.host_address  # noqa: S101 - and a running capsule a host
         await self.attached.wait()
         if self.agent_stream is None:
             stub = aio_stub_for(self.capsule.host_address)
@@ -382,7 +385,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
     def _read_agent(
         self, offset: int, until: int | None, neutralize_queries: bool
     ) -> AsyncIterator[Chunk | Missed | Ended]:
-        assert self.capsule is not None and self.capsule.host_address  # noqa: S101
+        assert self.capsule is not None  # noqa: S101 - phase "first" implies a capsule
+        assert self.capsule.host_address  # noqa: S101 - and a running capsule a host
         stub = aio_stub_for(self.capsule.host_address)
         return read_output(
             stub, self.capsule.id, self.tag, offset, until, neutralize_queries=neutralize_queries

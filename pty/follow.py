@@ -143,10 +143,7 @@ class Follower:
 
     def _hold(self, offset: int, data: bytes) -> None:
         """Keeps output for later if it continues what is held and there is room; else drops it."""
-        if self._pending:
-            expected = self._pending_end
-        else:
-            expected = self.next_offset
+        expected = self._pending_end if self._pending else self.next_offset
         if offset <= expected < offset + len(data) and self._pending_bytes + len(data) <= PENDING_LIMIT:
             if offset < expected:
                 offset, data = self._trim(offset, data, expected)

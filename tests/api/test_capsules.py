@@ -239,7 +239,8 @@ def test_get_counts_as_activity(key_client: ContractClient, capsule: Sandbox) ->
     Sandbox.objects.filter(pk=capsule.pk).update(last_active_at=LONG_AGO)
     body = key_client.get(url(capsule)).json()
     capsule.refresh_from_db()
-    assert capsule.last_active_at is not None and capsule.last_active_at > LONG_AGO
+    assert capsule.last_active_at is not None
+    assert capsule.last_active_at > LONG_AGO
     assert body["last_active_at"] == iso(capsule.last_active_at)
 
 
@@ -351,7 +352,8 @@ def test_ping_answers_the_capsule_and_counts_as_activity(
     response = team_client.post(url(capsule, "ping"))
     assert response.status_code == 200
     assert response.json() == capsule_json(capsule)
-    assert capsule.last_active_at is not None and capsule.last_active_at > LONG_AGO
+    assert capsule.last_active_at is not None
+    assert capsule.last_active_at > LONG_AGO
 
 
 def test_ping_a_paused_capsule_is_invalid_state(key_client: ContractClient, capsule: Sandbox) -> None:

@@ -117,8 +117,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def report(cluster: Cluster, windows: list[Window]) -> str:
     """What a failure message needs: the script's state, the logs' ends and both screens."""
     parts = [f"run-cluster.sh exit code: {cluster.proc.poll()}", *cluster.banner.splitlines()[-3:]]
-    for i in range(1, WORKERS + 1):
-        parts.append(f"--- worker{i}.log ---\n{cluster.log_tail(f'worker{i}.log', 15)}")
+    parts.extend(
+        f"--- worker{i}.log ---\n{cluster.log_tail(f'worker{i}.log', 15)}" for i in range(1, WORKERS + 1)
+    )
     parts.append(f"--- haproxy.log ---\n{cluster.log_tail('haproxy.log', 10)}")
     for window in windows:
         with contextlib.suppress(PlaywrightError):

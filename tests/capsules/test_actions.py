@@ -122,7 +122,8 @@ def test_create_starts_a_running_capsule_on_the_agent(
     assert capsule.host == agent_host
     assert (capsule.vcpus, capsule.memory_mb, capsule.disk_size_mb) == (2, 256, 1024)
     assert capsule.metadata == {"env": "ci"}
-    assert capsule.started_at is not None and capsule.started_at >= before
+    assert capsule.started_at is not None
+    assert capsule.started_at >= before
     assert capsule.last_active_at == capsule.started_at
     assert agent_sandboxes(agent)[capsule.pk] == "running"
 
@@ -191,7 +192,8 @@ def test_resume_resumes_on_the_agent_and_counts_as_activity(
     before = timezone.now()
     capsule = resume_capsule(paused_capsule)
     assert capsule.status == Status.RUNNING
-    assert capsule.last_active_at is not None and capsule.last_active_at >= before
+    assert capsule.last_active_at is not None
+    assert capsule.last_active_at >= before
     assert agent_sandboxes(agent)[capsule.pk] == "running"
 
 
@@ -240,7 +242,8 @@ def test_pause_of_a_capsule_the_agent_does_not_have_is_an_agent_error(team: Team
     capsule = make(team, agent_host, Status.RUNNING)
     error = refused(pause_capsule, capsule)
     assert error.code == "agent_error"
-    assert "NOT_FOUND" in error.message and capsule.pk in error.message
+    assert "NOT_FOUND" in error.message
+    assert capsule.pk in error.message
     assert snapshot(capsule)["status"] == Status.RUNNING
 
 
@@ -360,7 +363,8 @@ def test_destroy_ends_the_terminal_records(capsule_on_agent: Sandbox) -> None:
     record_viewer(capsule_on_agent.pk, "pty-00000001", 2)
     destroy_capsule(capsule_on_agent)
     session = TerminalSession.objects.get()
-    assert session.ended_at is not None and session.viewers == 0
+    assert session.ended_at is not None
+    assert session.viewers == 0
 
 
 def test_unknown_capsule_is_not_found(team: Team) -> None:
@@ -375,7 +379,8 @@ def test_ping_records_activity(team: Team, host: Host) -> None:
     capsule = make(team, host, Status.RUNNING, last_active_at=timezone.now() - timedelta(hours=1))
     before = timezone.now()
     pinged = ping_capsule(capsule)
-    assert pinged.last_active_at is not None and pinged.last_active_at >= before
+    assert pinged.last_active_at is not None
+    assert pinged.last_active_at >= before
 
 
 @pytest.mark.parametrize("status", [Status.PAUSED, Status.STOPPED, Status.MISSING])
@@ -392,7 +397,8 @@ def test_record_activity_sets_last_active_at(team: Team, host: Host) -> None:
     before = timezone.now()
     record_activity(capsule.pk)
     capsule.refresh_from_db()
-    assert capsule.last_active_at is not None and capsule.last_active_at >= before
+    assert capsule.last_active_at is not None
+    assert capsule.last_active_at >= before
 
 
 # Reaping idle capsules
@@ -478,8 +484,10 @@ def test_list_merges_the_agent_sessions_with_their_records(
     [info] = list_terminal_sessions(capsule_on_agent)
     assert (info.tag, info.pid, info.started_by, info.viewers) == (tag, pid, "user:alice", 1)
     assert info.command == "/bin/sh -c 'sleep 30'"
-    assert not info.exited and info.exit_code is None
-    assert info.started_at is not None and abs(info.started_at - timezone.now()) < timedelta(minutes=1)
+    assert not info.exited
+    assert info.exit_code is None
+    assert info.started_at is not None
+    assert abs(info.started_at - timezone.now()) < timedelta(minutes=1)
 
 
 def test_list_shows_sessions_the_control_plane_did_not_record(
@@ -535,7 +543,8 @@ def test_started_session_is_recorded(capsule: Sandbox) -> None:
         4242,
         0,
     )
-    assert session.ended_at is None and session.exit_code is None
+    assert session.ended_at is None
+    assert session.exit_code is None
 
 
 def test_viewers_go_up_and_down_but_never_below_zero(capsule: Sandbox) -> None:
@@ -557,7 +566,8 @@ def test_exit_is_recorded(capsule: Sandbox) -> None:
     record_terminal_started(capsule.pk, "pty-0000000a", "user:alice", "/bin/bash", 1)
     record_terminal_exit(capsule.pk, "pty-0000000a", 3)
     session = TerminalSession.objects.get()
-    assert session.exit_code == 3 and session.ended_at is not None
+    assert session.exit_code == 3
+    assert session.ended_at is not None
 
 
 def test_records_for_an_unknown_capsule_are_ignored(db: None) -> None:

@@ -67,7 +67,9 @@ def test_json_output_has_exactly_the_documented_fields(demo_settings: Settings) 
 def test_demo_creates_a_superuser_owning_the_demo_team(demo_settings: Settings) -> None:
     result = run_demo_json()
     user = get_user_model().objects.get(username="demo")
-    assert user.is_superuser and user.is_staff and user.is_active
+    assert user.is_superuser
+    assert user.is_staff
+    assert user.is_active
     assert user.email == "demo@wrenn.local"
     assert user.check_password("wrenn-demo")
     team = Team.objects.get(slug="demo")

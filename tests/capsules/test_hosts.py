@@ -1,6 +1,7 @@
 """Host tokens, heartbeats (function and HTTP view), liveness checks and host choice."""
 
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -67,7 +68,8 @@ def post_heartbeat(body: Any, token: str | None, content_type: str = "applicatio
 def test_issued_token_is_stored_only_as_hash_and_prefix(host: Host) -> None:
     raw = issue_host_token(host)
     host.refresh_from_db()
-    assert raw.startswith("wrh_") and len(raw) == 52
+    assert raw.startswith("wrh_")
+    assert len(raw) == 52
     assert host.token_hash == hash_token(raw)
     assert host.token_prefix == raw[:12]
     assert raw not in json.dumps(list(Host.objects.values()), default=str)
@@ -112,7 +114,8 @@ def test_heartbeat_records_what_the_agent_reports(host: Host) -> None:
     host.refresh_from_db()
     assert host.address == "10.0.0.9:50071"
     assert (host.runtime, host.version, host.vcpus, host.memory_mb) == ("bwrap", "0.2.0", 4, 8192)
-    assert host.last_heartbeat_at is not None and host.last_heartbeat_at >= before
+    assert host.last_heartbeat_at is not None
+    assert host.last_heartbeat_at >= before
 
 
 def test_heartbeat_accepts_capacity_at_the_top_level(host: Host) -> None:
@@ -132,7 +135,7 @@ def test_heartbeat_keeps_a_draining_host_draining(host: Host) -> None:
 
 
 def test_heartbeat_cannot_take_another_hosts_address(host: Host, reporting_host: Host) -> None:
-    with pytest.raises(ValidationFailed, match="address 10.0.0.1:50071 belongs to another host"):
+    with pytest.raises(ValidationFailed, match=re.escape("address 10.0.0.1:50071 belongs to another host")):
         record_heartbeat(host, {"address": reporting_host.address})
     host.refresh_from_db()
     assert host.address == "127.0.0.1:50071"
@@ -230,7 +233,8 @@ def test_heartbeat_view_answers_host_id_and_interval(host: Host, settings: Setti
     assert response.status_code == 200
     assert json.loads(response.content) == {"host_id": str(host.pk), "interval": 7}
     host.refresh_from_db()
-    assert host.version == "0.2.0" and host.last_heartbeat_at is not None
+    assert host.version == "0.2.0"
+    assert host.last_heartbeat_at is not None
 
 
 def test_heartbeat_interval_defaults_to_ten_seconds(host: Host) -> None:
@@ -441,7 +445,7 @@ def test_create_host_rotate_replaces_the_token(host: Host) -> None:
 
 
 def test_create_host_rotate_needs_an_existing_host(db: None) -> None:
-    with pytest.raises(CommandError, match="no host 10.0.0.7:50071 to rotate"):
+    with pytest.raises(CommandError, match=re.escape("no host 10.0.0.7:50071 to rotate")):
         create_host("10.0.0.7:50071", "--rotate")
 
 
@@ -477,7 +481,10 @@ def test_agent_heartbeats_register_it_and_bring_back_its_capsules(
         wait_until(lambda: Host.objects.get(pk=host.pk).address == process.address, "the first heartbeat")
         host.refresh_from_db()
         assert host.status == Host.Status.ONLINE
-        assert host.runtime and host.version and host.vcpus > 0 and host.memory_mb > 0
+        assert host.runtime
+        assert host.version
+        assert host.vcpus > 0
+        assert host.memory_mb > 0
         capsule = create_capsule(team)
         assert capsule.host == host
         Sandbox.objects.filter(pk=capsule.pk).update(

@@ -33,13 +33,17 @@ async def test_calls_without_the_token_are_refused(
         stub = pb_grpc.HostAgentStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as unary:
             await stub.ListSandboxes(pb.ListSandboxesRequest(), metadata=metadata, timeout=10)
+        call = stub.PtyAttach(pb.PtyAttachRequest(sandbox_id="cl-x", tag="pty-1"), metadata=metadata)
         with pytest.raises(grpc.aio.AioRpcError) as stream:
-            call = stub.PtyAttach(pb.PtyAttachRequest(sandbox_id="cl-x", tag="pty-1"), metadata=metadata)
             await call.read()
-        with pytest.raises(grpc.aio.AioRpcError) as both_ways:  # the input stream, never half-closed
+
+        async def send_input() -> None:  # on the input stream, never half-closed
             inputs = stub.PtyInput(None, metadata=metadata, timeout=10)
             await inputs.write(pb.PtyInputRequest(sandbox_id="cl-x", tag="pty-1", data=b"x"))
             await inputs.read()
+
+        with pytest.raises(grpc.aio.AioRpcError) as both_ways:
+            await send_input()
     for error in (unary.value, stream.value, both_ways.value):
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
         assert error.details() == "missing or wrong host-agent token"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -15,10 +14,12 @@ from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from tests.hostagent.conftest import needs_bwrap
 from tests.support.hostagent import REPO_ROOT, start_hostagent, start_terminal
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.agent]  # each test starts its agent
 
 NO_BWRAP_PATH = {"PATH": "/nonexistent"}
+AGENT = (sys.executable, "-m", "hostagent")
 
 
 async def _runtime(address: str) -> str:
@@ -51,8 +52,7 @@ async def test_auto_without_bwrap_falls_back_with_a_loud_warning(tmp_path: Path)
 
 def test_explicit_bwrap_without_bwrap_refuses_to_start(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "hostagent", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path)]
-        + ["--runtime", "bwrap"],
+        [*AGENT, "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path), "--runtime", "bwrap"],
         cwd=REPO_ROOT,
         env={**os.environ, **NO_BWRAP_PATH},
         capture_output=True,
@@ -83,17 +83,14 @@ async def test_sigterm_kills_every_session(tmp_path: Path) -> None:
             assert await terminal.wait_exit() == 137
     finally:
         agent.stop()
-    async with asyncio.timeout(30):
-        while _alive(started.pid):
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: not _alive(started.pid))
 
 
 def test_a_second_agent_on_a_taken_address_refuses_to_start(tmp_path: Path) -> None:
     first = start_hostagent(tmp_path / "first", runtime="process")
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "hostagent", "--listen", first.address, "--data-dir", str(tmp_path / "b")]
-            + ["--runtime", "process"],
+            [*AGENT, "--listen", first.address, "--data-dir", str(tmp_path / "b"), "--runtime", "process"],
             cwd=REPO_ROOT,
             capture_output=True,
             timeout=30,

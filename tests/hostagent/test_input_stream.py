@@ -103,6 +103,6 @@ async def test_an_idle_stream_is_closed_and_the_next_op_opens_another(stub: Any,
 async def test_a_stream_to_an_unknown_session_fails_each_op_with_its_reason(stub: Any, capsule: str) -> None:
     stream = AgentStream(stub, capsule, "pty-deadbeef")
     for _ in range(2):  # a stream that ended is replaced, and fails the same way
-        with pytest.raises(OpFailed, match="^pty session pty-deadbeef not found$"):
+        with pytest.raises(OpFailed, match=r"^pty session pty-deadbeef not found$"):
             await stream.send(Op("kill"))
         assert not stream.open

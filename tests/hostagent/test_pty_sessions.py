@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 
 from protos import hostagent_pb2 as pb
 from tests.support.hostagent import attach_terminal, new_tag, start_terminal
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,9 +58,11 @@ async def test_streams_counts_the_attached_streams(stub: Any, capsule: str) -> N
     second = await attach_terminal(stub, capsule, first.tag)
     assert (await _session(stub, capsule, first.tag)).streams == 2
     second.call.cancel()
-    async with asyncio.timeout(30):
-        while (await _session(stub, capsule, first.tag)).streams != 1:
-            await asyncio.sleep(0.05)
+
+    async def one_stream_left() -> bool:
+        return (await _session(stub, capsule, first.tag)).streams == 1
+
+    await wait_until(one_stream_left)
     await first.kill()
 
 

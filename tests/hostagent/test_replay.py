@@ -26,6 +26,7 @@ from tests.support.hostagent import (
     start_hostagent,
     start_terminal,
 )
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -160,14 +161,18 @@ async def test_output_written_with_nobody_attached_is_kept(stub: Any, capsule: s
     first, _ = await start_terminal(stub, capsule, "/bin/sh", "-c", script)
     await first.expect(b"ready")
     first.call.cancel()
-    async with asyncio.timeout(30):
-        while await _streams(stub, capsule, first.tag):
-            await asyncio.sleep(0.05)
+
+    async def unattached() -> bool:
+        return await _streams(stub, capsule, first.tag) == 0
+
+    await wait_until(unattached)
     await first.send(b"go\n")
     expected = b"ready" + SEQ_OUTPUT
-    async with asyncio.timeout(30):
-        while (await read_output(stub, capsule, first.tag, 0)).end_offset < len(expected):
-            await asyncio.sleep(0.05)
+
+    async def all_written() -> bool:
+        return (await read_output(stub, capsule, first.tag, 0)).end_offset >= len(expected)
+
+    await wait_until(all_written)
     resumed = await attach_terminal(stub, capsule, first.tag, resume=True, from_offset=0)
     await _read_until(resumed, len(expected))
     assert (resumed.first_offset, bytes(resumed.output)) == (0, expected)

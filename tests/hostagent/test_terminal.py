@@ -11,6 +11,7 @@ import pytest
 
 from tests.hostagent.conftest import capsule_dir
 from tests.support.hostagent import HostAgentProcess, attach_terminal, start_terminal
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,14 +91,10 @@ async def test_kill_ends_background_jobs_in_other_process_groups(stub: Any, caps
     script = f"set -m; sleep {marker} & echo started-bg; wait"
     terminal, _ = await start_terminal(stub, capsule, "/bin/bash", "-c", script)
     await terminal.expect(b"started-bg")
-    async with asyncio.timeout(30):
-        while not _pids_running(marker):
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: bool(_pids_running(marker)))
     await terminal.kill()
     assert await terminal.wait_exit() == 137
-    async with asyncio.timeout(30):
-        while _pids_running(marker):
-            await asyncio.sleep(0.05)
+    await wait_until(lambda: not _pids_running(marker))
 
 
 async def test_second_stream_on_the_same_tag_sees_the_output(stub: Any, capsule: str) -> None:

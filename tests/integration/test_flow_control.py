@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from tests.support.hostagent import token_metadata
+from tests.support.polling import wait_until
 from tests.support.stack import REDIS_URL, Stack, running_stack
 from tests.support.terminal import Terminal
 
@@ -123,7 +124,8 @@ class SlowViewer:
             self.next_offset = frame["offset"] + size
             self.read += size
         elif frame["type"] == "missed":
-            assert self.next_offset is not None and frame["offset"] == self.next_offset + frame["bytes"]
+            assert self.next_offset is not None
+            assert frame["offset"] == self.next_offset + frame["bytes"]
             self.next_offset = frame["offset"]
             self.missed.append(frame)
         return frame
@@ -200,8 +202,7 @@ async def test_a_flood_read_at_10_kib_s_blocks_the_writer_in_bounded_memory(
         # Ctrl-C is typed while megabytes of `yes` are still queued for this viewer.
         typed = time.monotonic()
         await viewer.send(type="input", data=base64.b64encode(b"\x03").decode())
-        while process_state(started["pid"]) not in ("Z", "gone"):
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: process_state(started["pid"]) in ("Z", "gone"), within=120, every=0.01)
         took = time.monotonic() - typed
         still_unread = session(flow_stack, started["tag"]).bytes_out - viewer.read
     print(f"slow viewer read {viewer.read} bytes; the writer wrote {written}; memory growth {growth}")
@@ -258,7 +259,8 @@ async def test_a_viewer_that_stalls_and_recovers_gets_every_byte(
         output = await term.read_until(b"<END>", timeout=120)
     assert term.missed == []
     lines = output[output.index(b"READY\n") + 6 : output.index(b"<END>")].split(b"\n")
-    assert len(lines) == 62_501 and lines[-1] == b""
+    assert len(lines) == 62_501
+    assert lines[-1] == b""
     assert all(len(line) == 96 for line in lines[:-1])
 
 

@@ -82,7 +82,8 @@ async def test_create_use_pause_resume_destroy(api: Api, stack: Stack, demo: dic
                 "fatal": True,
             }
         code, error = api("POST", f"/v1/capsules/{capsule_id}/pause")
-        assert code == 409 and error["error"]["code"] == "invalid_state"
+        assert code == 409
+        assert error["error"]["code"] == "invalid_state"
 
         # Typed while frozen, answered after resume: the same shell, the same sleep.
         await term.type(f"kill -0 {pid} && echo still-$((40+2))\n")

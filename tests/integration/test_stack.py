@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -145,7 +145,12 @@ async def test_another_teams_key_cannot_reach_the_capsule(stack: Stack, socket: 
         assert await term.recv() == {"type": "error", "data": "sandbox not found", "fatal": True}
 
 
-async def test_runserver_serves_the_terminal(stack: Stack, socket: Connect) -> None:
+@pytest.fixture
+def runserver(stack: Stack) -> Iterator[str]:
+    """`manage.py runserver` on the stack's database and agent; yields its WebSocket base URL.
+
+    A plain fixture: starting it and waiting for it block, off the test's event loop.
+    """
     port = free_port()
     log = stack.data_dir / "runserver.log"
     with log.open("ab") as out:
@@ -158,12 +163,16 @@ async def test_runserver_serves_the_terminal(stack: Stack, socket: Connect) -> N
         )
     try:
         wait_for_http(f"http://127.0.0.1:{port}/admin/login/", proc, log)
-        async with socket(base=f"ws://127.0.0.1:{port}") as term:
-            await term.start(cmd="/bin/echo", args=["runserver-ok"])
-            await term.read_until(b"runserver-ok")
+        yield f"ws://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def test_runserver_serves_the_terminal(runserver: str, socket: Connect) -> None:
+    async with socket(base=runserver) as term:
+        await term.start(cmd="/bin/echo", args=["runserver-ok"])
+        await term.read_until(b"runserver-ok")
 
 
 def test_readme_example_client(stack: Stack, demo: dict[str, Any]) -> None:

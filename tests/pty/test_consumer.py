@@ -493,7 +493,8 @@ async def test_missing_command_is_reported(open_socket: Any, capsule: Sandbox, a
     term = await terminal(open_socket, capsule, api_key)
     await term.send(type="start", cmd="/no/such/binary")
     frame = await term.recv()
-    assert frame["type"] == "error" and frame["fatal"] is True
+    assert frame["type"] == "error"
+    assert frame["fatal"] is True
     assert frame["data"].startswith("failed to start pty: ")
     assert "/no/such/binary" in frame["data"]
     await assert_closed_and_clean(term.communicator, capsule)
@@ -565,7 +566,8 @@ async def test_terminal_sessions_are_recorded_for_the_admin(
     await second.send(type="connect", tag=started["tag"])
     await second.type("bye\n")  # also proves the second viewer is attached
     row = await TerminalSession.objects.aget(sandbox=capsule, tag=started["tag"])
-    assert row.started_by.startswith("key:wrn_") and api_key.startswith(row.started_by[4:])
+    assert row.started_by.startswith("key:wrn_")
+    assert api_key.startswith(row.started_by[4:])
     assert (row.command, row.pid) == ("/bin/sh -c read line; exit 9", started["pid"])
     assert (await first.expect("exit"))["exit_code"] == 9
     await second.expect("exit")

@@ -15,6 +15,7 @@ from capsules.models import Sandbox, TerminalSession
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from tests.pty.test_consumer import assert_nothing_left
+from tests.support.polling import wait_until
 from tests.support.terminal import Terminal
 from wrenn.asgi import application
 from wrenn.flow import CLOSE_HANDSHAKE_TIMEOUT, FLOW, FlowMiddleware, SendWindow, attach_window, send_window
@@ -75,7 +76,9 @@ def test_the_window_replaces_the_upgrade_producer_and_caps_the_buffers(settings:
     protocol = FakeProtocol()
     window = attach_window(functools.partial(handle_reply, protocol))
     transport = protocol.transport
-    assert window is not None and transport.producer is window and transport.streaming is True
+    assert window is not None
+    assert transport.producer is window
+    assert transport.streaming is True
     assert transport.bufferSize == 16384
     assert protocol.closeHandshakeTimeout == CLOSE_HANDSHAKE_TIMEOUT  # not autobahn's 1 s
     assert transport.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * 16384  # Linux doubles it
@@ -191,8 +194,11 @@ async def test_an_exit_sent_after_catching_up_still_frees_everything(
     tag = (await term.start(cmd="/bin/sh", args=["-c", "read go; seq 1 20000; exit 9"]))["tag"]
     window.pauseProducing()
     await term.type("go\n")
-    while await running_session(capsule, tag) is not None:  # until the process has gone
-        await asyncio.sleep(0.1)
+
+    async def process_gone() -> bool:
+        return await running_session(capsule, tag) is None
+
+    await wait_until(process_gone, every=0.1)
     window.resumeProducing()
     assert (await term.expect("exit", timeout=30))["exit_code"] == 9
     assert (await communicator.receive_output(timeout=10))["type"] == "websocket.close"

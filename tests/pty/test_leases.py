@@ -73,16 +73,19 @@ class CountingLeases(LocalLeases):
         super().__init__()
         self.calls: list[int] = []
         self.failing = False
+        self._renewed = asyncio.Condition()
 
     async def renew_all(self, held: list[tuple[str, str]]) -> list[bool]:
         self.calls.append(len(held))
+        async with self._renewed:
+            self._renewed.notify_all()
         if self.failing:
             raise ConnectionError("redis away")
         return await super().renew_all(held)
 
     async def called(self, times: int) -> None:
-        while len(self.calls) < times:
-            await asyncio.sleep(0.01)
+        async with self._renewed:
+            await self._renewed.wait_for(lambda: len(self.calls) >= times)
 
 
 async def test_a_worker_renews_all_its_leases_in_one_call(key: str) -> None:
@@ -95,7 +98,8 @@ async def test_a_worker_renews_all_its_leases_in_one_call(key: str) -> None:
     rounds = int(TTL_MS / 1000 / RENEW_SECONDS) + 2  # past the TTL: the leases live by renewal alone
     await store.called(rounds)
     assert store.calls == [50] * rounds  # one call per round, for all of them
-    assert len(store.held()) == 50 and not any(future.done() for future in lost)
+    assert len(store.held()) == 50
+    assert not any(future.done() for future in lost)
     await store.release(f"{key}:7", "me")
     assert await store.acquire(f"{key}:7", "thief")
     await asyncio.wait_for(lost[7], 10)  # taken by someone else: that one is lost, the rest kept

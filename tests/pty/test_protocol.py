@@ -26,7 +26,9 @@ def test_input_is_decoded() -> None:
 
 def test_tags_look_like_the_reference() -> None:
     tag = p.new_tag()
-    assert tag.startswith("pty-") and len(tag) == 12 and int(tag[4:], 16) >= 0
+    assert tag.startswith("pty-")
+    assert len(tag) == 12
+    assert int(tag[4:], 16) >= 0
 
 
 @pytest.mark.parametrize(

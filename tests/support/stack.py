@@ -97,9 +97,11 @@ class Stack:
         port = port or free_port()
         log = (self.data_dir / f"daphne-{port}.log").open("ab")
         proc = subprocess.Popen(
-            [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port)]
-            + ["--ping-interval", str(self.ping[0]), "--ping-timeout", str(self.ping[1])]
-            + ["wrenn.asgi:application"],
+            [
+                *(str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port)),
+                *("--ping-interval", str(self.ping[0]), "--ping-timeout", str(self.ping[1])),
+                "wrenn.asgi:application",
+            ],
             cwd=REPO_ROOT,
             env=self.env,
             stdout=log,
@@ -145,10 +147,12 @@ def wait_for_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
             raise RuntimeError(
                 f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text(errors='replace')}"
             )
-        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - local test URL
-                if response.status == 200:
-                    return
+        with (
+            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+            urllib.request.urlopen(url, timeout=2) as response,  # noqa: S310 - local test URL
+        ):
+            if response.status == 200:
+                return
         time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer:\n{log.read_text(errors='replace')}")
 
