@@ -19,6 +19,7 @@ import grpc
 
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
+from protos.rules import new_pty_tag
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
@@ -155,9 +156,8 @@ def start_hostagent(
     raise RuntimeError(f"host agent did not answer on {address} within {START_TIMEOUT}s:\n{agent.log()}")
 
 
-def new_tag() -> str:
-    """A tag shaped like the control plane's: `pty-` and 8 hex characters."""
-    return f"pty-{uuid.uuid4().hex[:8]}"
+# Tags shaped like the control plane's: `pty-` and 8 hex characters.
+new_tag = new_pty_tag
 
 
 STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
