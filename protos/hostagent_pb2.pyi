@@ -29,13 +29,16 @@ class Sandbox(_message.Message):
     RUNTIME_FIELD_NUMBER: _builtins.int
     PTY_SESSIONS_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    OOM_KILLS_FIELD_NUMBER: _builtins.int
     sandbox_id: _builtins.str
     runtime: _builtins.str
-    """"bwrap" or "process"."""
+    """"oci", "bwrap" or "process"."""
     pty_sessions: _builtins.int
     """Number of live PTY sessions in the sandbox."""
     state: _builtins.str
     """"running" or "paused"."""
+    oom_kills: _builtins.int
+    """Processes the kernel's out-of-memory killer ended in the sandbox since it was created."""
     def __init__(
         self,
         *,
@@ -43,14 +46,49 @@ class Sandbox(_message.Message):
         runtime: _builtins.str = ...,
         pty_sessions: _builtins.int = ...,
         state: _builtins.str = ...,
+        oom_kills: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pty_sessions", b"pty_sessions", "runtime", b"runtime", "sandbox_id", b"sandbox_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["oom_kills", b"oom_kills", "pty_sessions", b"pty_sessions", "runtime", b"runtime", "sandbox_id", b"sandbox_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Sandbox: _TypeAlias = Sandbox  # noqa: Y015
+
+@_typing.final
+class NetworkPolicy(_message.Message):
+    """Where a sandbox may connect to. Without a policy: the internet, and nothing private."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALLOW_INTERNET_FIELD_NUMBER: _builtins.int
+    ALLOW_OUT_FIELD_NUMBER: _builtins.int
+    DENY_OUT_FIELD_NUMBER: _builtins.int
+    allow_internet: _builtins.bool
+    """Public addresses: everything outside the private, shared, link-local and loopback ranges."""
+    @_builtins.property
+    def allow_out(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """CIDRs the sandbox may reach even inside a blocked range; allow wins over deny."""
+
+    @_builtins.property
+    def deny_out(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """CIDRs the sandbox may not reach even when the internet is allowed."""
+
+    def __init__(
+        self,
+        *,
+        allow_internet: _builtins.bool = ...,
+        allow_out: _abc.Iterable[_builtins.str] | None = ...,
+        deny_out: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_internet", b"allow_internet", "allow_out", b"allow_out", "deny_out", b"deny_out"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NetworkPolicy: _TypeAlias = NetworkPolicy  # noqa: Y015
 
 @_typing.final
 class CreateSandboxRequest(_message.Message):
@@ -60,10 +98,20 @@ class CreateSandboxRequest(_message.Message):
     TEMPLATE_FIELD_NUMBER: _builtins.int
     VCPUS_FIELD_NUMBER: _builtins.int
     MEMORY_MB_FIELD_NUMBER: _builtins.int
+    DISK_SIZE_MB_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     sandbox_id: _builtins.str
     template: _builtins.str
     vcpus: _builtins.int
+    """Limits, each 0 for the agent's default: a CPU quota of this many cores, a memory limit
+    (swap included) and the size of the sandbox's writable space.
+    """
     memory_mb: _builtins.int
+    disk_size_mb: _builtins.int
+    @_builtins.property
+    def network(self) -> Global___NetworkPolicy:
+        """Unset: the default policy (allow_internet, no lists)."""
+
     def __init__(
         self,
         *,
@@ -71,10 +119,12 @@ class CreateSandboxRequest(_message.Message):
         template: _builtins.str = ...,
         vcpus: _builtins.int = ...,
         memory_mb: _builtins.int = ...,
+        disk_size_mb: _builtins.int = ...,
+        network: Global___NetworkPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["memory_mb", b"memory_mb", "sandbox_id", b"sandbox_id", "template", b"template", "vcpus", b"vcpus"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disk_size_mb", b"disk_size_mb", "memory_mb", b"memory_mb", "network", b"network", "sandbox_id", b"sandbox_id", "template", b"template", "vcpus", b"vcpus"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -133,6 +183,44 @@ class DestroySandboxResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DestroySandboxResponse: _TypeAlias = DestroySandboxResponse  # noqa: Y015
+
+@_typing.final
+class SetNetworkPolicyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_ID_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
+    sandbox_id: _builtins.str
+    @_builtins.property
+    def network(self) -> Global___NetworkPolicy: ...
+    def __init__(
+        self,
+        *,
+        sandbox_id: _builtins.str = ...,
+        network: Global___NetworkPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["network", b"network"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["network", b"network", "sandbox_id", b"sandbox_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetNetworkPolicyRequest: _TypeAlias = SetNetworkPolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetNetworkPolicyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetNetworkPolicyResponse: _TypeAlias = SetNetworkPolicyResponse  # noqa: Y015
 
 @_typing.final
 class ListSandboxesRequest(_message.Message):

@@ -49,6 +49,11 @@ class HostAgentStub:
                 request_serializer=protos_dot_hostagent__pb2.ListSandboxesRequest.SerializeToString,
                 response_deserializer=protos_dot_hostagent__pb2.ListSandboxesResponse.FromString,
                 _registered_method=True)
+        self.SetNetworkPolicy = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/SetNetworkPolicy',
+                request_serializer=protos_dot_hostagent__pb2.SetNetworkPolicyRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.SetNetworkPolicyResponse.FromString,
+                _registered_method=True)
         self.PtyAttach = channel.unary_stream(
                 '/wrenn.hostagent.v1.HostAgent/PtyAttach',
                 request_serializer=protos_dot_hostagent__pb2.PtyAttachRequest.SerializeToString,
@@ -104,6 +109,13 @@ class HostAgentServicer:
 
     def ListSandboxes(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetNetworkPolicy(self, request, context):
+        """Replaces the egress policy of a sandbox; it applies at once to new connections.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -190,6 +202,11 @@ def add_HostAgentServicer_to_server(servicer, server):
                     servicer.ListSandboxes,
                     request_deserializer=protos_dot_hostagent__pb2.ListSandboxesRequest.FromString,
                     response_serializer=protos_dot_hostagent__pb2.ListSandboxesResponse.SerializeToString,
+            ),
+            'SetNetworkPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNetworkPolicy,
+                    request_deserializer=protos_dot_hostagent__pb2.SetNetworkPolicyRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.SetNetworkPolicyResponse.SerializeToString,
             ),
             'PtyAttach': grpc.unary_stream_rpc_method_handler(
                     servicer.PtyAttach,
@@ -308,6 +325,33 @@ class HostAgent:
             '/wrenn.hostagent.v1.HostAgent/ListSandboxes',
             protos_dot_hostagent__pb2.ListSandboxesRequest.SerializeToString,
             protos_dot_hostagent__pb2.ListSandboxesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNetworkPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/SetNetworkPolicy',
+            protos_dot_hostagent__pb2.SetNetworkPolicyRequest.SerializeToString,
+            protos_dot_hostagent__pb2.SetNetworkPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

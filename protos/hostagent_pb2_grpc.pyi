@@ -38,6 +38,8 @@ class HostAgentStub:
     """Sandboxes (capsules) on this host."""
     DestroySandbox: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.DestroySandboxRequest, _hostagent_pb2.DestroySandboxResponse]
     ListSandboxes: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.ListSandboxesRequest, _hostagent_pb2.ListSandboxesResponse]
+    SetNetworkPolicy: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.SetNetworkPolicyRequest, _hostagent_pb2.SetNetworkPolicyResponse]
+    """Replaces the egress policy of a sandbox; it applies at once to new connections."""
     PtyAttach: _grpc.UnaryStreamMultiCallable[_hostagent_pb2.PtyAttachRequest, _hostagent_pb2.PtyAttachResponse]
     """Terminals. A PTY session is named by its tag within a sandbox and lives
     until its process exits or it is killed, whatever happens to the streams
@@ -79,6 +81,8 @@ class HostAgentAsyncStub(HostAgentStub):
     """Sandboxes (capsules) on this host."""
     DestroySandbox: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.DestroySandboxRequest, _hostagent_pb2.DestroySandboxResponse]  # type: ignore[assignment]
     ListSandboxes: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.ListSandboxesRequest, _hostagent_pb2.ListSandboxesResponse]  # type: ignore[assignment]
+    SetNetworkPolicy: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.SetNetworkPolicyRequest, _hostagent_pb2.SetNetworkPolicyResponse]  # type: ignore[assignment]
+    """Replaces the egress policy of a sandbox; it applies at once to new connections."""
     PtyAttach: _aio.UnaryStreamMultiCallable[_hostagent_pb2.PtyAttachRequest, _hostagent_pb2.PtyAttachResponse]  # type: ignore[assignment]
     """Terminals. A PTY session is named by its tag within a sandbox and lives
     until its process exits or it is killed, whatever happens to the streams
@@ -135,6 +139,14 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
         request: _hostagent_pb2.ListSandboxesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_hostagent_pb2.ListSandboxesResponse, _abc.Awaitable[_hostagent_pb2.ListSandboxesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetNetworkPolicy(
+        self,
+        request: _hostagent_pb2.SetNetworkPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.SetNetworkPolicyResponse, _abc.Awaitable[_hostagent_pb2.SetNetworkPolicyResponse]]:
+        """Replaces the egress policy of a sandbox; it applies at once to new connections."""
 
     @_abc_1.abstractmethod
     def PtyAttach(
