@@ -21,10 +21,12 @@ PROFILE_ARGS ?=
 run: setup system-packages
 	HOST=$(HOST) PORT=$(PORT) PY=$(PY) scripts/run-local.sh
 
-# WORKERS daphne processes behind HAProxy on HOST:PORT, sharing PostgreSQL (DATABASE_URL)
-# and Redis (REDIS_URL); run-cluster.sh says what is missing when HAProxy could not be installed.
+# WORKERS daphne processes behind HAProxy on HOST:PORT, sharing PostgreSQL (DATABASE_URL) and
+# Redis (REDIS_URL, else one of the cluster's own); run-cluster.sh says what is missing when
+# HAProxy or redis-server could not be installed.
 cluster: setup system-packages
 	@command -v haproxy >/dev/null || scripts/install-system-packages.sh haproxy || true
+	@[ -n "$$REDIS_URL" ] || command -v redis-server >/dev/null || scripts/install-system-packages.sh redis-server || true
 	HOST=$(HOST) PORT=$(PORT) WORKERS=$(WORKERS) PY=$(PY) scripts/run-cluster.sh
 
 # Python and npm packages; re-runs only when their lists change.

@@ -2,6 +2,29 @@
 # Shell functions shared by scripts/run-local.sh and scripts/run-cluster.sh; sourced, not run.
 # They expect PY, HOST and WRENN_DATA_DIR set and the repository root as the working directory.
 
+# The data directory, and from here on every file the script writes (tokens, the secret key, the
+# SQLite database, logs), are ours alone: umask 077, and files an earlier version left readable
+# are closed. The directory keeps search permission for others (0711, no listing): as root, the
+# host agent runs bubblewrap as an unprivileged uid that must pass through it to the capsules'
+# directories. The agent keeps the caller's umask (user_umask) for the same reason.
+prepare_data_dir() {
+  user_umask=$(umask)
+  mkdir -p "$WRENN_DATA_DIR"
+  chmod 0711 "$WRENN_DATA_DIR"
+  umask 077
+  find "$WRENN_DATA_DIR" -maxdepth 1 -type f -exec chmod go= {} +
+}
+
+# The key that signs sessions and JWTs (settings refuse the public default on a reachable server):
+# unless DJANGO_SECRET_KEY or DJANGO_SECRET_KEY_FILE is set, made once in the data directory and
+# passed by file name, so that the key itself is in no process's environment.
+export_secret_key() {
+  if [ -n "${DJANGO_SECRET_KEY:-}" ] || [ -n "${DJANGO_SECRET_KEY_FILE:-}" ]; then return 0; fi
+  local key_file="$WRENN_DATA_DIR/secret_key"
+  [ -s "$key_file" ] || (umask 077 && "$PY" -c 'import secrets; print(secrets.token_urlsafe(50))' >"$key_file")
+  export DJANGO_SECRET_KEY_FILE=$key_file
+}
+
 # DJANGO_ALLOWED_HOSTS, unless set: the loopback names, HOST, and this machine's names and
 # addresses when HOST is 0.0.0.0.
 export_allowed_hosts() {
@@ -34,8 +57,8 @@ register_host() {
 # shellcheck disable=SC2034  # agent and monitor are for the caller
 start_agent_and_monitor() {
   : >"$WRENN_DATA_DIR/hostagent.log"
-  "$PY" -m hostagent --listen "$WRENN_HOSTAGENT_ADDR" --data-dir "$WRENN_DATA_DIR/hostagent" \
-    --control-plane "$1" --register-token-file "$host_token_file" \
+  (umask "${user_umask:-022}" && exec "$PY" -m hostagent --listen "$WRENN_HOSTAGENT_ADDR" \
+    --data-dir "$WRENN_DATA_DIR/hostagent" --control-plane "$1" --register-token-file "$host_token_file") \
     >>"$WRENN_DATA_DIR/hostagent.log" 2>&1 &
   agent=$!
   "$PY" manage.py monitor >>"$WRENN_DATA_DIR/monitor.log" 2>&1 &

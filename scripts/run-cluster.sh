@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # `make cluster`: WORKERS daphne processes on PORT+1 … PORT+WORKERS behind HAProxy on HOST:PORT,
-# sharing PostgreSQL (DATABASE_URL) and the Redis channel layer (REDIS_URL), with one host agent
-# (heartbeating through the proxy), the monitor, and the demo user, team, API key and capsule.
+# sharing PostgreSQL (DATABASE_URL) and the Redis channel layer (REDIS_URL, else a Redis of the
+# cluster's own), with one host agent (heartbeating through the proxy), the monitor, and the demo
+# user, team, API key and capsule.
 # Every process it starts is its child and is stopped when it exits (Ctrl-C, SIGTERM or a crash).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 PY=${PY:-.venv/bin/python}
-HOST=${HOST:-127.0.0.1}
+# Exported: the settings refuse the public secret key when the workers bind beyond loopback.
+export HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 WORKERS=${WORKERS:-3}
 HAPROXY=${HAPROXY:-haproxy}
+REDIS_SERVER=${REDIS_SERVER:-redis-server}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/wrenn_cluster}
-export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 # Its own data directory: the demo key file there matches this database, not make run's SQLite.
 export WRENN_DATA_DIR=${WRENN_DATA_DIR:-$PWD/var/cluster}
 export WRENN_HOSTAGENT_ADDR=${WRENN_HOSTAGENT_ADDR:-127.0.0.1:50071}
@@ -29,39 +31,14 @@ case $DATABASE_URL in
   postgres://* | postgresql://*) ;;
   *) die "DATABASE_URL must be a PostgreSQL URL: workers share one database (got '${DATABASE_URL%%:*}://…')" ;;
 esac
+if [ -z "${REDIS_URL:-}" ] && ! command -v "$REDIS_SERVER" >/dev/null; then
+  die "redis-server is not installed; 'make cluster' installs it (Debian package redis-server) when run as root with apt-get, or set REDIS_URL"
+fi
 
 export_allowed_hosts
-mkdir -p "$WRENN_DATA_DIR"
+prepare_data_dir
+export_secret_key
 export_agent_token
-
-# PostgreSQL and Redis must answer; the database is created when it does not exist yet.
-"$PY" - <<'PY'
-import os
-import sys
-
-import psycopg
-import redis
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
-
-url = os.environ["DATABASE_URL"]
-params = conninfo_to_dict(url)
-name = params.get("dbname") or "postgres"
-try:
-    with psycopg.connect(**{**params, "dbname": "postgres"}, autocommit=True, connect_timeout=5) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            print(f"created database {name}")
-except psycopg.Error as exc:
-    sys.exit(f"run-cluster: PostgreSQL is not usable at DATABASE_URL ({exc}); start it or set DATABASE_URL")
-try:
-    redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=5).ping()
-except redis.RedisError as exc:
-    sys.exit(f"run-cluster: Redis does not answer at REDIS_URL ({exc}); start it or set REDIS_URL")
-PY
-"$PY" manage.py migrate --noinput >/dev/null
-register_host
-reach=$HOST; [ "$reach" = 0.0.0.0 ] && reach=127.0.0.1
 
 # Children, by pid, with a name for messages; all stopped on exit: SIGTERM, then SIGKILL after 15 s.
 children=()
@@ -84,6 +61,38 @@ trap stop_children EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# Unless REDIS_URL names one, the cluster's own Redis: on a Unix socket in the data directory
+# (mode 0700: nothing on the network reaches it, capsules on the host's network included) with a
+# password made at each start, kept in its configuration file (0600) and off every command line.
+start_redis() {
+  local socket password redis
+  socket="$(cd "$WRENN_DATA_DIR" && pwd)/redis.sock"
+  [ "${#socket}" -le 100 ] ||
+    die "the Redis socket $socket is too long a path for a Unix socket; set a shorter WRENN_DATA_DIR, or REDIS_URL"
+  password=$("$PY" -c 'import secrets; print(secrets.token_hex(32))')
+  printf '%s\n' "port 0" "unixsocket \"$socket\"" "unixsocketperm 700" "requirepass $password" \
+    'save ""' "appendonly no" "dir \"$(dirname "$socket")\"" >"$WRENN_DATA_DIR/redis.conf"
+  rm -f "$socket"
+  : >"$WRENN_DATA_DIR/redis.log"
+  "$REDIS_SERVER" "$WRENN_DATA_DIR/redis.conf" >>"$WRENN_DATA_DIR/redis.log" 2>&1 &
+  redis=$!
+  started "$redis" "Redis (on $socket)"
+  for _ in $(seq 100); do
+    [ -S "$socket" ] && break
+    kill -0 "$redis" 2>/dev/null || { tail -n 20 "$WRENN_DATA_DIR/redis.log" >&2; die "Redis exited at start"; }
+    sleep 0.1
+  done
+  export REDIS_URL="unix://:$password@$socket?db=0"
+}
+[ -n "${REDIS_URL:-}" ] || start_redis
+
+# PostgreSQL and Redis must answer; the database (and the workers' role) is made when missing.
+services=$("$PY" scripts/cluster_services.py)
+eval "$services"
+"$PY" manage.py migrate --noinput >/dev/null
+register_host
+reach=$HOST; [ "$reach" = 0.0.0.0 ] && reach=127.0.0.1
+
 # True when http://$1:$2$3 answers 200 (bash's /dev/tcp: no curl needed).
 answers_200() {
   local status=""
@@ -104,19 +113,20 @@ wait_for_200() {
 
 # The workers: same environment, consecutive ports; keepalive pings notice dead WebSocket peers.
 daphne="$(dirname "$PY")/daphne"
-declare -A worker_of=()
+declare -A worker_of=() worker_pid=()
 start_worker() {
   local port=$((PORT + $1))
   "$daphne" -b "$HOST" -p "$port" --proxy-headers --ping-interval 20 --ping-timeout 30 \
     wrenn.asgi:application >>"$WRENN_DATA_DIR/worker$1.log" 2>&1 &
   started $! "worker$1 (daphne on port $port)"
   worker_of[$!]=$1
+  worker_pid[$1]=$!
 }
 for i in $(seq "$WORKERS"); do
   start_worker "$i"
 done
 for i in $(seq "$WORKERS"); do
-  wait_for_200 "worker$i" "$reach" "$((PORT + i))" /admin/login/ "${children[$((i - 1))]}" "$WRENN_DATA_DIR/worker$i.log"
+  wait_for_200 "worker$i" "$reach" "$((PORT + i))" /admin/login/ "${worker_pid[$i]}" "$WRENN_DATA_DIR/worker$i.log"
 done
 
 # The proxy, once every worker answers (so all start in rotation); its configuration is

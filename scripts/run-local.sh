@@ -7,12 +7,14 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 PY=${PY:-.venv/bin/python}
-HOST=${HOST:-127.0.0.1}
+# Exported: the settings refuse the public secret key when daphne binds beyond loopback.
+export HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 export WRENN_DATA_DIR=${WRENN_DATA_DIR:-$PWD/var}
 export WRENN_HOSTAGENT_ADDR=${WRENN_HOSTAGENT_ADDR:-127.0.0.1:50071}
 export_allowed_hosts
-mkdir -p "$WRENN_DATA_DIR"
+prepare_data_dir
+export_secret_key
 export_agent_token
 
 "$PY" manage.py migrate --noinput >/dev/null

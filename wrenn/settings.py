@@ -11,6 +11,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from wrenn import secret_key
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # --- Environment: the only place the process environment is read -------------
@@ -30,9 +32,17 @@ def _env_int(name: str, default: int, low: int = 0, high: int | None = None) -> 
     return value
 
 
-SECRET_KEY = _env("DJANGO_SECRET_KEY", "dev-only-insecure-key-set-DJANGO_SECRET_KEY-in-production")
 DEBUG = _env("DJANGO_DEBUG", "0") == "1"
 ALLOWED_HOSTS = [h for h in _env("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
+# Raises ImproperlyConfigured on the public development key when the server is reachable from
+# other machines (HOST, the run scripts' bind address, or ALLOWED_HOSTS) and DEBUG is off.
+SECRET_KEY = secret_key.choose(
+    _env("DJANGO_SECRET_KEY", ""),
+    _env("DJANGO_SECRET_KEY_FILE", ""),
+    debug=DEBUG,
+    host=_env("HOST", ""),
+    allowed_hosts=ALLOWED_HOSTS,
+)
 DATA_DIR = Path(_env("WRENN_DATA_DIR", str(BASE_DIR / "var")))
 DATABASE_URL = _env("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}")
 REDIS_URL = _env("REDIS_URL", "")

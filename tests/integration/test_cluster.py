@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import re
 import signal
+import stat
 import urllib.request
 from collections.abc import Iterator
 from http.client import HTTPResponse
+from pathlib import Path
 
+import psycopg
 import pytest
+import redis
 from websockets.asyncio.client import connect
 
 from tests.support.cluster import Cluster, running_cluster, stat_fields
+from tests.support.polling import wait_until
+from tests.support.stack import POSTGRES_URL
 from tests.support.terminal import Terminal
 
 pytestmark = [pytest.mark.timeout(90)]
@@ -32,7 +38,7 @@ def still_running(pid: int, started: str) -> bool:
 
 
 def kind(cmdline: str) -> str:
-    for name in ("daphne", "haproxy", "hostagent", "monitor"):
+    for name in ("daphne", "haproxy", "hostagent", "monitor", "redis-server"):
         if name in cmdline:
             return name
     return "other"
@@ -115,9 +121,52 @@ async def test_a_session_started_on_one_worker_is_joined_on_another(cluster: Clu
     raise AssertionError(f"every socket landed on {first_worker}\n{cluster.log_tail('haproxy.log')}")
 
 
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_data_directory_is_readable_by_the_script_alone(cluster: Cluster) -> None:
+    """Keys, tokens, passwords and logs are 0600; the directory may be passed through (the bwrap
+    user must reach the capsules below it), not listed."""
+    assert mode(cluster.data_dir) == 0o711
+    files = {path.name: mode(path) for path in cluster.data_dir.iterdir() if path.is_file()}
+    made = {"secret_key", "hostagent.token", "host.token", "demo.json", "postgres.pgpass", "redis.conf"}
+    assert made <= files.keys()
+    assert {name: oct(m) for name, m in files.items() if m != 0o600} == {}
+
+
+async def test_the_workers_connect_to_postgresql_as_a_role_of_their_own(cluster: Cluster) -> None:
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+
+        def users() -> set[str]:
+            rows = conn.execute(
+                "SELECT usename FROM pg_stat_activity WHERE datname = %s", [cluster.database]
+            ).fetchall()
+            return {row[0] for row in rows}
+
+        await wait_until(lambda: bool(users()))  # heartbeats reach a worker every few seconds
+        assert users() == {cluster.database}
+        role = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", [cluster.database])
+        assert role.fetchone() == (False,)
+
+
+def test_the_cluster_redis_answers_no_one_without_its_password(cluster: Cluster) -> None:
+    """A Unix socket only the script's user may open, and even then a password."""
+    socket_path = cluster.data_dir / "redis.sock"
+    assert stat.S_ISSOCK(socket_path.stat().st_mode)
+    assert mode(socket_path) == 0o700
+    client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=5)
+    try:
+        with pytest.raises(redis.AuthenticationError, match="authenticat"):  # NOAUTH, or HELLO's own
+            client.ping()
+    finally:
+        client.close()
+    assert "redis.sock" in cluster.banner_field(r"Redis: (unix://:\*\*\*@\S+)")
+
+
 def test_stopping_the_script_stops_everything_it_started(cluster: Cluster) -> None:
     kinds = sorted(kind(cmdline) for _, cmdline in cluster.children.values())
-    expected = sorted(["daphne"] * WORKERS + ["haproxy", "hostagent", "monitor"])
+    expected = sorted(["daphne"] * WORKERS + ["haproxy", "hostagent", "monitor", "redis-server"])
     assert [k for k in kinds if k != "other"] == expected
 
     assert cluster.stop() == 128 + signal.SIGTERM

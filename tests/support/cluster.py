@@ -1,5 +1,6 @@
 """`make cluster` for tests: scripts/run-cluster.sh run as a user runs it, on a database of its own
-in the real PostgreSQL and the real Redis channel layer, and the processes it started."""
+in the real PostgreSQL (which the script gives a role of its own) and the Redis the script starts,
+and the processes it started."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from .hostagent import REPO_ROOT, _let_sandbox_user_through, free_port
-from .stack import POSTGRES_URL, REDIS_URL, drop_database
+from .stack import POSTGRES_URL, drop_database, drop_role
 
 RUN_CLUSTER = REPO_ROOT / "scripts" / "run-cluster.sh"
 BANNER_END = "Ctrl-C stops everything."
@@ -150,21 +151,23 @@ def wait_for_banner(proc: subprocess.Popen[bytes], output: Path) -> None:
 @contextlib.contextmanager
 def running_cluster(workdir: Path, workers: int) -> Iterator[Cluster]:
     """run-cluster.sh with ``workers`` daphne workers, its output and data in ``workdir``; once the
-    banner is out, the running cluster. Afterwards the script is stopped and its database dropped."""
+    banner is out, the running cluster. Afterwards the script is stopped and its database and role
+    dropped."""
     require_haproxy()
     data_dir = workdir / "data"
     data_dir.mkdir()
     _let_sandbox_user_through(data_dir)
     database = f"wrenn_cluster_{secrets.token_hex(4)}"  # created by the script itself
     port = free_port_run(workers + 1)
+    # No REDIS_URL: the script starts a Redis of its own, as `make cluster` does.
+    inherited = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PGPASSFILE", "PGPASSWORD")}
     env = {
-        **os.environ,
+        **inherited,
         "WORKERS": str(workers),
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "PY": sys.executable,
         "DATABASE_URL": f"{POSTGRES_URL.rpartition('/')[0]}/{database}",
-        "REDIS_URL": REDIS_URL,
         "WRENN_DATA_DIR": str(data_dir),
         "WRENN_HOSTAGENT_ADDR": f"127.0.0.1:{free_port()}",
         "HOSTAGENT_CGROUP_ROOT": f"wrenn-{database}",
@@ -189,3 +192,4 @@ def running_cluster(workdir: Path, workers: int) -> Iterator[Cluster]:
     finally:
         running.stop()
         drop_database(database)
+        drop_role(database)

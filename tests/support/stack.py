@@ -173,6 +173,12 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def drop_role(name: str) -> None:
+    """A role `make cluster` made for its workers (after the database it owns is gone)."""
+    with _admin_connection() as conn:
+        conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
 def start_stack(
     data_dir: Path,
     workers: int = 1,
