@@ -58,7 +58,6 @@ CONTAINER_PREFIX = "wrenn-"
 UID_BASE = 1 << 20
 UID_RANGE = 65536
 MAX_SLOTS = 4096
-CGROUP_PARENT = "wrenn-capsules"
 RUNC_TIMEOUT = 30.0
 CONSOLE_TIMEOUT = 10.0
 PR_SET_CHILD_SUBREAPER = 36
@@ -152,14 +151,14 @@ def cgroup_version() -> str:
     return "cgroup2" if v2 else ("cgroup1" if v1 else "")
 
 
-def _memory_events_file() -> tuple[Path, str] | None:
+def _memory_events_file(cgroup_root: str) -> tuple[Path, str] | None:
     """Where a capsule's OOM kills are counted: (directory of the parent cgroup, file name)."""
     for mount, fstype, options in _mounts():
         if fstype == "cgroup" and "memory" in options:
-            return Path(mount) / CGROUP_PARENT, "memory.oom_control"
+            return Path(mount) / cgroup_root, "memory.oom_control"
     for mount, fstype, _options in _mounts():
         if fstype == "cgroup2":
-            return Path(mount) / CGROUP_PARENT, "memory.events"
+            return Path(mount) / cgroup_root, "memory.events"
     return None
 
 
@@ -173,8 +172,10 @@ def _v1_freezer_root() -> Path | None:
 class OciRuntime(Runtime):
     name = "oci"
 
-    def __init__(self, runc: str, tini: str, state_dir: Path, defaults: Defaults) -> None:
+    def __init__(self, runc: str, tini: str, state_dir: Path, defaults: Defaults, cgroup_root: str) -> None:
         self.runc = runc
+        # Each capsule's cgroup is <hierarchy>/<cgroup_root>/<sandbox_id>, as runc makes it.
+        self.cgroup_root = cgroup_root
         self.tini = tini
         self.state_dir = state_dir
         self.defaults = defaults
@@ -184,7 +185,7 @@ class OciRuntime(Runtime):
         self.networks: Any = None  # hostagent.network.CapsuleNetworks, set by the agent
         self._holders: dict[str, int] = {}
         self._slots: dict[str, int] = {}
-        self._events = _memory_events_file()
+        self._events = _memory_events_file(cgroup_root)
         self.cgroups = cgroup_version()
 
     # Setup and probing
@@ -353,7 +354,7 @@ class OciRuntime(Runtime):
                 "uidMappings": [{"containerID": 0, "hostID": base, "size": UID_RANGE}],
                 "gidMappings": [{"containerID": 0, "hostID": base, "size": UID_RANGE}],
                 "namespaces": namespaces,
-                "cgroupsPath": f"/{CGROUP_PARENT}/{sandbox_id}",
+                "cgroupsPath": f"/{self.cgroup_root}/{sandbox_id}",
                 "resources": {
                     "memory": {"limit": limits.memory_mb << 20, "swap": limits.memory_mb << 20},
                     "pids": {"limit": limits.pids},
@@ -572,7 +573,7 @@ class OciRuntime(Runtime):
     def procs(self, sandbox_id: str) -> list[int]:
         for mount, fstype, options in _mounts():
             if (fstype == "cgroup" and "pids" in options) or fstype == "cgroup2":
-                path = Path(mount) / CGROUP_PARENT / sandbox_id / "cgroup.procs"
+                path = Path(mount) / self.cgroup_root / sandbox_id / "cgroup.procs"
                 with contextlib.suppress(OSError):
                     return [int(line) for line in path.read_text().split()]
         return []

@@ -252,7 +252,13 @@ OCI_WARNING = (
 )
 
 
-def choose_runtime(name: str, data_dir: Path, sandbox_uid: int, defaults: Defaults | None = None) -> Runtime:
+def choose_runtime(
+    name: str,
+    data_dir: Path,
+    sandbox_uid: int,
+    defaults: Defaults | None = None,
+    cgroup_root: str = "wrenn-hostagent",
+) -> Runtime:
     """Pick the runtime for `--runtime name` (auto: the first of oci, bwrap, process that works)."""
     from hostagent.bwrap import BwrapRuntime  # both import this module
     from hostagent.oci import OciRuntime, find_tools
@@ -265,7 +271,7 @@ def choose_runtime(name: str, data_dir: Path, sandbox_uid: int, defaults: Defaul
         if isinstance(tools, str):
             problem: str | None = tools
         else:
-            oci = OciRuntime(*tools, data_dir / "oci", defaults or Defaults())
+            oci = OciRuntime(*tools, data_dir / "oci", defaults or Defaults(), cgroup_root)
             problem = oci.probe(data_dir / "sandboxes")
             if problem is None:
                 oci.start()

@@ -290,7 +290,9 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
 async def serve(config: AgentConfig) -> None:
     """Serve until SIGTERM or SIGINT, then kill every process of every sandbox and stop gracefully."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    runtime = choose_runtime(config.runtime, config.data_dir, config.sandbox_uid, config.limits)
+    runtime = choose_runtime(
+        config.runtime, config.data_dir, config.sandbox_uid, config.limits, config.cgroup_root
+    )
     freezer = runtime.own_freezer() or choose_freezer(config.pause_mechanism, config.cgroup_root)
     log.info("pause mechanism: %s", freezer.describe())
     store = SandboxStore(config.data_dir, runtime)

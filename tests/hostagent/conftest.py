@@ -103,6 +103,37 @@ async def other_bwrap_capsule(bwrap_stub: Any) -> AsyncIterator[str]:
         yield value
 
 
+@pytest.fixture
+def oci_agent(agent_for_runtime: AgentFactory) -> HostAgentProcess:
+    return agent_for_runtime("oci")
+
+
+@pytest.fixture
+async def oci_stub(oci_agent: HostAgentProcess) -> AsyncIterator[Any]:
+    async for value in _stub(oci_agent):
+        yield value
+
+
+CapsuleFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def oci_capsules(oci_stub: Any) -> AsyncIterator[CapsuleFactory]:
+    """`await make(**CreateSandboxRequest fields)`: a new capsule's id; all destroyed at the end."""
+    made: list[str] = []
+
+    async def make(**fields: Any) -> str:
+        sandbox_id = new_sandbox_id()
+        await oci_stub.CreateSandbox(pb.CreateSandboxRequest(sandbox_id=sandbox_id, **fields), timeout=30)
+        made.append(sandbox_id)
+        return sandbox_id
+
+    yield make
+    for sandbox_id in made:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await oci_stub.DestroySandbox(pb.DestroySandboxRequest(sandbox_id=sandbox_id), timeout=30)
+
+
 def capsule_dir(agent: HostAgentProcess, sandbox_id: str) -> Path:
     return agent.data_dir / "sandboxes" / sandbox_id
 

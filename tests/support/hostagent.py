@@ -33,6 +33,8 @@ class HostAgentProcess:
     proc: subprocess.Popen[bytes]
     runtime: str = "auto"
     log_path: Path | None = None
+    # The cgroup (below each hierarchy's root) holding the agent's capsules' cgroups.
+    cgroup_root: str = ""
     _log_file: IO[bytes] | None = field(default=None, repr=False)
 
     def stop(self) -> None:
@@ -141,6 +143,9 @@ def start_hostagent(
         proc=proc,
         runtime=runtime,
         log_path=log_path,
+        cgroup_root=extra_args[extra_args.index("--cgroup-root") + 1]
+        if "--cgroup-root" in extra_args
+        else "",
         _log_file=log_file,
     )
     deadline = time.monotonic() + START_TIMEOUT
