@@ -313,15 +313,14 @@ async def test_writing_past_the_disk_size_fails_inside_with_enospc(
 
 
 async def test_bad_limits_are_refused_with_the_range(oci_stub: Any) -> None:
-    for fields, message in (
-        ({"memory_mb": 8}, "memory_mb must be between 16 and"),
-        ({"disk_size_mb": 1}, "disk_size_mb must be between 16 and"),
-        ({"vcpus": 100000}, "vcpus must be at most 64 on this host"),
+    for request, message in (
+        (pb.CreateSandboxRequest(memory_mb=8), "memory_mb must be between 16 and"),
+        (pb.CreateSandboxRequest(disk_size_mb=1), "disk_size_mb must be between 16 and"),
+        (pb.CreateSandboxRequest(vcpus=100000), "vcpus must be at most 64 on this host"),
     ):
+        request.sandbox_id = "cl-bad-limits"
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await oci_stub.CreateSandbox(
-                pb.CreateSandboxRequest(sandbox_id="cl-bad-limits", **fields), timeout=30
-            )
+            await oci_stub.CreateSandbox(request, timeout=30)
         assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert message in (failure.value.details() or "")
     listing = await oci_stub.ListSandboxes(pb.ListSandboxesRequest(), timeout=30)
