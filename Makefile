@@ -40,11 +40,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-# bubblewrap isolates capsules; without it the host agent runs plain processes
-# and says so. Installed when this user can, skipped with a note otherwise.
+# runc (with tini as each capsule's init) gives every capsule its own container, nftables and
+# iproute2 its network, e2fsprogs its disk; bubblewrap is the fallback without them. Installed
+# when this user can, skipped with a note otherwise (the agent then says loudly what is missing).
+SYSTEM_PACKAGES := runc tini nftables iproute2 e2fsprogs bubblewrap
 system-packages:
-	@command -v bwrap >/dev/null || scripts/install-system-packages.sh bubblewrap || \
-		echo "note: bubblewrap is not installed; capsules will run without isolation"
+	@scripts/install-system-packages.sh --missing $(SYSTEM_PACKAGES) || \
+		echo "note: some of $(SYSTEM_PACKAGES) could not be installed; capsules will be less isolated"
 
 # The gRPC code and its typed stubs (mypy-protobuf), from protos/hostagent.proto.
 protos: setup

@@ -25,7 +25,8 @@ from django.utils import timezone
 from capsules import agents, states
 from capsules.agents import HOST_UNREACHABLE
 from capsules.models import Host, Sandbox, Team, TerminalSession
-from capsules.placement import choose_host, is_reachable
+from capsules.placement import HeadroomReserved, choose_host, is_reachable
+from capsules.quotas import QuotaExceeded, check_quota
 from capsules.services import touch_sandbox
 from capsules.validation import ValidationFailed, clean_create_params
 from protos import hostagent_pb2 as pb
@@ -45,7 +46,15 @@ class ActionError(Exception):
     it in its own terms (the REST API maps codes to HTTP statuses in capsules/api/errors.py)."""
 
     CODES = frozenset(
-        {"invalid_request", "invalid_state", "conflict", "not_found", "agent_error", "host_unavailable"}
+        {
+            "invalid_request",
+            "invalid_state",
+            "conflict",
+            "not_found",
+            "quota_exceeded",
+            "agent_error",
+            "host_unavailable",
+        }
     )
 
     def __init__(self, code: str, message: str) -> None:
@@ -219,16 +228,32 @@ def create_capsule(
     metadata: dict[str, Any] | None = None,
     host: Host | None = None,
 ) -> Sandbox:
-    """A new running capsule for `team` on the least loaded host that fits it, or on `host`."""
+    """A new running capsule for `team` on the least loaded host that fits it, or on `host`.
+
+    Refused with `quota_exceeded` when it would take the team past one of its quotas
+    (capsules/quotas.py), and with `host_unavailable` when no host has room for it.
+    """
     try:
         params = clean_create_params(template, vcpus, memory_mb, timeout_sec, metadata)
     except ValidationFailed as exc:
         raise ActionError("invalid_request", exc.message) from None
     with transaction.atomic():
-        if host is None:
-            host = choose_host(params.vcpus, params.memory_mb, for_update=True)
-        elif host.status != Host.Status.ONLINE:
-            host = None
+        # The team's row stays locked until the pending capsule is committed, so two creates of
+        # one team count each other's capsules and cannot both take its last slot. NO KEY: rows
+        # that merely refer to the team (a new API key, say) need not wait for it.
+        locked_team = Team.objects.select_for_update(no_key=True).filter(pk=team.pk).first()
+        if locked_team is None:
+            raise ActionError("not_found", f"team {team.pk} not found")
+        try:
+            check_quota(locked_team, params.vcpus, params.memory_mb)
+            if host is None:
+                host = choose_host(params.vcpus, params.memory_mb, team_id=team.pk, for_update=True)
+            elif host.status != Host.Status.ONLINE:
+                host = None
+        except QuotaExceeded as exc:
+            raise ActionError("quota_exceeded", exc.message) from None
+        except HeadroomReserved as exc:
+            raise ActionError("host_unavailable", str(exc)) from None
         if host is None:
             raise ActionError("host_unavailable", NO_CAPACITY)
         capsule = Sandbox.objects.create(

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
@@ -34,6 +35,7 @@ from capsules.actions import (
 from capsules.hosts import issue_host_token
 from capsules.keys import create_api_key, issue_key, revoke_api_keys
 from capsules.models import APIKey, Host, Membership, Sandbox, Team
+from capsules.quotas import quota_of, usage_of
 from capsules.services import terminal_path
 from capsules.validation import DEFAULT_TEMPLATE, TEMPLATES, ValidationFailed, clean_metadata, clean_timeout
 
@@ -107,13 +109,62 @@ class APIKeyInline(admin.TabularInline):
         return False
 
 
+# Quota field -> (setting holding its default, unit).
+QUOTA_FIELDS = {
+    "max_capsules": ("WRENN_TEAM_MAX_CAPSULES", "capsules"),
+    "max_vcpus": ("WRENN_TEAM_MAX_VCPUS", "vCPUs"),
+    "max_memory_mb": ("WRENN_TEAM_MAX_MEMORY_MB", "MB"),
+}
+
+
+class TeamForm(forms.ModelForm):
+    """Each quota field says what an empty one means now: the setting's default, with its value."""
+
+    class Meta:
+        model = Team
+        fields = ["name", "slug", *QUOTA_FIELDS]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, (setting, unit) in QUOTA_FIELDS.items():
+            field = self.fields.get(name)
+            if field is not None:
+                default = getattr(settings, setting)
+                field.help_text = f"Empty: the default, {default} {unit} ({setting}). 0 allows none."
+
+
+def quota_summary(team: Team) -> str:
+    """What the team holds against its quotas: "2 of 20 capsules, 3 of 32 vCPUs, 1536 of 32768 MB"."""
+    quota, usage = quota_of(team), usage_of(team)
+    return (
+        f"{usage.capsules} of {quota.capsules} capsules, {usage.vcpus} of {quota.vcpus} vCPUs, "
+        f"{usage.memory_mb} of {quota.memory_mb} MB"
+    )
+
+
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
+    form = TeamForm
     list_display = ["name", "slug", "id", "member_count", "created_at"]
     search_fields = ["name", "slug", "id"]
     prepopulated_fields = {"slug": ["name"]}
-    readonly_fields = ["id", "created_at"]
+    readonly_fields = ["id", "created_at", "quota_use"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "id", "created_at"]}),
+        (
+            "Quotas",
+            {
+                "fields": [*QUOTA_FIELDS, "quota_use"],
+                "description": "What the team's capsules may hold at once; paused capsules count "
+                "until they are destroyed.",
+            },
+        ),
+    ]
     inlines = [MembershipInline, APIKeyInline]
+
+    @admin.display(description="in use")
+    def quota_use(self, obj: Team) -> str:
+        return "-" if obj._state.adding else quota_summary(obj)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
         return super().get_queryset(request).annotate(member_count=Count("memberships", distinct=True))

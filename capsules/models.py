@@ -13,6 +13,11 @@ class Team(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The team's own quotas (capsules/quotas.py); null means the setting's default
+    # (WRENN_TEAM_MAX_CAPSULES, WRENN_TEAM_MAX_VCPUS, WRENN_TEAM_MAX_MEMORY_MB), 0 allows none.
+    max_capsules = models.PositiveIntegerField(null=True, blank=True)
+    max_vcpus = models.PositiveIntegerField(null=True, blank=True)
+    max_memory_mb = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

@@ -14,7 +14,7 @@ from hostagent.config import DEFAULT_CGROUP_ROOT, NOBODY_UID, AgentConfig
 from hostagent.freezer import MECHANISMS, FreezerUnavailable
 from hostagent.heartbeat import HeartbeatConfig
 from hostagent.replay import DEFAULT_LIMIT
-from hostagent.runtime import RuntimeUnavailable
+from hostagent.runtime import RUNTIMES, Defaults, RuntimeUnavailable
 from hostagent.server import serve
 
 log = logging.getLogger("hostagent")
@@ -36,9 +36,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--runtime",
-        choices=("auto", "bwrap", "process"),
+        choices=RUNTIMES,
         default=env.get("HOSTAGENT_RUNTIME", "auto"),
-        help="sandbox runtime (env HOSTAGENT_RUNTIME; default auto: bwrap if it works here)",
+        help="sandbox runtime (env HOSTAGENT_RUNTIME; default auto: oci (runc) if it works here, "
+        "else bwrap, else plain processes, each step down with a loud warning)",
+    )
+    parser.add_argument(
+        "--pids-limit",
+        type=int,
+        default=env.get("HOSTAGENT_PIDS_LIMIT", "1024"),
+        help="processes (and threads) a capsule may have at once (env HOSTAGENT_PIDS_LIMIT; default 1024)",
+    )
+    parser.add_argument(
+        "--default-disk-mb",
+        type=int,
+        default=env.get("HOSTAGENT_DEFAULT_DISK_MB", "1024"),
+        help="writable space of a capsule created with disk_size_mb 0 (env HOSTAGENT_DEFAULT_DISK_MB; "
+        "default 1024)",
     )
     parser.add_argument(
         "--sandbox-uid",
@@ -105,6 +119,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.replay_buffer < 0:
         parser.error("--replay-buffer must be a number of bytes, 0 or more")
+    if not 16 <= args.pids_limit <= 4_194_304:
+        parser.error("--pids-limit must be between 16 and 4194304")
+    if not 16 <= args.default_disk_mb <= 1024 * 1024:
+        parser.error("--default-disk-mb must be between 16 and 1048576")
     if args.sandbox_uid <= 0:
         parser.error("--sandbox-uid must be an unprivileged uid, not root")
     if not args.heartbeat_interval > 0:
@@ -164,6 +182,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         cgroup_root=args.cgroup_root,
         heartbeat=heartbeat,
         replay_buffer=args.replay_buffer,
+        limits=Defaults(pids=args.pids_limit, disk_mb=args.default_disk_mb),
     )
 
 

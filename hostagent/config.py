@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hostagent.heartbeat import HeartbeatConfig
 from hostagent.replay import DEFAULT_LIMIT
+from hostagent.runtime import Defaults
 
 NOBODY_UID = 65534
 DEFAULT_CGROUP_ROOT = "wrenn-hostagent"
@@ -26,3 +27,5 @@ class AgentConfig:
     heartbeat: HeartbeatConfig | None = None
     # Bytes of recent output each PTY session keeps for resuming and replaying.
     replay_buffer: int = DEFAULT_LIMIT
+    # What a capsule gets when its create leaves a limit at 0, and the per-capsule process limit.
+    limits: Defaults = field(default_factory=Defaults)

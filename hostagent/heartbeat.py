@@ -13,7 +13,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ MAX_INTERVAL = 300.0
 HTTP_TIMEOUT = 5.0
 MAX_ANSWER = 64 * 1024
 REFUSED = (401, 403)
+RETRY_FIRST = 0.25
 
 
 @dataclass(frozen=True)
@@ -74,14 +75,28 @@ def sane_interval(value: object) -> float | None:
     return None
 
 
+async def _nothing() -> None:
+    return None
+
+
 class Heartbeat:
     def __init__(
-        self, config: HeartbeatConfig, runtime: str, statuses: Callable[[], list[SandboxStatus]]
+        self,
+        config: HeartbeatConfig,
+        runtime: str,
+        statuses: Callable[[], list[SandboxStatus]],
+        isolation: Callable[[], dict[str, Any]] | None = None,
+        refresh: Callable[[], Awaitable[None]] = _nothing,
     ) -> None:
         self.config = config
         self.runtime = runtime
         self.statuses = statuses
+        self.isolation = isolation
+        self.refresh = refresh
         self.interval = config.interval
+        # Until the control plane has answered once (it may be starting beside us), and after a
+        # failure, the next attempt comes sooner than the interval: RETRY_FIRST, doubling.
+        self._retry = RETRY_FIRST
         self.host_id: str | None = None
         # The kind of failure of the current streak, None while heartbeats succeed.
         self._failing: str | None = None
@@ -94,21 +109,39 @@ class Heartbeat:
             except Exception:
                 # A bug here must not end the heartbeats, nor surface only at shutdown.
                 log.exception("heartbeat failed unexpectedly")
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(self.next_delay())
+
+    def next_delay(self) -> float:
+        """The interval once heartbeats work; after a failure, a short delay doubling up to it."""
+        if self._failing is None and self.host_id is not None:
+            self._retry = RETRY_FIRST
+            return self.interval
+        delay = min(self._retry, self.interval)
+        self._retry = min(self._retry * 2, self.interval)
+        return delay
 
     def payload(self) -> dict[str, Any]:
-        return {
+        payload = {
             "address": self.config.advertise,
             "runtime": self.runtime,
             "version": __version__,
             "capacity": {"vcpus": os.cpu_count() or 1, "memory_mb": memory_mb()},
             "sandboxes": [
-                {"id": s.sandbox_id, "state": s.state, "pty_sessions": s.pty_sessions}
+                {
+                    "id": s.sandbox_id,
+                    "state": s.state,
+                    "pty_sessions": s.pty_sessions,
+                    "oom_kills": s.oom_kills,
+                }
                 for s in self.statuses()
             ],
         }
+        if self.isolation is not None:
+            payload["isolation"] = self.isolation()
+        return payload
 
     async def beat(self) -> None:
+        await self.refresh()
         body = json.dumps(self.payload()).encode()
         try:
             answer = await asyncio.to_thread(self._post, body)

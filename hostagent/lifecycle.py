@@ -4,24 +4,31 @@ Create, session start, pause, resume, kill and destroy of one sandbox take that 
 so a pause never races a process being spawned into the sandbox's cgroup, and the freezer's work
 in threads (see `hostagent.blocking`) is over before the next operation on the sandbox begins.
 
-The paused state is kept in the sandbox directory. The agent kills every process when it stops
-(and kills leftovers of a crashed run when it starts), so after a restart a paused sandbox is
-still reported "paused", with no sessions, and refuses new sessions until ResumeSandbox: the
-control plane, which owns the state machine, sees the state it last asked for.
+The paused state is kept in the sandbox directory, with the limits and the network policy the
+sandbox was created with. The agent kills every process when it stops (and kills leftovers of a
+crashed run when it starts), then starts each sandbox's environment again (a reboot: files kept,
+processes gone), so after a restart a paused sandbox is still reported "paused", with no
+sessions, and refuses new sessions until ResumeSandbox: the control plane, which owns the state
+machine, sees the state it last asked for. An environment whose init has died (its root killed
+it from inside) is started again before the next session, never left half-alive.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from hostagent.blocking import run_blocking
 from hostagent.errors import AgentError, FailedPrecondition
 from hostagent.freezer import Freezer
 from hostagent.registry import SessionRegistry
+from hostagent.runtime import Limits, Runtime
 from hostagent.sandboxes import SandboxStore, validate_sandbox_id
 from hostagent.sessions import PtySession
 
@@ -29,6 +36,7 @@ log = logging.getLogger(__name__)
 
 RUNNING = "running"
 PAUSED = "paused"
+POLICY_FILE = "network.json"
 
 
 @dataclass(frozen=True)
@@ -36,14 +44,37 @@ class SandboxStatus:
     sandbox_id: str
     state: str
     pty_sessions: int
+    oom_kills: int = 0
+
+
+def save_policy(root: Path, policy: dict[str, Any] | None) -> None:
+    """Keep the sandbox's network policy beside it (blocking); None: the default policy."""
+    path = root / POLICY_FILE
+    if policy is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(json.dumps(policy))
+        path.chmod(0o600)
+
+
+def load_policy(root: Path) -> dict[str, Any] | None:
+    try:
+        policy = json.loads((root / POLICY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return policy if isinstance(policy, dict) else None
 
 
 class Lifecycle:
-    def __init__(self, store: SandboxStore, registry: SessionRegistry, freezer: Freezer) -> None:
+    def __init__(
+        self, store: SandboxStore, registry: SessionRegistry, freezer: Freezer, runtime: Runtime
+    ) -> None:
         self.store = store
         self.registry = registry
         self.freezer = freezer
+        self.runtime = runtime
         self._locks: dict[str, asyncio.Lock] = {}
+        self._oom_kills: dict[str, int] = {}
 
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
@@ -52,7 +83,18 @@ class Lifecycle:
         return PAUSED if self.store.paused(sandbox_id) else RUNNING
 
     def status(self, sandbox_id: str) -> SandboxStatus:
-        return SandboxStatus(sandbox_id, self.state(sandbox_id), self.registry.live_count(sandbox_id))
+        return SandboxStatus(
+            sandbox_id,
+            self.state(sandbox_id),
+            self.registry.live_count(sandbox_id),
+            self._oom_kills.get(sandbox_id, 0),
+        )
+
+    async def refresh_oom_kills(self) -> None:
+        """Read each sandbox's OOM kill count from its cgroup (in a thread), for `status`."""
+        ids = self.store.ids()
+        counts = await run_blocking(lambda: {i: self.runtime.oom_kills(i) for i in ids})
+        self._oom_kills = counts
 
     def statuses(self) -> list[SandboxStatus]:
         return [self.status(sandbox_id) for sandbox_id in self.store.ids()]
@@ -62,12 +104,37 @@ class Lifecycle:
         if self.store.paused(sandbox_id):
             raise FailedPrecondition(f"sandbox {sandbox_id} is paused")
 
-    async def create(self, sandbox_id: str) -> SandboxStatus:
-        """Create the sandbox, or return the existing one; waits for a destroy of the same id."""
+    async def create(
+        self, sandbox_id: str, limits: Limits | None = None, policy: dict[str, Any] | None = None
+    ) -> SandboxStatus:
+        """Create the sandbox and start its environment, or return the existing one.
+
+        Waits for a destroy of the same id. A sandbox whose environment cannot start is removed
+        again, so a retry starts from nothing.
+        """
         validate_sandbox_id(sandbox_id)
         async with self._lock(sandbox_id):
-            await self.store.create(sandbox_id)
+            if sandbox_id in self.store.ids():
+                return self.status(sandbox_id)
+            root = await self.store.create(sandbox_id)
+            try:
+                if limits is not None:
+                    await run_blocking(self.runtime.save_limits, root, limits)
+                await run_blocking(save_policy, root, policy)
+                await self.runtime.start_environment(sandbox_id, root, policy, paused=False)
+            except BaseException:
+                path = self.store.forget(sandbox_id)
+                await self.runtime.stop_environment(sandbox_id, path)
+                await self.store.delete(await self.store.trash(path))
+                raise
             return self.status(sandbox_id)
+
+    async def set_policy(self, sandbox_id: str, policy: dict[str, Any] | None) -> None:
+        """Replace the sandbox's network policy; its running environment follows at once."""
+        async with self._lock(sandbox_id):
+            root = self.store.path(sandbox_id)
+            await run_blocking(save_policy, root, policy)
+            await self.runtime.set_policy(sandbox_id, policy)
 
     @contextlib.asynccontextmanager
     async def starting(self, sandbox_id: str) -> AsyncIterator[str | None]:
@@ -75,11 +142,24 @@ class Lifecycle:
         self.store.path(sandbox_id)
         async with self._lock(sandbox_id):
             self.check_startable(sandbox_id)  # destroyed or paused while we waited
+            if not await run_blocking(self.runtime.alive, sandbox_id):
+                await self._restart(sandbox_id)
             try:
                 join = await run_blocking(self.freezer.join_path, sandbox_id)
             except OSError as exc:
                 raise AgentError(f"cannot create the cgroup of sandbox {sandbox_id}: {exc}") from exc
             yield join
+
+    async def _restart(self, sandbox_id: str) -> None:
+        root = self.store.path(sandbox_id)
+        log.warning(
+            "sandbox %s: its environment is not running (its init exited, or it could not start "
+            "at the agent's start); starting it again, its processes are gone",
+            sandbox_id,
+        )
+        await self._kill_everything(sandbox_id, root)
+        policy = await run_blocking(load_policy, root)
+        await self.runtime.start_environment(sandbox_id, root, policy, self.store.paused(sandbox_id))
 
     async def pause(self, sandbox_id: str) -> SandboxStatus:
         async with self._lock(sandbox_id):
@@ -121,31 +201,41 @@ class Lifecycle:
         self.store.path(sandbox_id)
         async with self._lock(sandbox_id):
             path = self.store.forget(sandbox_id)
-            await self._kill_everything(sandbox_id)
+            await self._kill_everything(sandbox_id, path)
             # Aside before the lock goes: a create waiting for it makes a fresh directory.
             trash = await self.store.trash(path)
             self._locks.pop(sandbox_id, None)
         await self.store.delete(trash)
         log.info("destroyed sandbox %s", sandbox_id)
 
-    async def _kill_everything(self, sandbox_id: str) -> int:
+    async def _kill_everything(self, sandbox_id: str, root: Path) -> int:
         # Killed, then thawed (a cgroup-v1-frozen process dies only once thawed), then reaped.
         killed = await self.freezer.kill_all(sandbox_id, self.registry.live_pids(sandbox_id))
         await self.registry.close_sandbox(sandbox_id)
         await self.freezer.remove(sandbox_id)
+        await self.runtime.stop_environment(sandbox_id, root)
         return killed
 
     async def recover(self) -> None:
-        """At start: kill what a crashed run left in the sandboxes' cgroups."""
+        """At start: kill what a crashed run left in the sandboxes, start their environments."""
         for sandbox_id in self.store.ids():
-            killed = await self._kill_everything(sandbox_id)
+            root = self.store.path(sandbox_id)
+            killed = await self._kill_everything(sandbox_id, root)
             if killed:
                 log.warning(
                     "killed %d processes left over in sandbox %s by an earlier run", killed, sandbox_id
                 )
+            policy = await run_blocking(load_policy, root)
+            try:
+                await self.runtime.start_environment(
+                    sandbox_id, root, policy, paused=self.store.paused(sandbox_id)
+                )
+            except AgentError as error:
+                # Tried again at its next session start, whose caller then sees the reason.
+                log.error("sandbox %s could not be started again: %s", sandbox_id, error.message)
 
     async def shutdown(self) -> None:
         """Kill every process of every sandbox; paused ones stay marked paused."""
-        await asyncio.gather(*(self._kill_everything(i) for i in self.store.ids()))
+        await asyncio.gather(*(self._kill_everything(i, self.store.path(i)) for i in self.store.ids()))
         await self.registry.close_all()
         await run_blocking(self.freezer.close)

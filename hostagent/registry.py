@@ -6,13 +6,13 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 
 from hostagent.blocking import run_blocking
 from hostagent.errors import AlreadyExists, NotFound, ResourceExhausted
 from hostagent.replay import DEFAULT_LIMIT
-from hostagent.runtime import LaunchSpec
 from hostagent.sessions import Origin, PtySession
-from hostagent.spawn import spawn
+from hostagent.spawn import Spawned
 from hostagent.subscribers import Subscriber
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,9 @@ class SessionRegistry:
         self,
         sandbox_id: str,
         tag: str,
-        spec: LaunchSpec,
-        cols: int,
-        rows: int,
+        start: Callable[[], Awaitable[Spawned]],
+        display: str,
         origin: Origin | None = None,
-        cgroup_procs: str | None = None,
     ) -> tuple[PtySession, Subscriber]:
         """Start a session with one subscriber attached before the first byte is read."""
         key = (sandbox_id, tag)
@@ -48,9 +46,9 @@ class SessionRegistry:
             raise AlreadyExists(f"pty session {tag} already exists")
         self._starting.add(key)
         try:
-            spawned = await spawn(spec, cols, rows, cgroup_procs)
+            spawned = await start()
         except OSError as exc:  # openpty or fork: out of PTYs, descriptors or processes
-            raise ResourceExhausted(f"cannot start '{spec.display}': {exc.strerror or exc}") from exc
+            raise ResourceExhausted(f"cannot start '{display}': {exc.strerror or exc}") from exc
         finally:
             self._starting.discard(key)
         try:
@@ -62,11 +60,11 @@ class SessionRegistry:
             # In a thread: a killed process ends only once it leaves the kernel (a cgroup write).
             await run_blocking(os.waitpid, spawned.pid, 0)
             os.close(spawned.master_fd)
-            raise ResourceExhausted(f"cannot start '{spec.display}': {exc.strerror or exc}") from exc
+            raise ResourceExhausted(f"cannot start '{display}': {exc.strerror or exc}") from exc
         self._sessions[key] = session
         subscriber = session.subscribe()
         session.start()
-        log.info("pty %s/%s started: pid %d, %s", sandbox_id, tag, spawned.pid, spec.display)
+        log.info("pty %s/%s started: pid %d, %s", sandbox_id, tag, spawned.pid, display)
         return session, subscriber
 
     def get(self, sandbox_id: str, tag: str) -> PtySession:

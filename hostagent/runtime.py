@@ -14,15 +14,23 @@ import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from hostagent.blocking import run_blocking
 from hostagent.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from hostagent.freezer import Freezer
+    from hostagent.spawn import Spawned
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BASE_ENV = {"PATH": DEFAULT_PATH, "TERM": "xterm-256color", "LANG": "C.UTF-8"}
 ENV_NAME_RE = re.compile(r"^[^=\x00]+$")
+
+
+RUNTIMES = ("auto", "oci", "bwrap", "process")
 
 
 class RuntimeUnavailable(Exception):
@@ -68,8 +76,57 @@ def validate_request(request: LaunchRequest) -> None:
             raise InvalidArgument(f"environment variable {name} must not contain NUL bytes")
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What a capsule may use; kept in `<sandbox>/limits.json` for restarts."""
+
+    vcpus: int
+    memory_mb: int
+    disk_mb: int
+    pids: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.vcpus} vCPU, {self.memory_mb} MiB memory, {self.disk_mb} MiB disk, {self.pids} processes"
+        )
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The agent's limits for what a request leaves at 0 (command-line options)."""
+
+    vcpus: int = 1
+    memory_mb: int = 512
+    disk_mb: int = 1024
+    pids: int = 1024
+    max_vcpus: int = 64
+    max_memory_mb: int = 1024 * 1024
+    max_disk_mb: int = 1024 * 1024
+
+    def limits(self, vcpus: int, memory_mb: int, disk_mb: int) -> Limits:
+        limits = Limits(
+            vcpus=vcpus or self.vcpus,
+            memory_mb=memory_mb or self.memory_mb,
+            disk_mb=disk_mb or self.disk_mb,
+            pids=self.pids,
+        )
+        if limits.vcpus > self.max_vcpus:
+            raise InvalidArgument(f"vcpus must be at most {self.max_vcpus} on this host")
+        if not 16 <= limits.memory_mb <= self.max_memory_mb:
+            raise InvalidArgument(f"memory_mb must be between 16 and {self.max_memory_mb}")
+        if not 16 <= limits.disk_mb <= self.max_disk_mb:
+            raise InvalidArgument(f"disk_size_mb must be between 16 and {self.max_disk_mb}")
+        return limits
+
+
+def off(reason: str) -> dict[str, Any]:
+    return {"on": False, "reason": reason}
+
+
 class Runtime(ABC):
     name: ClassVar[str]
+    # Why a stronger runtime was not chosen (see choose_runtime), for the isolation report.
+    fallback_reason = ""
 
     def prepare_sandbox(self, root: Path) -> None:
         """Create (or repair after a restart) what the runtime needs in a capsule directory."""
@@ -78,6 +135,63 @@ class Runtime(ABC):
 
     @abstractmethod
     def launch_spec(self, sandbox_id: str, root: Path, request: LaunchRequest) -> LaunchSpec: ...
+
+    async def spawn(
+        self,
+        sandbox_id: str,
+        root: Path,
+        request: LaunchRequest,
+        cols: int,
+        rows: int,
+        cgroup_procs: str | None,
+    ) -> Spawned:
+        """Start the request's process under a new PTY (a runtime may do it its own way)."""
+        from hostagent.spawn import spawn  # spawn imports this module
+
+        # In a thread: it looks the command up in the capsule's files, and may ask NSS for a user.
+        spec = await run_blocking(self.launch_spec, sandbox_id, root, request)
+        return await spawn(spec, cols, rows, cgroup_procs)
+
+    # A long-lived environment per capsule: only the OCI runtime has one.
+
+    def isolation(self) -> dict[str, dict[str, Any]]:
+        """What this runtime isolates, part by part, for the heartbeat and the Host row."""
+        why = self.fallback_reason or f"runtime={self.name}"
+        return {
+            "runtime": off(f"{self.name}: no container per capsule ({why})"),
+            "network": off(f"capsules share the host's network ({why})"),
+            "limits": off(f"vcpus, memory_mb, disk_size_mb and process limits are not enforced ({why})"),
+            "seccomp": off(f"no seccomp filter ({why})"),
+        }
+
+    def limits_for(self, vcpus: int, memory_mb: int, disk_mb: int) -> Limits | None:
+        """The limits a create asks for (defaults filled in, checked), or None if not enforced."""
+        return None
+
+    def save_limits(self, root: Path, limits: Limits) -> None:
+        return  # only a runtime that enforces limits keeps them
+
+    async def start_environment(
+        self, sandbox_id: str, root: Path, policy: dict[str, Any] | None, paused: bool
+    ) -> None:
+        return  # the sessions of a capsule need nothing but its directory
+
+    async def stop_environment(self, sandbox_id: str, root: Path | None) -> int:
+        return 0
+
+    def own_freezer(self) -> Freezer | None:
+        """The runtime's own way to pause its capsules, if it has one."""
+        return None
+
+    def alive(self, sandbox_id: str) -> bool:
+        """Whether the capsule's environment is up (blocking)."""
+        return True
+
+    async def set_policy(self, sandbox_id: str, policy: dict[str, Any] | None) -> None:
+        return  # kept in the sandbox's directory only: this runtime gives no network of its own
+
+    def oom_kills(self, sandbox_id: str) -> int:
+        return 0
 
 
 def _own_user_name() -> str:
@@ -130,24 +244,51 @@ PROCESS_WARNING = (
 )
 
 
-def choose_runtime(name: str, data_dir: Path, sandbox_uid: int) -> Runtime:
-    """Pick the runtime for `--runtime name` (auto, bwrap or process)."""
-    from hostagent.bwrap import BwrapRuntime  # bwrap imports this module
+OCI_WARNING = (
+    "THE OCI RUNTIME IS UNAVAILABLE (%s): capsules get NO network of their own (they reach "
+    "the host's loopback, its Redis, PostgreSQL and this agent), NO memory, CPU, process or "
+    "disk limits and NO seccomp filter. Install runc and tini (Debian packages) and run the "
+    "agent as root for isolation."
+)
 
-    if name not in ("auto", "bwrap", "process"):
-        raise RuntimeUnavailable(f"unknown runtime {name!r} (expected auto, bwrap or process)")
-    if name != "process":
+
+def choose_runtime(name: str, data_dir: Path, sandbox_uid: int, defaults: Defaults | None = None) -> Runtime:
+    """Pick the runtime for `--runtime name` (auto: the first of oci, bwrap, process that works)."""
+    from hostagent.bwrap import BwrapRuntime  # both import this module
+    from hostagent.oci import OciRuntime, find_tools
+
+    if name not in RUNTIMES:
+        raise RuntimeUnavailable(f"unknown runtime {name!r} (expected {', '.join(RUNTIMES)})")
+    fallback = f"runtime={name} was asked for"
+    if name in ("auto", "oci"):
+        tools = find_tools()
+        if isinstance(tools, str):
+            problem: str | None = tools
+        else:
+            oci = OciRuntime(*tools, data_dir / "oci", defaults or Defaults())
+            problem = oci.probe(data_dir / "sandboxes")
+            if problem is None:
+                oci.start()
+                return oci
+        if name == "oci":
+            raise RuntimeUnavailable(f"the OCI runtime cannot work here: {problem}")
+        log.warning(OCI_WARNING, problem)
+        fallback = f"the OCI runtime is unavailable: {problem}"
+    if name in ("auto", "bwrap"):
         binary = shutil.which("bwrap")
-        problem: str | None
         if binary is None:
             problem = "bwrap is not on PATH"
         else:
             runtime = BwrapRuntime(binary, sandbox_uid=sandbox_uid)
             problem = runtime.probe(data_dir / "sandboxes")
             if problem is None:
+                runtime.fallback_reason = fallback
                 return runtime
         if name == "bwrap":
             raise RuntimeUnavailable(f"the bwrap runtime cannot work here: {problem}")
         log.warning("bubblewrap unavailable (%s); falling back to plain processes", problem)
+        fallback += f"; bubblewrap is unavailable: {problem}"
     log.warning("%s", PROCESS_WARNING)
-    return ProcessRuntime()
+    process = ProcessRuntime()
+    process.fallback_reason = fallback
+    return process

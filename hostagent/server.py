@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 
 from hostagent.auth import TokenInterceptor
-from hostagent.blocking import run_blocking
 from hostagent.config import AgentConfig
 from hostagent.errors import AgentError, InvalidArgument
 from hostagent.freezer import choose_freezer
@@ -72,6 +71,15 @@ def session_info(session: PtySession) -> pb.PtySessionInfo:
     )
 
 
+def policy_of(message: pb.NetworkPolicy) -> dict[str, Any]:
+    """The request's network policy as kept beside the sandbox (checked by the network module)."""
+    return {
+        "allow_internet": message.allow_internet,
+        "allow_out": list(message.allow_out),
+        "deny_out": list(message.deny_out),
+    }
+
+
 class HostAgentServicer(pb_grpc.HostAgentServicer):
     def __init__(
         self, store: SandboxStore, registry: SessionRegistry, runtime: Runtime, lifecycle: Lifecycle
@@ -87,6 +95,7 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
             runtime=self.runtime.name,
             pty_sessions=status.pty_sessions,
             state=status.state,
+            oom_kills=status.oom_kills,
         )
 
     def _session(self, sandbox_id: str, tag: str) -> PtySession:
@@ -99,10 +108,22 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
         self, request: pb.CreateSandboxRequest, context: Context
     ) -> pb.CreateSandboxResponse:
         try:
-            status = await self.lifecycle.create(request.sandbox_id)
+            limits = self.runtime.limits_for(request.vcpus, request.memory_mb, request.disk_size_mb)
+            policy = policy_of(request.network) if request.HasField("network") else None
+            status = await self.lifecycle.create(request.sandbox_id, limits, policy)
         except AgentError as error:
             await _abort(context, error)
         return pb.CreateSandboxResponse(sandbox=self._status_message(status))
+
+    async def SetNetworkPolicy(
+        self, request: pb.SetNetworkPolicyRequest, context: Context
+    ) -> pb.SetNetworkPolicyResponse:
+        try:
+            policy = policy_of(request.network) if request.HasField("network") else None
+            await self.lifecycle.set_policy(request.sandbox_id, policy)
+        except AgentError as error:
+            await _abort(context, error)
+        return pb.SetNetworkPolicyResponse()
 
     async def DestroySandbox(
         self, request: pb.DestroySandboxRequest, context: Context
@@ -116,6 +137,7 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
     async def ListSandboxes(
         self, request: pb.ListSandboxesRequest, context: Context
     ) -> pb.ListSandboxesResponse:
+        await self.lifecycle.refresh_oom_kills()
         return pb.ListSandboxesResponse(
             sandboxes=[self._status_message(s) for s in self.lifecycle.statuses()]
         )
@@ -191,12 +213,14 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
             user=request.user,
         )
         validate_request(launch)
-        # In a thread: it looks the command up in the capsule's files, and may ask NSS for a user.
-        spec = await run_blocking(self.runtime.launch_spec, request.sandbox_id, root, launch)
         origin = Origin(cmd=request.cmd, args=tuple(request.args), owner=request.owner)
         async with self.lifecycle.starting(request.sandbox_id) as cgroup_procs:
             return await self.registry.start(
-                request.sandbox_id, request.tag, spec, cols, rows, origin, cgroup_procs
+                request.sandbox_id,
+                request.tag,
+                lambda: self.runtime.spawn(request.sandbox_id, root, launch, cols, rows, cgroup_procs),
+                request.cmd,
+                origin,
             )
 
     async def PtyKill(self, request: pb.PtyKillRequest, context: Context) -> pb.PtyKillResponse:
@@ -266,12 +290,12 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
 async def serve(config: AgentConfig) -> None:
     """Serve until SIGTERM or SIGINT, then kill every process of every sandbox and stop gracefully."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    runtime = choose_runtime(config.runtime, config.data_dir, config.sandbox_uid)
-    freezer = choose_freezer(config.pause_mechanism, config.cgroup_root)
+    runtime = choose_runtime(config.runtime, config.data_dir, config.sandbox_uid, config.limits)
+    freezer = runtime.own_freezer() or choose_freezer(config.pause_mechanism, config.cgroup_root)
     log.info("pause mechanism: %s", freezer.describe())
     store = SandboxStore(config.data_dir, runtime)
     registry = SessionRegistry(replay_limit=config.replay_buffer)
-    lifecycle = Lifecycle(store, registry, freezer)
+    lifecycle = Lifecycle(store, registry, freezer, runtime)
     servicer = HostAgentServicer(store, registry, runtime, lifecycle)
     if not config.token:
         log.warning(
@@ -300,7 +324,13 @@ async def serve(config: AgentConfig) -> None:
         await server.start()
         log.info("hostagent listening on %s (runtime=%s)", config.listen, runtime.name)
         if config.heartbeat is not None:
-            heartbeat = Heartbeat(config.heartbeat, runtime.name, lifecycle.statuses)
+            heartbeat = Heartbeat(
+                config.heartbeat,
+                runtime.name,
+                lifecycle.statuses,
+                runtime.isolation,
+                lifecycle.refresh_oom_kills,
+            )
             heartbeats = asyncio.create_task(heartbeat.run(), name="heartbeats")
         await stop.wait()
         log.info("stopping")

@@ -9,11 +9,26 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # --- Environment: the only place the process environment is read -------------
 _env = os.environ.get
+
+
+def _env_int(name: str, default: int, low: int = 0, high: int | None = None) -> int:
+    """An integer setting from the environment, refused with its name when it is not one or out of range."""
+    raw = _env(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ImproperlyConfigured(f"{name} must be {bounds}, got {value}")
+    return value
+
 
 SECRET_KEY = _env("DJANGO_SECRET_KEY", "dev-only-insecure-key-set-DJANGO_SECRET_KEY-in-production")
 DEBUG = _env("DJANGO_DEBUG", "0") == "1"
@@ -34,6 +49,14 @@ HOSTAGENT_TOKEN = Path(_token_file).read_text().strip() if _token_file else _env
 WRENN_MAX_VCPUS = int(_env("WRENN_MAX_VCPUS", "8"))
 WRENN_MAX_MEMORY_MB = int(_env("WRENN_MAX_MEMORY_MB", "16384"))
 WRENN_MAX_TIMEOUT_SEC = int(_env("WRENN_MAX_TIMEOUT_SEC", "86400"))
+# What one team's capsules may hold at once, paused ones included (capsules/quotas.py); a team's
+# own fields in the admin override each. 0 allows none.
+WRENN_TEAM_MAX_CAPSULES = _env_int("WRENN_TEAM_MAX_CAPSULES", 20)
+WRENN_TEAM_MAX_VCPUS = _env_int("WRENN_TEAM_MAX_VCPUS", 32)
+WRENN_TEAM_MAX_MEMORY_MB = _env_int("WRENN_TEAM_MAX_MEMORY_MB", 32768)
+# Percent of each host's memory kept for teams that hold less than that share of the host, so
+# that one team cannot take the last of it (capsules/placement.py); 0 turns it off.
+WRENN_HOST_HEADROOM_PERCENT = _env_int("WRENN_HOST_HEADROOM_PERCENT", 25, high=50)
 # A host whose heartbeats stop for this long is unreachable and its capsules missing.
 WRENN_HOST_DEAD_AFTER_SEC = float(_env("WRENN_HOST_DEAD_AFTER_SEC", "30"))
 # The heartbeat interval the control plane asks host agents for.

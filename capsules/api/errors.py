@@ -30,7 +30,7 @@ INTERNAL_ERROR_MESSAGE = "internal server error"
 ERROR_CODES: dict[int, tuple[str, ...]] = {
     status.HTTP_400_BAD_REQUEST: ("invalid_request",),
     status.HTTP_401_UNAUTHORIZED: ("unauthorized",),
-    status.HTTP_403_FORBIDDEN: ("forbidden",),
+    status.HTTP_403_FORBIDDEN: ("forbidden", "quota_exceeded"),
     status.HTTP_404_NOT_FOUND: ("not_found",),
     status.HTTP_405_METHOD_NOT_ALLOWED: ("method_not_allowed",),
     status.HTTP_409_CONFLICT: ("invalid_state", "conflict"),

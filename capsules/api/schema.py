@@ -19,7 +19,7 @@ HOST_TOKEN_SECURITY = {"type": "http", "scheme": "bearer", "description": "A hos
 ERROR_DESCRIPTIONS = {
     400: "The request is malformed: bad JSON, a wrong type, an unknown field or a rejected value.",
     401: "Credentials are missing or refused.",
-    403: "The caller may not do this.",
+    403: "The caller may not do this (forbidden), or a new capsule would pass a team quota (quota_exceeded).",
     404: "No such object for the caller's team (another team's objects answer the same).",
     409: "The capsule's status does not allow this now.",
     415: "The body is not application/json.",

@@ -59,7 +59,7 @@ class CapsuleListView(CapsuleAPIView):
         tags=TAGS,
         summary="Create a capsule",
         request=CapsuleCreateSerializer,
-        responses={201: CapsuleSerializer, **error_responses(400, 401, 409, 415, 500, 502, 503)},
+        responses={201: CapsuleSerializer, **error_responses(400, 401, 403, 409, 415, 500, 502, 503)},
     )
     def post(self, request: Request) -> Response:
         serializer = CapsuleCreateSerializer(data=request.data)

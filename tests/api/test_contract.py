@@ -164,6 +164,7 @@ def test_create_capsule(
     tour: Contract,
     anonymous: ContractClient,
     signed_in: ContractClient,
+    team: Team,
     host: Host,
     guarded_agent: HostAgentProcess,
     monkeypatch: pytest.MonkeyPatch,
@@ -176,6 +177,9 @@ def test_create_capsule(
     assert signed_in.post(path, {"vcpus": "1"}, format="json").status_code == 400
     assert anonymous.post(path, {}, format="json").status_code == 401
     assert signed_in.post(path, "hello", content_type="text/plain").status_code == 415
+    Team.objects.filter(pk=team.pk).update(max_capsules=0)
+    assert signed_in.post(path, {}, format="json").status_code == 403
+    Team.objects.filter(pk=team.pk).update(max_capsules=None)
     unreachable(host)
     assert signed_in.post(path, {}, format="json").status_code == 503
     Host.objects.create(address=guarded_agent.address)

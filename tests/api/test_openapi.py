@@ -147,7 +147,7 @@ def test_error_components_name_the_exact_codes(openapi: dict[str, Any]) -> None:
     assert codes == {
         "400": ["invalid_request"],
         "401": ["unauthorized"],
-        "403": ["forbidden"],
+        "403": ["forbidden", "quota_exceeded"],
         "404": ["not_found"],
         "409": ["invalid_state", "conflict"],
         "415": ["unsupported_media_type"],

@@ -19,6 +19,7 @@ from capsules.admin import age
 from capsules.hosts import hash_token, host_for_token, issue_host_token
 from capsules.keys import authenticate_api_key, hash_key
 from capsules.models import APIKey, Host, Sandbox, Team
+from tests.support.admin import change_form_data, staff_client_with
 
 
 @pytest.mark.parametrize("model", ["team", "membership", "apikey", "host", "sandbox"])
@@ -337,6 +338,77 @@ def test_non_staff_user_cannot_create_api_keys(member_client: Client, team: Team
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))
     assert not APIKey.objects.exists()
+
+
+# Quotas on the team page
+
+
+def team_page(client: Client, team: Team) -> Any:
+    return client.get(reverse("admin:capsules_team_change", args=[team.pk]))
+
+
+def test_team_page_says_what_an_empty_quota_means_and_what_is_in_use(
+    admin_client: Client, team: Team, settings: Any
+) -> None:
+    settings.WRENN_TEAM_MAX_CAPSULES = 7
+    Sandbox.objects.create(team=team, status=Sandbox.Status.PAUSED, vcpus=2, memory_mb=1024)
+    Sandbox.objects.create(team=team, status=Sandbox.Status.STOPPED, vcpus=4, memory_mb=4096)
+    Team.objects.filter(pk=team.pk).update(max_vcpus=3)
+    page = team_page(admin_client, team)
+    form = page.context["adminform"].form
+    assert form.fields["max_capsules"].help_text == (
+        "Empty: the default, 7 capsules (WRENN_TEAM_MAX_CAPSULES). 0 allows none."
+    )
+    assert form["max_vcpus"].value() == 3
+    assert "1 of 7 capsules, 2 of 3 vCPUs, 1024 of 32768 MB" in page.content.decode()
+
+
+def test_staff_user_overrides_a_teams_quota_in_the_change_form(
+    db: None, team: Team, member: Any, api_key: str
+) -> None:
+    client = staff_client_with("operator", "view_team", "change_team")
+    page = team_page(client, team)
+    response = client.post(
+        page.request["PATH_INFO"], change_form_data(page, max_capsules=50, max_memory_mb=65536)
+    )
+    assert response.status_code == 302, (
+        response.context["adminform"].form.errors if response.context else None
+    )
+    team.refresh_from_db()
+    assert (team.max_capsules, team.max_vcpus, team.max_memory_mb) == (50, None, 65536)
+    # The members and keys shown on the page are kept as they were.
+    assert team.memberships.count() == 1
+    assert team.api_keys.filter(revoked_at__isnull=True).count() == 1
+
+
+def test_emptying_an_override_goes_back_to_the_default(admin_client: Client, team: Team) -> None:
+    Team.objects.filter(pk=team.pk).update(max_capsules=50)
+    page = team_page(admin_client, team)
+    assert (
+        admin_client.post(page.request["PATH_INFO"], change_form_data(page, max_capsules="")).status_code
+        == 302
+    )
+    team.refresh_from_db()
+    assert team.max_capsules is None
+
+
+def test_a_negative_quota_is_refused(admin_client: Client, team: Team) -> None:
+    page = team_page(admin_client, team)
+    response = admin_client.post(page.request["PATH_INFO"], change_form_data(page, max_vcpus=-1))
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "max_vcpus": ["Ensure this value is greater than or equal to 0."]
+    }
+    team.refresh_from_db()
+    assert team.max_vcpus is None
+
+
+def test_quotas_need_the_change_permission(db: None, team: Team) -> None:
+    client = staff_client_with("viewer", "view_team")
+    page = team_page(client, team)
+    assert client.post(page.request["PATH_INFO"], {"max_capsules": 50}).status_code == 403
+    team.refresh_from_db()
+    assert team.max_capsules is None
 
 
 @pytest.mark.parametrize("model", ["team", "host", "sandbox"])

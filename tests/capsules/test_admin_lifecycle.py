@@ -450,6 +450,17 @@ def test_add_with_values_create_capsule_refuses_is_a_form_error(
     assert not Sandbox.objects.exists()
 
 
+def test_add_past_the_teams_quota_is_a_form_error(admin_client: Client, team: Team, agent_host: Host) -> None:
+    Team.objects.filter(pk=team.pk).update(max_capsules=0)
+    response = admin_client.post(reverse("admin:capsules_sandbox_add"), add_form_data(team))
+    assert response.status_code == 200
+    assert response.context["adminform"].form.non_field_errors() == [
+        "capsule quota exceeded: the team's limit is 0 capsules and it has 0 "
+        "(paused capsules count until they are destroyed)"
+    ]
+    assert not Sandbox.objects.exists()
+
+
 def test_status_is_read_only_on_the_change_page(admin_client: Client, live_capsule: Sandbox) -> None:
     form = change_page(admin_client, live_capsule).context["adminform"].form
     assert "status" not in form.fields

@@ -17,7 +17,7 @@ from protos import hostagent_pb2_grpc as pb_grpc
 from tests.support.hostagent import HostAgentProcess, start_hostagent
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
-RUNTIMES = ["process", pytest.param("bwrap", marks=needs_bwrap)]
+RUNTIMES = ["process", pytest.param("bwrap", marks=needs_bwrap), "oci"]
 
 AgentFactory = Callable[[str], HostAgentProcess]
 
@@ -105,3 +105,12 @@ async def other_bwrap_capsule(bwrap_stub: Any) -> AsyncIterator[str]:
 
 def capsule_dir(agent: HostAgentProcess, sandbox_id: str) -> Path:
     return agent.data_dir / "sandboxes" / sandbox_id
+
+
+def writable_dir(agent: HostAgentProcess, sandbox_id: str, name: str) -> Path:
+    """The host directory behind the capsule's home ("home") or /tmp ("tmp").
+
+    Under the OCI runtime both live on the capsule's own disk, mounted at `disk/`.
+    """
+    root = capsule_dir(agent, sandbox_id)
+    return root / "disk" / name if agent.runtime == "oci" else root / name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,12 +31,30 @@ async def _runtime(address: str) -> str:
         return runtime
 
 
-@needs_bwrap
-async def test_auto_picks_bwrap_when_it_works(tmp_path: Path) -> None:
+async def test_auto_picks_oci_when_it_works(tmp_path: Path) -> None:
     agent = start_hostagent(tmp_path / "agent")
     try:
+        assert await _runtime(agent.address) == "oci"
+        assert f"hostagent listening on {agent.address} (runtime=oci)" in agent.log()
+        assert "UNAVAILABLE" not in agent.log()
+    finally:
+        agent.stop()
+
+
+@needs_bwrap
+async def test_auto_without_runc_falls_back_to_bwrap_naming_what_is_lost(tmp_path: Path) -> None:
+    # A PATH with bwrap on it and no runc: the host that has not installed the OCI runtime.
+    only_bwrap = tmp_path / "bin"
+    only_bwrap.mkdir()
+    (only_bwrap / "bwrap").symlink_to(shutil.which("bwrap") or "bwrap")
+    agent = start_hostagent(tmp_path / "agent", env={"PATH": str(only_bwrap)})
+    try:
         assert await _runtime(agent.address) == "bwrap"
-        assert f"hostagent listening on {agent.address} (runtime=bwrap)" in agent.log()
+        log = agent.log()
+        assert "WARNING" in log
+        assert "THE OCI RUNTIME IS UNAVAILABLE (runc is not installed (Debian package runc))" in log
+        assert "NO network of their own" in log
+        assert "NO memory, CPU, process or disk limits" in log
     finally:
         agent.stop()
 
@@ -60,6 +79,18 @@ def test_explicit_bwrap_without_bwrap_refuses_to_start(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert b"the bwrap runtime cannot work here: bwrap is not on PATH" in result.stderr
+
+
+def test_explicit_oci_without_runc_refuses_to_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*AGENT, "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path), "--runtime", "oci"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **NO_BWRAP_PATH},
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert b"the OCI runtime cannot work here: runc is not installed (Debian package runc)" in result.stderr
 
 
 def _alive(pid: int) -> bool:

@@ -143,6 +143,33 @@ def test_heartbeats_carry_the_token_and_describe_the_host(
     assert beat.body["capacity"]["memory_mb"] > 0
     assert beat.body["sandboxes"] == []
     assert TOKEN not in agent.log()
+    # runtime=process isolates nothing, and says so part by part, with the reason.
+    isolation = beat.body["isolation"]
+    assert set(isolation) == {"runtime", "network", "limits", "seccomp"}
+    assert all(part["on"] is False for part in isolation.values())
+    assert "runtime=process was asked for" in isolation["network"]["reason"]
+
+
+def test_an_oci_host_reports_every_part_of_its_isolation_on(
+    agent_dir: Path, control_plane: ControlPlane
+) -> None:
+    env = {"HOSTAGENT_REGISTER_TOKEN": TOKEN, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    agent = start_hostagent(
+        agent_dir / "agent", runtime="oci", env=env, args=["--control-plane", control_plane.url]
+    )
+    try:
+        beat = control_plane.next_beat()
+    finally:
+        agent.stop()
+    assert beat.body["runtime"] == "oci"
+    isolation = beat.body["isolation"]
+    assert {name: part["on"] for name, part in isolation.items()} == {
+        "runtime": True,
+        "network": True,
+        "limits": True,
+        "seccomp": True,
+    }
+    assert "system calls denied" in isolation["seccomp"]["reason"]
 
 
 def test_the_address_defaults_to_the_listen_address(agent_dir: Path, control_plane: ControlPlane) -> None:
@@ -164,7 +191,7 @@ async def test_heartbeats_report_each_sandbox_state_and_sessions(
             await stub.CreateSandbox(pb.CreateSandboxRequest(sandbox_id="cl-beating"), timeout=30)
             await start_terminal(stub, "cl-beating", "/bin/cat")
             await stub.PauseSandbox(pb.PauseSandboxRequest(sandbox_id="cl-beating"), timeout=30)
-            expected = [{"id": "cl-beating", "state": "paused", "pty_sessions": 1}]
+            expected = [{"id": "cl-beating", "state": "paused", "pty_sessions": 1, "oom_kills": 0}]
             while (await asyncio.to_thread(control_plane.next_beat)).body["sandboxes"] != expected:
                 pass
     finally:

@@ -11,7 +11,7 @@ import pytest
 
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
-from tests.hostagent.conftest import capsule_dir, new_sandbox_id
+from tests.hostagent.conftest import capsule_dir, new_sandbox_id, writable_dir
 from tests.support.hostagent import HostAgentProcess, start_hostagent, start_terminal
 
 pytestmark = pytest.mark.timeout(60)
@@ -26,15 +26,15 @@ async def test_create_makes_home_and_tmp(stub: Any, agent: HostAgentProcess) -> 
     sandbox_id = new_sandbox_id()
     response = await stub.CreateSandbox(pb.CreateSandboxRequest(sandbox_id=sandbox_id))
     assert response.sandbox.sandbox_id == sandbox_id
-    assert (capsule_dir(agent, sandbox_id) / "home").is_dir()
-    assert (capsule_dir(agent, sandbox_id) / "tmp").is_dir()
+    assert (writable_dir(agent, sandbox_id, "home")).is_dir()
+    assert (writable_dir(agent, sandbox_id, "tmp")).is_dir()
 
 
 async def test_create_is_idempotent(stub: Any, agent: HostAgentProcess, capsule: str) -> None:
-    (capsule_dir(agent, capsule) / "home" / "kept").write_text("still here")
+    (writable_dir(agent, capsule, "home") / "kept").write_text("still here")
     response = await stub.CreateSandbox(pb.CreateSandboxRequest(sandbox_id=capsule))
     assert response.sandbox.sandbox_id == capsule
-    assert (capsule_dir(agent, capsule) / "home" / "kept").read_text() == "still here"
+    assert (writable_dir(agent, capsule, "home") / "kept").read_text() == "still here"
 
 
 async def test_list_names_the_runtime_and_counts_live_sessions(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.hostagent.conftest import capsule_dir
+from tests.hostagent.conftest import writable_dir
 from tests.support.hostagent import HostAgentProcess, attach_terminal, start_terminal
 from tests.support.polling import wait_until
 
@@ -130,7 +130,7 @@ async def test_a_megabyte_of_raw_bytes_arrives_exactly_with_contiguous_offsets(
     stub: Any, agent: HostAgentProcess, capsule: str
 ) -> None:
     blob = os.urandom(1_000_000)
-    (capsule_dir(agent, capsule) / "home" / "blob").write_bytes(blob)
+    (writable_dir(agent, capsule, "home") / "blob").write_bytes(blob)
     terminal, _ = await start_terminal(stub, capsule, "/bin/sh", "-c", "stty raw -echo && cat blob")
     assert await terminal.wait_exit() == 0
     assert terminal.first_offset == 0
@@ -167,8 +167,8 @@ async def test_envs_are_added_to_the_environment(stub: Any, capsule: str) -> Non
 async def test_relative_cwd_is_inside_the_capsule_home(
     stub: Any, agent: HostAgentProcess, capsule: str
 ) -> None:
-    (capsule_dir(agent, capsule) / "home" / "sub").mkdir()
-    (capsule_dir(agent, capsule) / "home" / "sub" / "marker-file").write_text("x")
+    (writable_dir(agent, capsule, "home") / "sub").mkdir()
+    (writable_dir(agent, capsule, "home") / "sub" / "marker-file").write_text("x")
     terminal, _ = await start_terminal(stub, capsule, "/bin/ls", cwd="sub")
     await terminal.wait_exit()
     assert b"marker-file" in terminal.output

@@ -1,0 +1,778 @@
+"""The OCI runtime: each capsule is one long-lived container run by runc.
+
+CreateSandbox starts the container: its init (tini, reaping orphans, over `sleep infinity`)
+holds the capsule's namespaces (user, pid, mount, network, ipc, uts, cgroup) and its cgroup,
+with the limits of the request; every terminal is a `runc exec` into it, so the terminals of
+one capsule see each other's processes, share localhost and files, and pause and resume
+together. DestroySandbox deletes the container and everything in it.
+
+What a process inside gets:
+- a uid range of its own: capsule n maps uids 0-65535 to host uids UID_BASE + n * 65536 + …,
+  so `root` inside is an unprivileged host uid, and no two capsules share one;
+- a read-only root of the host's /usr and a short list of /etc entries (no host secrets, no
+  service configuration); writable only its disk (`hostagent.disks`): home, /tmp, /var/tmp;
+- `no_new_privs`, the capabilities of an unprivileged container for root (none for `user`),
+  the seccomp filter of `hostagent.seccomp`;
+- a cgroup with a memory limit (swap included, so the OOM kill stays inside), a pids limit and
+  a CPU quota, through runc on cgroup v2 or v1;
+- its own network namespace, wired and filtered from the host side by `hostagent.network`.
+
+Environment variables reach a process through a 0600 process file runc reads, never a command
+line. Why runc: Debian's crun (1.8) refuses hosts with both cgroup versions mounted ("hybrid",
+as these machines are), runc drives v1, v2 and hybrid hierarchies the same way.
+
+An agent restart is a capsule reboot: the agent kills every capsule's processes when it stops
+(and what a crashed run left when it starts), then starts each capsule's container again on the
+same disk; a paused capsule is started frozen, so it still reports paused until resumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import posixpath
+import shutil
+import socket
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from hostagent import disks, seccomp
+from hostagent.blocking import run_blocking
+from hostagent.bwrap import GROUP_TABLE, HOME, TMP, USER_TABLE, USERS, SandboxView
+from hostagent.errors import AgentError, FailedPrecondition, InvalidArgument, ResourceExhausted
+from hostagent.freezer import Freezer, _mounts
+from hostagent.runtime import BASE_ENV, Defaults, LaunchRequest, LaunchSpec, Limits, Runtime
+from hostagent.spawn import Spawned
+
+log = logging.getLogger(__name__)
+
+CONTAINER_PREFIX = "wrenn-"
+UID_BASE = 1 << 20
+UID_RANGE = 65536
+MAX_SLOTS = 4096
+CGROUP_PARENT = "wrenn-capsules"
+RUNC_TIMEOUT = 30.0
+CONSOLE_TIMEOUT = 10.0
+PR_SET_CHILD_SUBREAPER = 36
+CPU_PERIOD_US = 100_000
+SHM_MB = 64
+# Paths inside the capsule (not the agent's own temporary directories).
+SHM = "/dev/shm"  # noqa: S108 - a path inside the capsule
+VAR_TMP = "/var/tmp"  # noqa: S108 - a path inside the capsule
+SYSTEM_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# The host /etc entries a capsule sees (read-only), where they exist: what programs need to run,
+# and nothing of the host's services (their configuration may hold passwords).
+ETC_ENTRIES = (
+    "alternatives",
+    "bash.bashrc",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "debian_version",
+    "environment",
+    "gai.conf",
+    "host.conf",
+    "inputrc",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "locale.alias",
+    "localtime",
+    "login.defs",
+    "magic",
+    "mime.types",
+    "networks",
+    "nsswitch.conf",
+    "os-release",
+    "perl",
+    "profile",
+    "profile.d",
+    "protocols",
+    "python3",
+    "python3.11",
+    "services",
+    "shells",
+    "skel",
+    "ssl",
+    "terminfo",
+    "timezone",
+    "vim",
+)
+# Written per capsule, bound over the list above.
+OWN_ETC = ("passwd", "group", "hosts", "hostname", "resolv.conf")
+ROOT_CAPABILITIES = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
+]
+
+
+class RuncFailed(AgentError):
+    pass
+
+
+def _set_child_subreaper() -> None:
+    # A `runc exec --detach` process, and each container's init, then becomes our child once runc
+    # exits: the agent waits for it (exit codes, pidfds) as for any other session.
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def cgroup_version() -> str:
+    """'cgroup2' when the memory controller is on the unified hierarchy, else 'cgroup1' (or '')."""
+    v1 = v2 = None
+    for mount, fstype, options in _mounts():
+        if fstype == "cgroup" and "memory" in options:
+            v1 = mount
+        elif fstype == "cgroup2":
+            try:
+                controllers = (Path(mount) / "cgroup.controllers").read_text().split()
+            except OSError:
+                controllers = []
+            if "memory" in controllers:
+                v2 = mount
+    return "cgroup2" if v2 else ("cgroup1" if v1 else "")
+
+
+def _memory_events_file() -> tuple[Path, str] | None:
+    """Where a capsule's OOM kills are counted: (directory of the parent cgroup, file name)."""
+    for mount, fstype, options in _mounts():
+        if fstype == "cgroup" and "memory" in options:
+            return Path(mount) / CGROUP_PARENT, "memory.oom_control"
+    for mount, fstype, _options in _mounts():
+        if fstype == "cgroup2":
+            return Path(mount) / CGROUP_PARENT, "memory.events"
+    return None
+
+
+def _v1_freezer_root() -> Path | None:
+    for mount, fstype, options in _mounts():
+        if fstype == "cgroup" and "freezer" in options:
+            return Path(mount)
+    return None
+
+
+class OciRuntime(Runtime):
+    name = "oci"
+
+    def __init__(self, runc: str, tini: str, state_dir: Path, defaults: Defaults) -> None:
+        self.runc = runc
+        self.tini = tini
+        self.state_dir = state_dir
+        self.defaults = defaults
+        self.runc_root = state_dir / "runc"
+        self.process_dir = state_dir / "exec"
+        self.disk_problem = disks.problem()
+        self.networks: Any = None  # hostagent.network.CapsuleNetworks, set by the agent
+        self._holders: dict[str, int] = {}
+        self._slots: dict[str, int] = {}
+        self._events = _memory_events_file()
+        self.cgroups = cgroup_version()
+
+    # Setup and probing
+
+    def _prepare_dirs(self) -> None:
+        for path in (self.state_dir, self.runc_root, self.process_dir):
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o700)
+
+    def probe(self, sandboxes_root: Path) -> str | None:
+        """Run a container the way capsules will; return why it failed, or None. Blocking."""
+        if os.geteuid() != 0:
+            return "runc needs the agent to run as root (it maps each capsule to its own uid range)"
+        if not self.cgroups:
+            return "no cgroup memory controller is mounted (neither cgroup v2 nor v1)"
+        self._prepare_dirs()
+        sandboxes_root.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=".probe-", dir=sandboxes_root))
+        container = f"{CONTAINER_PREFIX}probe-{os.getpid()}"
+        try:
+            probe.chmod(0o711)
+            base = UID_BASE + MAX_SLOTS * UID_RANGE
+            for name in ("home", "tmp"):
+                (probe / disks.MOUNT / name).mkdir(parents=True)
+            self._write_files(probe, "probe", base, Limits(1, 64, 64, 64), network=False)
+            result = self._runc_sync(["run", "--bundle", str(probe), container], process_args=["/bin/true"])
+            if result:
+                return result
+        finally:
+            self._runc_sync(["delete", "--force", container])
+            shutil.rmtree(probe, ignore_errors=True)
+        return None
+
+    def start(self) -> None:
+        """Once the runtime is chosen: adopt orphans of runc as our children (blocking)."""
+        self._prepare_dirs()
+        _set_child_subreaper()
+
+    def isolation(self) -> dict[str, dict[str, Any]]:
+        limits_reason = f"{self.cgroups} memory, pids and CPU limits per capsule"
+        if self.disk_problem:
+            limits_reason += f"; disk sizes NOT enforced: {self.disk_problem}"
+        network_reason = self.networks.describe() if self.networks is not None else "capsules have no network"
+        return {
+            "runtime": {"on": True, "reason": f"runc container per capsule, own uid range ({self.runc})"},
+            "network": {"on": True, "reason": network_reason},
+            "limits": {"on": not self.disk_problem, "reason": limits_reason},
+            "seccomp": {"on": True, "reason": f"{len(seccomp.DENIED)} system calls denied, no_new_privs"},
+        }
+
+    # Capsule directories
+
+    def prepare_sandbox(self, root: Path) -> None:
+        (root / disks.MOUNT).mkdir(mode=0o755, exist_ok=True)
+
+    def launch_spec(self, sandbox_id: str, root: Path, request: LaunchRequest) -> LaunchSpec:
+        raise NotImplementedError("the OCI runtime starts processes with runc exec (see spawn)")
+
+    def _slot(self, root: Path) -> int:
+        """The capsule's uid range, chosen once and kept in `<sandbox>/uid-slot`."""
+        path = root / "uid-slot"
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return int(path.read_text())
+        used = set()
+        for other in root.parent.iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                used.add(int((other / "uid-slot").read_text()))
+        free = next((n for n in range(MAX_SLOTS) if n not in used), None)
+        if free is None:
+            raise ResourceExhausted(f"this host holds at most {MAX_SLOTS} capsules")
+        path.write_text(f"{free}\n")
+        return free
+
+    def _base(self, root: Path) -> int:
+        return UID_BASE + self._slot(root) * UID_RANGE
+
+    # The container
+
+    def _config(
+        self, root: Path, sandbox_id: str, base: int, limits: Limits, network: bool
+    ) -> dict[str, Any]:
+        etc = root / "etc"
+        mounts: list[dict[str, Any]] = [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {
+                "destination": "/dev",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=1m"],
+            },
+            {
+                "destination": "/dev/pts",
+                "type": "devpts",
+                "source": "devpts",
+                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+            },
+            {
+                "destination": SHM,
+                "type": "tmpfs",
+                "source": "shm",
+                "options": [
+                    "nosuid",
+                    "noexec",
+                    "nodev",
+                    "mode=1777",
+                    f"size={min(SHM_MB, limits.memory_mb // 2)}m",
+                ],
+            },
+            {
+                "destination": "/usr",
+                "type": "bind",
+                "source": "/usr",
+                "options": ["rbind", "ro", "nosuid", "nodev"],
+            },
+        ]
+        for name in ETC_ENTRIES:
+            host = Path("/etc") / name
+            if host.exists() and not host.is_symlink():
+                mounts.append(
+                    {
+                        "destination": f"/etc/{name}",
+                        "type": "bind",
+                        "source": str(host),
+                        "options": ["rbind", "ro", "nosuid", "nodev"],
+                    }
+                )
+        mounts.extend(
+            {
+                "destination": f"/etc/{name}",
+                "type": "bind",
+                "source": str(etc / name),
+                "options": ["bind", "ro", "nosuid", "nodev"],
+            }
+            for name in OWN_ETC
+        )
+        disk = root / disks.MOUNT
+        for inside, name in ((HOME, "home"), (TMP, "tmp"), (VAR_TMP, "tmp")):
+            mounts.append(
+                {
+                    "destination": inside,
+                    "type": "bind",
+                    "source": str(disk / name),
+                    "options": ["rbind", "rw", "nosuid", "nodev"],
+                }
+            )
+        namespaces = [{"type": kind} for kind in ("pid", "ipc", "uts", "mount", "user", "cgroup")]
+        if network:
+            namespaces.append({"type": "network"})
+        return {
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": False,
+                "user": {"uid": 0, "gid": 0},
+                "args": [self.tini, "-s", "--", "/usr/bin/sleep", "infinity"],
+                "env": [f"PATH={BASE_ENV['PATH']}"],
+                "cwd": "/",
+                "noNewPrivileges": True,
+                "capabilities": {
+                    key: [] for key in ("bounding", "effective", "permitted", "inheritable", "ambient")
+                },
+            },
+            "root": {"path": "rootfs", "readonly": True},
+            "hostname": sandbox_id,
+            "mounts": mounts,
+            "linux": {
+                "uidMappings": [{"containerID": 0, "hostID": base, "size": UID_RANGE}],
+                "gidMappings": [{"containerID": 0, "hostID": base, "size": UID_RANGE}],
+                "namespaces": namespaces,
+                "cgroupsPath": f"/{CGROUP_PARENT}/{sandbox_id}",
+                "resources": {
+                    "memory": {"limit": limits.memory_mb << 20, "swap": limits.memory_mb << 20},
+                    "pids": {"limit": limits.pids},
+                    "cpu": {"quota": limits.vcpus * CPU_PERIOD_US, "period": CPU_PERIOD_US},
+                },
+                "seccomp": seccomp.profile(),
+                "maskedPaths": [
+                    "/proc/acpi",
+                    "/proc/asound",
+                    "/proc/kcore",
+                    "/proc/keys",
+                    "/proc/latency_stats",
+                    "/proc/timer_list",
+                    "/proc/timer_stats",
+                    "/proc/sched_debug",
+                    "/proc/scsi",
+                    "/sys/firmware",
+                ],
+                "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+            },
+        }
+
+    def _write_files(self, root: Path, sandbox_id: str, base: int, limits: Limits, network: bool) -> None:
+        """The container's bundle: rootfs skeleton, its own /etc files, config.json. Blocking."""
+        rootfs = root / "rootfs"
+        rootfs.mkdir(mode=0o755, exist_ok=True)
+        for name in ("proc", "dev", "usr", "etc", "home/user", "tmp", "var/tmp"):
+            (rootfs / name).mkdir(parents=True, exist_ok=True)
+        for name in SYSTEM_LINKS:
+            host, link = Path("/") / name, rootfs / name
+            if host.is_symlink() and not link.is_symlink():
+                link.symlink_to(os.readlink(host))
+        for name in ETC_ENTRIES:
+            host, target = Path("/etc") / name, rootfs / "etc" / name
+            if host.is_symlink():
+                if not target.is_symlink():
+                    target.symlink_to(os.readlink(host))
+            elif host.is_dir():
+                target.mkdir(exist_ok=True)
+            elif host.exists():
+                target.touch(exist_ok=True)
+        etc = root / "etc"
+        etc.mkdir(mode=0o755, exist_ok=True)
+        resolv = self.networks.resolv_conf() if (network and self.networks is not None) else ""
+        files = {
+            "passwd": USER_TABLE,
+            "group": GROUP_TABLE,
+            "hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{sandbox_id}\n",
+            "hostname": f"{sandbox_id}\n",
+            "resolv.conf": resolv,
+        }
+        for name, text in files.items():
+            (etc / name).write_text(text)
+            (etc / name).chmod(0o644)
+            (rootfs / "etc" / name).touch(exist_ok=True)
+        config = self._config(root, sandbox_id, base, limits, network)
+        config_path = root / "config.json"
+        config_path.write_text(json.dumps(config, indent=1))
+        config_path.chmod(0o600)
+
+    def _prepare_disk(self, root: Path, base: int, limits: Limits) -> None:
+        mount = disks.attach(root, limits.disk_mb, base, enforce=self.disk_problem is None)
+        uid, gid = USERS["user"]
+        home, tmp = mount / "home", mount / "tmp"
+        if not home.exists():
+            home.mkdir()
+            os.chown(home, base + uid, base + gid)
+            home.chmod(0o755)
+        if not tmp.exists():
+            tmp.mkdir()
+            os.chown(tmp, base, base)
+            tmp.chmod(0o1777)
+
+    def _runc_sync(self, args: list[str], process_args: list[str] | None = None) -> str | None:
+        """Run runc (blocking); return its error, or None. `process_args`: run that in the probe."""
+        import subprocess
+
+        argv = [self.runc, "--root", str(self.runc_root), *args]
+        if process_args is not None:
+            bundle = Path(args[args.index("--bundle") + 1])
+            config = json.loads((bundle / "config.json").read_text())
+            config["process"]["args"] = process_args
+            (bundle / "config.json").write_text(json.dumps(config))
+        try:
+            result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+                argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=RUNC_TIMEOUT, check=False
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"{self.runc} failed to run: {exc}"
+        if result.returncode != 0:
+            return _runc_error(result.stderr) or f"runc {args[0]} exited with {result.returncode}"
+        return None
+
+    async def _runc(self, *args: str, log_file: Path | None = None) -> None:
+        """Run runc to completion; raise RuncFailed with its message if it fails."""
+        argv = [self.runc, "--root", str(self.runc_root)]
+        if log_file is not None:
+            argv += ["--log", str(log_file)]
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL if log_file is not None else asyncio.subprocess.PIPE,
+        )
+        try:
+            _out, err = await asyncio.wait_for(process.communicate(), RUNC_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise RuncFailed(f"runc {args[0]} did not finish within {RUNC_TIMEOUT:.0f}s") from None
+        if process.returncode != 0:
+            text = err or b""
+            if log_file is not None:
+                with contextlib.suppress(OSError):
+                    text = await run_blocking(log_file.read_bytes)
+            raise RuncFailed(_runc_error(text) or f"runc {args[0]} exited with {process.returncode}")
+
+    @staticmethod
+    def container(sandbox_id: str) -> str:
+        return CONTAINER_PREFIX + sandbox_id
+
+    def own_freezer(self) -> Freezer:
+        return OciFreezer(self)
+
+    def limits_for(self, vcpus: int, memory_mb: int, disk_mb: int) -> Limits:
+        return self.defaults.limits(vcpus, memory_mb, disk_mb)
+
+    def alive(self, sandbox_id: str) -> bool:
+        holder = self._holders.get(sandbox_id)
+        if holder is None:
+            return False
+        try:
+            # WNOWAIT: the zombie stays until stop_environment reaps it.
+            return os.waitid(os.P_PID, holder, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            return False
+
+    async def set_policy(self, sandbox_id: str, policy: dict[str, Any] | None) -> None:
+        if self.networks is not None and sandbox_id in self._holders:
+            await self.networks.set_policy(sandbox_id, self.networks.policy(policy))
+
+    def limits_of(self, root: Path) -> Limits | None:
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            return Limits(**json.loads((root / "limits.json").read_text()))
+        return None
+
+    def save_limits(self, root: Path, limits: Limits) -> None:
+        path = root / "limits.json"
+        path.write_text(json.dumps(asdict(limits)))
+        path.chmod(0o600)
+
+    async def start_environment(
+        self, sandbox_id: str, root: Path, policy: dict[str, Any] | None, paused: bool
+    ) -> None:
+        """Start the capsule's container (again) from its directory; frozen if `paused`."""
+        limits = self.limits_of(root) or self.defaults.limits(0, 0, 0)
+        container = self.container(sandbox_id)
+        network = self.networks is not None
+        try:
+            base = await run_blocking(self._base, root)
+            await run_blocking(self._prepare_disk, root, base, limits)
+            await run_blocking(self._write_files, root, sandbox_id, base, limits, network)
+        except OSError as exc:
+            raise AgentError(f"cannot prepare capsule {sandbox_id}: {exc}") from exc
+        with contextlib.suppress(RuncFailed):
+            await self._runc("delete", "--force", container)
+        pid_file = root / "init.pid"
+        log_file = self.process_dir / f"run-{uuid.uuid4().hex}.log"
+        try:
+            await self._runc(
+                "run",
+                "--detach",
+                "--bundle",
+                str(root),
+                "--pid-file",
+                str(pid_file),
+                container,
+                log_file=log_file,
+            )
+        except RuncFailed as exc:
+            raise AgentError(f"cannot start capsule {sandbox_id}: {exc.message}") from exc
+        finally:
+            log_file.unlink(missing_ok=True)
+        self._holders[sandbox_id] = int(pid_file.read_text())
+        try:
+            if network:
+                await self.networks.attach(
+                    sandbox_id, f"/proc/{self._holders[sandbox_id]}/ns/net", self.networks.policy(policy)
+                )
+            if paused:
+                await self._runc("pause", container)
+        except BaseException:
+            await self.stop_environment(sandbox_id, root)
+            raise
+        log.info("capsule %s started (%s, uids from %d)", sandbox_id, limits.describe(), base)
+
+    async def stop_environment(self, sandbox_id: str, root: Path | None) -> int:
+        """Kill everything in the capsule and remove its container; returns how many processes."""
+        container = self.container(sandbox_id)
+        killed = len(await run_blocking(self.procs, sandbox_id))
+        with contextlib.suppress(RuncFailed):
+            await self._runc("delete", "--force", container)
+        holder = self._holders.pop(sandbox_id, None)
+        if holder is not None:
+            # Our child (subreaper): reaped here, or it would stay a zombie.
+            with contextlib.suppress(ChildProcessError):
+                await run_blocking(os.waitpid, holder, 0)
+        if self.networks is not None:
+            await self.networks.detach(sandbox_id)
+        if root is not None:
+            await run_blocking(disks.detach, root)
+        return killed
+
+    def procs(self, sandbox_id: str) -> list[int]:
+        for mount, fstype, options in _mounts():
+            if (fstype == "cgroup" and "pids" in options) or fstype == "cgroup2":
+                path = Path(mount) / CGROUP_PARENT / sandbox_id / "cgroup.procs"
+                with contextlib.suppress(OSError):
+                    return [int(line) for line in path.read_text().split()]
+        return []
+
+    def oom_kills(self, sandbox_id: str) -> int:
+        if self._events is None:
+            return 0
+        parent, name = self._events
+        try:
+            text = (parent / sandbox_id / name).read_text()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+        return 0
+
+    async def pause(self, sandbox_id: str) -> None:
+        await self._runc("pause", self.container(sandbox_id))
+
+    async def resume(self, sandbox_id: str) -> None:
+        await self._runc("resume", self.container(sandbox_id))
+
+    async def release(self, pids: Sequence[int]) -> None:
+        """Let killed processes of a frozen capsule die: a v1-frozen process ignores even SIGKILL."""
+        if self.cgroups != "cgroup1":
+            return
+        root = _v1_freezer_root()
+        if root is None:
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                await run_blocking((root / "cgroup.procs").write_text, str(pid))
+
+    # Terminals
+
+    def _process(
+        self, sandbox_id: str, root: Path, request: LaunchRequest, cols: int, rows: int
+    ) -> dict[str, Any]:
+        user = request.user or "user"
+        if user not in USERS:
+            raise InvalidArgument(f"unknown user '{user}'")
+        uid, gid = USERS[user]
+        cwd = posixpath.normpath(posixpath.join(HOME, request.cwd)) if request.cwd else HOME
+        env = {**BASE_ENV, "HOME": HOME, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash"}
+        env["HOSTNAME"] = sandbox_id
+        env.update(request.envs)
+        view = SandboxView(root, [])
+        disk = root / disks.MOUNT
+        view.mounts.update({HOME: str(disk / "home"), TMP: str(disk / "tmp"), VAR_TMP: str(disk / "tmp")})
+        for name in SYSTEM_LINKS:
+            if os.path.islink(f"/{name}"):
+                view.links[f"/{name}"] = os.readlink(f"/{name}")
+        _check_startable(view, request.cmd, cwd, env.get("PATH", ""))
+        caps = ROOT_CAPABILITIES if uid == 0 else []
+        return {
+            "terminal": True,
+            "consoleSize": {"height": rows, "width": cols},
+            "user": {"uid": uid, "gid": gid, "additionalGids": []},
+            "args": [request.cmd, *request.args],
+            "env": [f"{name}={value}" for name, value in env.items()],
+            "cwd": cwd,
+            "noNewPrivileges": True,
+            "capabilities": dict.fromkeys(("bounding", "effective", "permitted"), caps)
+            | {"inheritable": [], "ambient": []},
+        }
+
+    async def spawn(
+        self,
+        sandbox_id: str,
+        root: Path,
+        request: LaunchRequest,
+        cols: int,
+        rows: int,
+        cgroup_procs: str | None,
+    ) -> Spawned:
+        """`runc exec` the command under a terminal of the capsule's own devpts; we get its master."""
+        process = await run_blocking(self._process, sandbox_id, root, request, cols, rows)
+        name = uuid.uuid4().hex
+        process_file = self.process_dir / f"{name}.json"
+        pid_file = self.process_dir / f"{name}.pid"
+        console = self.process_dir / f"{name}.sock"
+        log_file = self.process_dir / f"{name}.log"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # 0600 before a byte of the environment is in it: envs appear on no command line.
+            descriptor = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump(process, handle)
+            listener.bind(str(console))
+            listener.listen(1)
+            listener.setblocking(False)
+            try:
+                await self._runc(
+                    "exec",
+                    "--detach",
+                    "--tty",
+                    "--console-socket",
+                    str(console),
+                    "--pid-file",
+                    str(pid_file),
+                    "--process",
+                    str(process_file),
+                    self.container(sandbox_id),
+                    log_file=log_file,
+                )
+            except RuncFailed as exc:
+                raise FailedPrecondition(f"cannot start '{request.cmd}': {exc.message}") from exc
+            pid = int(pid_file.read_text())
+            master = await asyncio.wait_for(_receive_console(listener), CONSOLE_TIMEOUT)
+        finally:
+            listener.close()
+            for path in (process_file, pid_file, console, log_file):
+                path.unlink(missing_ok=True)
+        os.set_blocking(master, False)
+        return Spawned(pid=pid, master_fd=master)
+
+
+async def _receive_console(listener: socket.socket) -> int:
+    loop = asyncio.get_running_loop()
+    connection, _address = await loop.sock_accept(listener)
+    with connection:
+        connection.setblocking(True)
+        _message, fds, _flags, _address = await run_blocking(socket.recv_fds, connection, 1024, 1)
+    if not fds:
+        raise AgentError("runc sent no terminal for the new process")
+    for extra in fds[1:]:
+        os.close(extra)
+    return fds[0]
+
+
+def _check_startable(view: SandboxView, cmd: str, cwd: str, path_env: str) -> None:
+    if view.kind(cwd) not in ("dir", "unknown"):
+        raise FailedPrecondition(
+            f"cannot start '{cmd}': cannot change directory to '{cwd}': No such file or directory"
+        )
+    if "/" in cmd:
+        candidates = [posixpath.join(cwd, cmd)]
+    else:
+        candidates = [posixpath.join(cwd, posixpath.join(d or ".", cmd)) for d in path_env.split(":")]
+    if not any(view.kind(c) in ("exec", "unknown") for c in candidates):
+        raise FailedPrecondition(f"cannot start '{cmd}': No such file or directory")
+
+
+def _runc_error(raw: bytes) -> str:
+    """runc's own message from its stderr or JSON log: the last `msg` it logged at error level."""
+    message = ""
+    for line in raw.decode(errors="replace").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict):
+            if entry.get("level") in ("error", "fatal") and entry.get("msg"):
+                message = str(entry["msg"])
+        else:
+            message = line.removeprefix("ERRO[0000] ")
+    return message
+
+
+class OciFreezer(Freezer):
+    """Pause by runc (the cgroup freezer of the container); kill by deleting the container."""
+
+    name = "runc"
+
+    def __init__(self, runtime: OciRuntime) -> None:
+        self.runtime = runtime
+
+    def describe(self) -> str:
+        return f"runc pause/resume (the container's {self.runtime.cgroups} freezer)"
+
+    async def freeze(self, sandbox_id: str, leaders: Sequence[int]) -> None:
+        try:
+            await self.runtime.pause(sandbox_id)
+        except RuncFailed as exc:
+            raise OSError(exc.message) from exc
+
+    async def thaw(self, sandbox_id: str, leaders: Sequence[int]) -> None:
+        try:
+            await self.runtime.resume(sandbox_id)
+        except RuncFailed as exc:
+            raise OSError(exc.message) from exc
+
+    async def kill_all(self, sandbox_id: str, leaders: Sequence[int]) -> int:
+        return await self.runtime.stop_environment(sandbox_id, None)
+
+    async def release(self, sandbox_id: str, pids: Sequence[int]) -> None:
+        await self.runtime.release(pids)
+
+
+def find_tools() -> tuple[str, str] | str:
+    """(runc, tini) paths, or why they are missing. tini must be under /usr, which capsules see."""
+    runc = shutil.which("runc")
+    tini = shutil.which("tini") or ("/usr/bin/tini" if os.access("/usr/bin/tini", os.X_OK) else None)
+    if runc is None:
+        return "runc is not installed (Debian package runc)"
+    if tini is None or not tini.startswith("/usr/"):
+        return "tini is not installed under /usr (Debian package tini)"
+    return runc, tini
