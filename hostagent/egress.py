@@ -7,7 +7,7 @@ transaction, so a capsule's rules change all at once or not at all.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,8 @@ def parse_cidrs(field: str, values: Iterable[str]) -> tuple[str, ...]:
         raise _invalid(f"{field} has {len(values)} entries, at most {MAX_CIDRS}")
     cidrs = []
     for position, value in enumerate(values):
+        if not isinstance(value, str):
+            raise _invalid(f"{field}[{position}] is not a string but {type(value).__name__}")
         where = f"{field}[{position}] {value[:80]!r}"
         try:
             network: Network = ipaddress.ip_network(value)
@@ -102,8 +104,15 @@ class Policy:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Policy:
-        return cls(bool(data["allow_internet"]), tuple(data["allow_out"]), tuple(data["deny_out"]))
+    def from_json(cls, data: Mapping[str, Any] | None) -> Policy:
+        """The policy kept in a file (as `to_json` writes it), checked; None: the default one."""
+        if data is None:
+            return cls()
+        return cls(
+            bool(data.get("allow_internet", True)),
+            tuple(data.get("allow_out", ())),
+            tuple(data.get("deny_out", ())),
+        )
 
 
 @dataclass(frozen=True)

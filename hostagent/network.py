@@ -24,9 +24,10 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from hostagent.blocking import run_blocking
 from hostagent.egress import Link, Policy, Table, TableContents
@@ -236,6 +237,25 @@ class CapsuleNetworks:
         removes this table too, and with it every capsule's filter)."""
         async with self._lock:
             await run_blocking(self._restore)
+
+    @staticmethod
+    def policy(data: Mapping[str, Any] | None) -> Policy:
+        """The policy kept beside a sandbox (the dict `Policy.to_json` and the servicer write),
+        checked (InvalidArgument); None: the default policy."""
+        return Policy.from_json(data)
+
+    def describe(self) -> str:
+        """What capsules get, in a line for the heartbeat's isolation report."""
+        servers = self._nameservers()
+        dns = (
+            f"DNS via {', '.join(str(server) for server in servers.usable)}"
+            if servers.usable
+            else "NO DNS (the host's nameservers are loopback or IPv6 only)"
+        )
+        return (
+            f"own network namespace per capsule: a veth from {self.pool} with NAT, egress filtered "
+            f"in the host by nftables table inet {self.table.name}; {dns}"
+        )
 
     def resolv_conf(self) -> str:
         """The text of a capsule's /etc/resolv.conf."""

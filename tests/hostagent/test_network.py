@@ -328,6 +328,29 @@ async def test_nothing_outside_opens_a_connection_into_a_capsule(
         assert not has_pending_connection(server)
 
 
+async def test_the_host_itself_may_connect_into_a_capsule(new_capsule: NewCapsule) -> None:
+    capsule = await new_capsule()
+    with listener(capsule.netns, "0.0.0.0") as server:
+        with socket.create_connection((str(capsule.link.address), port_of(server)), timeout=5):
+            pass
+        assert has_pending_connection(server)
+
+
+def test_the_probe_refuses_a_pool_that_holds_a_route_of_the_hosts(networks: CapsuleNetworks) -> None:
+    veth = f"wtd{short_id()}"
+    inside_pool = f"{networks.pool.network_address + 16}/28"
+    ip("link", "add", veth, "type", "veth", "peer", "name", f"{veth}p")
+    try:
+        ip("link", "set", veth, "up")
+        ip("route", "add", inside_pool, "dev", veth)
+        assert networks.probe() == (
+            f"the capsule address pool {networks.pool} overlaps the host's route to {inside_pool} "
+            f"(dev {veth}): choose another pool"
+        )
+    finally:
+        ip("link", "del", veth)
+
+
 async def test_ipv6_from_a_capsule_reaches_nothing_even_on_link(
     networks: CapsuleNetworks, new_capsule: NewCapsule
 ) -> None:

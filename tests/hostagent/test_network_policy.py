@@ -225,3 +225,24 @@ def test_a_damaged_record_is_dropped_with_a_warning(tmp_path: Path, caplog: pyte
         "10.213.0.13",
         "10.213.0.14",
     )
+
+
+def test_a_kept_policy_is_checked_when_read_back(tmp_path: Path) -> None:
+    assert CapsuleNetworks.policy(None) == Policy()
+    kept = {"allow_internet": False, "allow_out": ["203.0.113.9"], "deny_out": []}
+    assert CapsuleNetworks.policy(kept) == Policy(False, ("203.0.113.9/32",))
+    with pytest.raises(InvalidArgument) as refused:
+        CapsuleNetworks.policy({"allow_internet": True, "allow_out": [7], "deny_out": []})
+    assert refused.value.message == "invalid network policy: allow_out[0] is not a string but int"
+
+
+def test_the_isolation_report_names_the_pool_the_table_and_the_dns(tmp_path: Path) -> None:
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.255.255.53\n")
+    networks = CapsuleNetworks(tmp_path / "state", "10.99.0.0/20", table="wrenn2", resolv_confs=[resolv])
+    assert networks.describe() == (
+        "own network namespace per capsule: a veth from 10.99.0.0/20 with NAT, egress filtered in the "
+        "host by nftables table inet wrenn2; DNS via 10.255.255.53"
+    )
+    resolv.write_text("nameserver 127.0.0.53\n")
+    assert networks.describe().endswith("; NO DNS (the host's nameservers are loopback or IPv6 only)")
