@@ -34,6 +34,9 @@ HOSTAGENT_TOKEN = Path(_token_file).read_text().strip() if _token_file else _env
 WRENN_MAX_VCPUS = int(_env("WRENN_MAX_VCPUS", "8"))
 WRENN_MAX_MEMORY_MB = int(_env("WRENN_MAX_MEMORY_MB", "16384"))
 WRENN_MAX_TIMEOUT_SEC = int(_env("WRENN_MAX_TIMEOUT_SEC", "86400"))
+# Networks no capsule's policy may open (allow_out), besides loopback and link-local: the
+# platform's own (its database, Redis, daphne, host agents), comma-separated CIDRs.
+WRENN_NETWORK_NEVER_ALLOW = [c.strip() for c in _env("WRENN_NETWORK_NEVER_ALLOW", "").split(",") if c.strip()]
 # A host whose heartbeats stop for this long is unreachable and its capsules missing.
 WRENN_HOST_DEAD_AFTER_SEC = float(_env("WRENN_HOST_DEAD_AFTER_SEC", "30"))
 # The heartbeat interval the control plane asks host agents for.
