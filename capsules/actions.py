@@ -25,6 +25,7 @@ from django.utils import timezone
 from capsules import agents, states
 from capsules.agents import HOST_UNREACHABLE
 from capsules.models import Host, Sandbox, Team, TerminalSession
+from capsules.network import clean_network, default_policy
 from capsules.placement import HeadroomReserved, choose_host, is_reachable
 from capsules.quotas import QuotaExceeded, check_quota
 from capsules.services import touch_sandbox
@@ -39,6 +40,9 @@ Status = Sandbox.Status
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 NO_CAPACITY = "no host has capacity for this capsule"
+AGENT_TOO_OLD_FOR_POLICIES = (
+    "the host agent of this capsule cannot change network policies (UNIMPLEMENTED); upgrade it"
+)
 
 
 class ActionError(Exception):
@@ -226,6 +230,7 @@ def create_capsule(
     memory_mb: int | None = None,
     timeout_sec: int | None = None,
     metadata: dict[str, Any] | None = None,
+    network: dict[str, Any] | None = None,
     host: Host | None = None,
 ) -> Sandbox:
     """A new running capsule for `team` on the least loaded host that fits it, or on `host`.
@@ -235,6 +240,7 @@ def create_capsule(
     """
     try:
         params = clean_create_params(template, vcpus, memory_mb, timeout_sec, metadata)
+        policy = default_policy() if network is None else clean_network(network)
     except ValidationFailed as exc:
         raise ActionError("invalid_request", exc.message) from None
     with transaction.atomic():
@@ -266,6 +272,7 @@ def create_capsule(
             disk_size_mb=params.disk_size_mb,
             timeout_sec=params.timeout_sec,
             metadata=params.metadata,
+            network=policy,
         )
     with transaction.atomic():
         capsule = _locked(capsule.pk)
@@ -275,7 +282,12 @@ def create_capsule(
         _move(capsule, Status.STARTING)
         capsule.save(update_fields=["status", "last_updated"])
     request = pb.CreateSandboxRequest(
-        sandbox_id=capsule.pk, template=capsule.template, vcpus=capsule.vcpus, memory_mb=capsule.memory_mb
+        sandbox_id=capsule.pk,
+        template=capsule.template,
+        vcpus=capsule.vcpus,
+        memory_mb=capsule.memory_mb,
+        disk_size_mb=capsule.disk_size_mb,
+        network=network_message(capsule.network),
     )
     # A capsule the agent may or may not have made ends in `error`, from which it can be destroyed.
     _run(capsule, Status.ERROR, "create", lambda agent: agent.CreateSandbox, request)
@@ -316,6 +328,47 @@ def destroy_capsule(sandbox: Sandbox) -> Sandbox:
     open_sessions.update(ended_at=now, viewers=0)
     log.info("destroyed capsule %s", capsule.pk)
     return _finish(capsule.pk, Status.STOPPING, Status.STOPPED)
+
+
+# Network policy
+
+
+def network_message(policy: dict[str, Any]) -> pb.NetworkPolicy:
+    """A checked policy (capsules.network.clean_network) as the agent takes it."""
+    return pb.NetworkPolicy(
+        allow_internet=policy["allow_internet"], allow_out=policy["allow_out"], deny_out=policy["deny_out"]
+    )
+
+
+def set_network_policy(sandbox: Sandbox, network: Any) -> Sandbox:
+    """Replace the egress policy of a running or paused capsule, on its host and then on its row;
+    it applies to new connections at once, without a restart. A key left out takes its default.
+
+    Unlike a lifecycle operation, this holds the row's lock across the call to the agent (bounded
+    by the call's deadline): two changes at the same time then reach the agent in the order they
+    are saved, so that the row always says what the agent enforces.
+    """
+    try:
+        policy = clean_network(network)
+    except ValidationFailed as exc:
+        raise ActionError("invalid_request", exc.message) from None
+    with transaction.atomic():
+        capsule = _locked(sandbox.pk)
+        if capsule.status not in states.WITH_PROCESSES:
+            raise _invalid_state(capsule.status, "change its network policy")
+        if not is_reachable(capsule.host):
+            raise ActionError("host_unavailable", HOST_UNREACHABLE)
+        request = pb.SetNetworkPolicyRequest(sandbox_id=capsule.pk, network=network_message(policy))
+        try:
+            _call(capsule, lambda agent: agent.SetNetworkPolicy, request)
+        except grpc.RpcError as exc:
+            if agents.status_of(exc)[0] == grpc.StatusCode.UNIMPLEMENTED:
+                raise ActionError("agent_error", AGENT_TOO_OLD_FOR_POLICIES) from exc
+            raise _agent_failure(exc, "change the network policy of") from exc
+        capsule.network = policy
+        capsule.save(update_fields=["network", "last_updated"])
+    log.info("capsule %s has a new network policy", capsule.pk)
+    return capsule
 
 
 # Hosts that stop reporting their capsules (capsules.hosts finds them)

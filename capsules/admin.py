@@ -19,7 +19,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.urls import URLPattern, path
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
@@ -31,10 +31,12 @@ from capsules.actions import (
     list_terminal_sessions,
     pause_capsule,
     resume_capsule,
+    set_network_policy,
 )
 from capsules.hosts import issue_host_token
 from capsules.keys import create_api_key, issue_key, revoke_api_keys
 from capsules.models import APIKey, Host, Membership, Sandbox, Team
+from capsules.network import clean_network
 from capsules.quotas import quota_of, usage_of
 from capsules.services import terminal_path
 from capsules.validation import DEFAULT_TEMPLATE, TEMPLATES, ValidationFailed, clean_metadata, clean_timeout
@@ -258,6 +260,25 @@ def age(moment: datetime | None, now: datetime) -> str:
     return f"{seconds} s ago"
 
 
+# The parts of a host's isolation report in the order the issue names them; others follow, sorted
+# (PostgreSQL's jsonb keeps keys in an order of its own).
+ISOLATION_PARTS = ("network", "limits", "seccomp")
+
+
+def isolation_parts(isolation: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    rank = {part: index for index, part in enumerate(ISOLATION_PARTS)}
+    return sorted(isolation.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+
+
+def summarise_isolation(isolation: dict[str, Any] | None) -> str:
+    """ "network on, limits off, seccomp on" from a host's isolation report."""
+    if not isolation:
+        return "not reported"
+    return ", ".join(
+        f"{part} {'on' if report.get('on') else 'off'}" for part, report in isolation_parts(isolation)
+    )
+
+
 class HostForm(forms.ModelForm):
     """Operators move a host between online and draining; only the monitor marks it unreachable."""
 
@@ -286,6 +307,7 @@ class HostAdmin(admin.ModelAdmin):
         "running_count",
         "active_count",
         "runtime",
+        "isolation_summary",
         "version",
         "created_at",
     ]
@@ -299,6 +321,7 @@ class HostAdmin(admin.ModelAdmin):
         "heartbeat",
         "last_heartbeat_at",
         "runtime",
+        "isolation_detail",
         "version",
         "vcpus",
         "memory_mb",
@@ -309,6 +332,7 @@ class HostAdmin(admin.ModelAdmin):
         "heartbeat",
         "last_heartbeat_at",
         "runtime",
+        "isolation_detail",
         "version",
         "vcpus",
         "memory_mb",
@@ -329,6 +353,27 @@ class HostAdmin(admin.ModelAdmin):
     @admin.display(description="heartbeat", ordering="last_heartbeat_at")
     def heartbeat(self, obj: Host) -> str:
         return age(obj.last_heartbeat_at, timezone.now())
+
+    @admin.display(description="isolation")
+    def isolation_summary(self, obj: Host) -> str:
+        return summarise_isolation(obj.isolation)
+
+    @admin.display(description="isolation")
+    def isolation_detail(self, obj: Host) -> SafeString | str:
+        """Each part the agent reported, with its reason (the agent's text, escaped)."""
+        if not obj.isolation:
+            return "not reported by this host's agent"
+        rows = (
+            (
+                part,
+                "on" if report.get("on") else "off",
+                f" — {report['reason']}" if report.get("reason") else "",
+            )
+            for part, report in isolation_parts(obj.isolation)
+        )
+        return format_html(
+            '<ul class="isolation">{}</ul>', format_html_join("", "<li><b>{}</b> {}{}</li>", rows)
+        )
 
     @admin.display(description="running capsules", ordering="running_count")
     def running_count(self, obj: Host) -> int:
@@ -384,7 +429,7 @@ class SandboxCreateForm(forms.ModelForm):
 
     class Meta:
         model = Sandbox
-        fields = ["team", "template", "vcpus", "memory_mb", "timeout_sec", "metadata"]
+        fields = ["team", "template", "vcpus", "memory_mb", "timeout_sec", "metadata", "network"]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -398,6 +443,7 @@ class SandboxCreateForm(forms.ModelForm):
                 memory_mb=cleaned.get("memory_mb"),
                 timeout_sec=cleaned.get("timeout_sec"),
                 metadata=cleaned.get("metadata") or None,
+                network=cleaned.get("network"),
             )
         except ActionError as error:
             raise forms.ValidationError(error.message, code=error.code) from error
@@ -405,11 +451,21 @@ class SandboxCreateForm(forms.ModelForm):
 
 
 class SandboxChangeForm(forms.ModelForm):
-    """What an operator may change on an existing capsule, checked as the API checks it."""
+    """What an operator may change on an existing capsule, checked as the API checks it.
+
+    A new network policy goes to the capsule's host agent while the form is cleaned, through the
+    action the API calls, so that a refusal comes back as an error on the field and nothing is saved.
+    """
 
     class Meta:
         model = Sandbox
-        fields = ["timeout_sec", "metadata"]
+        fields = ["timeout_sec", "metadata", "network"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Django compares a field with a callable default to a hidden copy of its initial value
+        # sent back by the browser; the capsule's own policy is what a change is measured against.
+        self.fields["network"].show_hidden_initial = False
 
     def clean_timeout_sec(self) -> int:
         return checked(clean_timeout, self.cleaned_data["timeout_sec"])
@@ -417,6 +473,18 @@ class SandboxChangeForm(forms.ModelForm):
     def clean_metadata(self) -> dict[str, str]:
         metadata = self.cleaned_data["metadata"]
         return checked(clean_metadata, {} if metadata is None else metadata)
+
+    def clean_network(self) -> dict[str, Any]:
+        return checked(clean_network, self.cleaned_data["network"])
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not self.errors and "network" in self.changed_data:
+            try:
+                set_network_policy(self.instance, cleaned["network"])
+            except ActionError as error:
+                self.add_error("network", f"not applied: {error.message}")
+        return cleaned
 
 
 def checked(check: Callable[[Any], Any], value: Any) -> Any:
@@ -453,7 +521,7 @@ class SandboxAdmin(admin.ModelAdmin):
     search_fields = ["id"]
     date_hierarchy = "created_at"
     actions = ["pause", "resume", "destroy"]
-    add_fields = ("team", "template", "vcpus", "memory_mb", "timeout_sec", "metadata")
+    add_fields = ("team", "template", "vcpus", "memory_mb", "timeout_sec", "metadata", "network")
     change_fields = (
         "id",
         "team",
@@ -466,17 +534,33 @@ class SandboxAdmin(admin.ModelAdmin):
         "disk_size_mb",
         "timeout_sec",
         "metadata",
+        "network",
+        "oom_kills",
+        "recent_events",
         "created_at",
         "started_at",
         "last_active_at",
         "last_updated",
     )
     # Status changes only through the actions; team, host and size are fixed at creation.
-    change_readonly_fields = tuple(f for f in change_fields if f not in ("timeout_sec", "metadata"))
+    change_readonly_fields = tuple(
+        f for f in change_fields if f not in ("timeout_sec", "metadata", "network")
+    )
 
     @admin.display(description="terminal")
     def terminal(self, obj: Sandbox) -> SafeString:
         return format_html('<a href="{}">open terminal</a>', terminal_path(obj.id))
+
+    @admin.display(description="events (newest first)")
+    def recent_events(self, obj: Sandbox) -> SafeString | str:
+        events = [event for event in obj.events if isinstance(event, dict)]
+        if not events:
+            return "none"
+        rows = ((e.get("at", ""), e.get("kind", ""), e.get("message", "")) for e in reversed(events))
+        return format_html(
+            '<ul class="capsule-events">{}</ul>',
+            format_html_join("", "<li><time>{}</time> <b>{}</b>: {}</li>", rows),
+        )
 
     def get_fields(self, request: HttpRequest, obj: Sandbox | None = None) -> tuple[str, ...]:
         return self.add_fields if obj is None else self.change_fields
@@ -497,9 +581,11 @@ class SandboxAdmin(admin.ModelAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        if object_id is None and request.method == "POST":
+        if request.method == "POST":
             # create_capsule commits each of its steps and holds no lock across the call to the
-            # agent; the transaction the admin wraps around a save would hold them to the end.
+            # agent, and set_network_policy commits once the agent has the policy; the transaction
+            # the admin wraps around a save would hold their locks to its end, and a rollback there
+            # would forget a policy the agent already enforces.
             # _changeform_view is what changeform_view runs inside its transaction (not in the stubs).
             return self._changeform_view(request, object_id, form_url, extra_context)  # type: ignore[attr-defined]
         return super().changeform_view(request, object_id, form_url, extra_context)
@@ -511,10 +597,16 @@ class SandboxAdmin(admin.ModelAdmin):
         return instance
 
     def save_model(self, request: HttpRequest, obj: Sandbox, form: Any, change: bool) -> None:
-        # A new capsule was saved by create_capsule when the form was cleaned. A change writes
-        # only the edited fields, so that it never puts back a status an action set meanwhile.
-        if change and form.changed_data:
-            obj.save(update_fields=[*form.changed_data, "last_updated"])
+        # A new capsule was saved by create_capsule when the form was cleaned, and a new network
+        # policy by set_network_policy. A change writes only the other edited fields, so that it
+        # never puts back a status an action set meanwhile.
+        if not change:
+            return
+        edited = [name for name in form.changed_data if name != "network"]
+        if edited:
+            obj.save(update_fields=[*edited, "last_updated"])
+        if "network" in form.changed_data:
+            messages.info(request, f"{obj.id}: the new network policy is applied on its host")
 
     def has_delete_permission(self, request: HttpRequest, obj: Sandbox | None = None) -> bool:
         # Deleting the row of a live capsule would orphan its processes: destroy it first.

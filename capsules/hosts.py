@@ -5,10 +5,18 @@ An agent reports in with `POST /v1/hosts/heartbeat` (see hosts_api.py) carrying 
     {"address": "10.0.0.5:50071",              # optional: where its gRPC server is reachable
      "runtime": "bwrap", "version": "0.2.0",   # optional
      "capacity": {"vcpus": 8, "memory_mb": 16384},   # optional; top-level vcpus/memory_mb also work
-     "sandboxes": [{"id": "cl-…", "state": "running", "pty_sessions": 1}]}   # optional
+     "sandboxes": [{"id": "cl-…", "state": "running", "pty_sessions": 1,   # optional
+                    "oom_kills": 0}],                    # optional: kills since it was created
+     "isolation": {"network": {"on": true, "reason": ""},                  # optional
+                   "limits": {"on": false, "reason": "no writable cgroup hierarchy"},
+                   "seccomp": {"on": true, "reason": ""}}}
 
 Without "sandboxes" the capsules of the host are left alone; with it (even empty) the list is
-the truth about which capsules exist there.
+the truth about which capsules exist there. A sandbox's "oom_kills" growing records an event on
+the capsule (capsules/events.py); one that is missing or not a count (older agents) is ignored.
+"isolation" says which parts of isolation the host gives: parts beyond those three are kept (as
+`{"on", "reason"}`; other keys inside a part are dropped), and without it the host's earlier
+report stays.
 
 A host that has never sent a heartbeat (last_heartbeat_at None, like the one `manage.py demo`
 creates) is trusted as it is: `check_hosts` only declares dead a host that reported and then
@@ -27,7 +35,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from capsules import actions
+from capsules import actions, events
 from capsules.keys import hash_key
 from capsules.models import Host, Sandbox
 from capsules.validation import ValidationFailed
@@ -43,6 +51,9 @@ _TOKEN_RE = re.compile(r"wrh_[0-9a-f]{48}")
 MISSING_GRACE = timedelta(seconds=5)
 MAX_REPORTED_SANDBOXES = 10_000
 _MAX_INT = 2**31 - 1
+MAX_ISOLATION_PARTS = 16
+MAX_ISOLATION_REASON = 500
+_PART_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _ADDRESS_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
 
 
@@ -84,6 +95,8 @@ class ReportedSandbox:
     id: str
     state: str
     pty_sessions: int
+    # None when not reported (older agents) or not a count.
+    oom_kills: int | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,7 @@ class Heartbeat:
     vcpus: int | None
     memory_mb: int | None
     sandboxes: list[ReportedSandbox] | None
+    isolation: dict[str, dict[str, Any]] | None = None
 
 
 def _count(name: str, value: Any) -> int:
@@ -127,7 +141,43 @@ def _reported_sandbox(index: int, item: Any) -> ReportedSandbox:
         id=_text(f"{name}.id", item["id"], 64),
         state=_text(f"{name}.state", item.get("state", ""), 16),
         pty_sessions=_count(f"{name}.pty_sessions", item.get("pty_sessions", 0)),
+        oom_kills=_optional_count(f"{name}.oom_kills", item.get("oom_kills")),
     )
+
+
+def _optional_count(name: str, value: Any) -> int | None:
+    """A count that only adds to the report: when it is malformed the heartbeat still counts."""
+    if value is None:
+        return None
+    try:
+        return _count(name, value)
+    except ValidationFailed as exc:
+        log.warning("heartbeat: %s ignored (got %.40r)", exc.message, value)
+        return None
+
+
+def _isolation(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict) or len(value) > MAX_ISOLATION_PARTS:
+        raise ValidationFailed(
+            f"isolation must be an object of at most {MAX_ISOLATION_PARTS} parts, "
+            'such as {"network": {"on": true, "reason": ""}}'
+        )
+    parts = {}
+    for part, report in value.items():
+        if not _PART_RE.fullmatch(part):
+            raise ValidationFailed(
+                f"isolation part {part[:40]!r} must be 1 to 32 lowercase letters, digits or '_', "
+                "starting with a letter"
+            )
+        name = f"isolation.{part}"
+        if not isinstance(report, dict):
+            raise ValidationFailed(f"{name} must be an object with on and reason")
+        on = report.get("on")
+        if not isinstance(on, bool):
+            raise ValidationFailed(f"{name}.on must be true or false")
+        reason = _text(f"{name}.reason", report.get("reason", ""), MAX_ISOLATION_REASON)
+        parts[part] = {"on": on, "reason": reason}
+    return parts
 
 
 def parse_heartbeat(payload: Any) -> Heartbeat:
@@ -149,6 +199,7 @@ def parse_heartbeat(payload: Any) -> Heartbeat:
         vcpus=None if vcpus is None else _count("capacity.vcpus", vcpus),
         memory_mb=None if memory_mb is None else _count("capacity.memory_mb", memory_mb),
         sandboxes=(None if sandboxes is None else [_reported_sandbox(i, s) for i, s in enumerate(sandboxes)]),
+        isolation=None if payload.get("isolation") is None else _isolation(payload["isolation"]),
     )
 
 
@@ -166,7 +217,7 @@ def record_heartbeat(host: Host, payload: Any) -> Host:
             host.status = Host.Status.ONLINE
         if beat.address is not None:
             host.address = beat.address
-        for name in ("runtime", "version", "vcpus", "memory_mb"):
+        for name in ("runtime", "version", "vcpus", "memory_mb", "isolation"):
             value = getattr(beat, name)
             if value is not None:
                 setattr(host, name, value)
@@ -177,6 +228,8 @@ def record_heartbeat(host: Host, payload: Any) -> Host:
             raise ValidationFailed(f"address {beat.address} belongs to another host") from None
         if beat.sandboxes is not None:
             _reconcile(host, beat.sandboxes, now)
+            kills = {s.id: s.oom_kills for s in beat.sandboxes if s.oom_kills is not None}
+            events.record_oom_kills(host, kills, now)
     return host
 
 

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 
 from capsules.ids import SANDBOX_ID_MAX_LENGTH, new_sandbox_id
+from capsules.network import default_policy
 
 
 class Team(models.Model):
@@ -87,6 +88,9 @@ class Host(models.Model):
     version = models.CharField(max_length=64, blank=True)
     vcpus = models.PositiveIntegerField(default=0)
     memory_mb = models.PositiveIntegerField(default=0)
+    # Which parts of isolation the host gives, {"network": {"on": true, "reason": ""}, …}; None
+    # until an agent that reports it sends a heartbeat (see hosts.py).
+    isolation = models.JSONField(null=True, blank=True, default=None)
 
     def __str__(self) -> str:
         return f"{self.address} ({self.status})"
@@ -124,6 +128,12 @@ class Sandbox(models.Model):
     # The status a capsule had when its host stopped reporting it, restored when it reappears.
     status_before_missing = models.CharField(max_length=16, choices=Status.choices, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # The egress policy (capsules/network.py), as the host agent was last told it.
+    network = models.JSONField(default=default_policy)
+    # Processes the out-of-memory killer ended, as the host last reported (heartbeats).
+    oom_kills = models.PositiveIntegerField(default=0)
+    # What happened to the capsule that its owner should see, oldest first (capsules/events.py).
+    events = models.JSONField(default=list, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["team", "status"], name="sandbox_team_status")]

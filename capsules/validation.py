@@ -64,14 +64,14 @@ def max_timeout_sec() -> int:
     return int(settings.WRENN_MAX_TIMEOUT_SEC)
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
 def clean_int(name: str, value: Any, low: int, high: int) -> int:
     # bool is an int subclass, but `true` is never a sensible count.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationFailed(f"{name} must be an integer, not {_type_name(value)}")
+        raise ValidationFailed(f"{name} must be an integer, not {type_name(value)}")
     if not low <= value <= high:
         raise ValidationFailed(f"{name} must be between {low} and {high}, got {value}")
     return value
@@ -79,7 +79,7 @@ def clean_int(name: str, value: Any, low: int, high: int) -> int:
 
 def clean_template(template: Any) -> str:
     if not isinstance(template, str):
-        raise ValidationFailed(f"template must be a string, not {_type_name(template)}")
+        raise ValidationFailed(f"template must be a string, not {type_name(template)}")
     if template not in TEMPLATES:
         known = ", ".join(sorted(TEMPLATES))
         raise ValidationFailed(f"template {template!r} is unknown; known templates: {known}")
@@ -88,7 +88,7 @@ def clean_template(template: Any) -> str:
 
 def clean_timeout(timeout_sec: Any) -> int:
     if isinstance(timeout_sec, bool) or not isinstance(timeout_sec, int):
-        raise ValidationFailed(f"timeout_sec must be an integer, not {_type_name(timeout_sec)}")
+        raise ValidationFailed(f"timeout_sec must be an integer, not {type_name(timeout_sec)}")
     if timeout_sec < 0:
         raise ValidationFailed(f"timeout_sec must be 0 (never pause) or positive, got {timeout_sec}")
     if timeout_sec > max_timeout_sec():
@@ -100,7 +100,7 @@ def clean_timeout(timeout_sec: Any) -> int:
 
 def clean_metadata(metadata: Any) -> dict[str, str]:
     if not isinstance(metadata, dict):
-        raise ValidationFailed(f"metadata must be an object of strings, not {_type_name(metadata)}")
+        raise ValidationFailed(f"metadata must be an object of strings, not {type_name(metadata)}")
     if len(metadata) > MAX_METADATA_KEYS:
         raise ValidationFailed(f"metadata has {len(metadata)} keys; at most {MAX_METADATA_KEYS} are allowed")
     for key, value in metadata.items():
@@ -112,7 +112,7 @@ def clean_metadata(metadata: Any) -> dict[str, str]:
         if key in RESERVED_METADATA_KEYS:
             raise ValidationFailed(f"metadata key {key!r} is reserved for the system")
         if not isinstance(value, str):
-            raise ValidationFailed(f"metadata value of {key!r} must be a string, not {_type_name(value)}")
+            raise ValidationFailed(f"metadata value of {key!r} must be a string, not {type_name(value)}")
         if len(value) > MAX_METADATA_VALUE_LENGTH:
             raise ValidationFailed(
                 f"metadata value of {key!r} is {len(value)} characters; "

@@ -67,6 +67,9 @@ WRENN_TEAM_MAX_MEMORY_MB = _env_int("WRENN_TEAM_MAX_MEMORY_MB", 32768)
 # Percent of each host's memory kept for teams that hold less than that share of the host, so
 # that one team cannot take the last of it (capsules/placement.py); 0 turns it off.
 WRENN_HOST_HEADROOM_PERCENT = _env_int("WRENN_HOST_HEADROOM_PERCENT", 25, high=50)
+# Networks no capsule's policy may open (allow_out), besides loopback and link-local: the
+# platform's own (its database, Redis, daphne, host agents), comma-separated CIDRs.
+WRENN_NETWORK_NEVER_ALLOW = [c.strip() for c in _env("WRENN_NETWORK_NEVER_ALLOW", "").split(",") if c.strip()]
 # A host whose heartbeats stop for this long is unreachable and its capsules missing.
 WRENN_HOST_DEAD_AFTER_SEC = float(_env("WRENN_HOST_DEAD_AFTER_SEC", "30"))
 # The heartbeat interval the control plane asks host agents for.

@@ -32,7 +32,23 @@ HEARTBEAT_REQUEST: dict[str, Any] = {
                     "id": {"type": "string", "maxLength": 64},
                     "state": {"type": "string", "maxLength": 16},
                     "pty_sessions": _COUNT,
+                    "oom_kills": {
+                        **_COUNT,
+                        "description": "Processes the out-of-memory killer ended since the capsule was "
+                        "created; ignored when not a count.",
+                    },
                 },
+            },
+        },
+        "isolation": {
+            "type": "object",
+            "description": "Which parts of isolation the host gives (network, limits, seccomp, …), "
+            "each on or off with the reason; kept until the next report.",
+            "maxProperties": 16,
+            "additionalProperties": {
+                "type": "object",
+                "required": ["on"],
+                "properties": {"on": {"type": "boolean"}, "reason": {"type": "string", "maxLength": 500}},
             },
         },
     },

@@ -16,7 +16,11 @@ from rest_framework.response import Response
 from capsules import actions
 from capsules.api.base import TeamAPIView
 from capsules.api.schema import error_responses
-from capsules.api.serializers import CapsuleCreateSerializer, CapsuleSerializer
+from capsules.api.serializers import (
+    CapsuleCreateSerializer,
+    CapsuleSerializer,
+    NetworkPolicyRequestSerializer,
+)
 from capsules.models import Sandbox
 from capsules.services import find_capsule
 
@@ -31,7 +35,8 @@ class CapsuleAPIView(TeamAPIView):
     lookup_url_kwarg = "capsule_id"
 
     def get_queryset(self) -> QuerySet[Sandbox]:
-        return Sandbox.objects.filter(team=self.team).order_by("-created_at", "-pk")
+        # The host for each capsule's `isolation`.
+        return Sandbox.objects.filter(team=self.team).select_related("host").order_by("-created_at", "-pk")
 
     def get_object(self) -> Sandbox:
         capsule_id = self.kwargs[self.lookup_url_kwarg]
@@ -123,3 +128,16 @@ class CapsulePingView(CapsuleAPIView):
     @_change_schema("Record activity on a running capsule, postponing its idle pause", error_responses(409))
     def post(self, request: Request, capsule_id: str) -> Response:
         return self.respond(actions.ping_capsule(self.get_object()))
+
+
+class CapsuleNetworkView(CapsuleAPIView):
+    """The capsule's egress policy; a new one applies to new connections at once, without a restart."""
+
+    @extend_schema(
+        tags=TAGS,
+        summary="Replace the network policy of a running or paused capsule",
+        request=NetworkPolicyRequestSerializer,
+        responses={200: CapsuleSerializer, **CAPSULE_ERRORS, **error_responses(400, 415), **AGENT_ERRORS},
+    )
+    def put(self, request: Request, capsule_id: str) -> Response:
+        return self.respond(actions.set_network_policy(self.get_object(), request.data))

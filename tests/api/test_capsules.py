@@ -3,14 +3,14 @@
 Destroyed capsules stay listed and readable with status `stopped`.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
 from django.utils import timezone
 
-from capsules import actions, agents, validation
+from capsules import actions, agents, hosts, validation
 from capsules.models import Host, Sandbox, Team
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
@@ -20,6 +20,7 @@ from tests.support.hostagent import free_port
 
 CAPSULES = "/v1/capsules"
 Status = Sandbox.Status
+DEFAULT_NETWORK = {"allow_internet": True, "allow_out": [], "deny_out": []}
 LONG_AGO = timezone.now() - timedelta(days=1)
 
 
@@ -42,6 +43,9 @@ def capsule_json(sandbox: Sandbox) -> dict[str, Any]:
         "last_updated": iso(sandbox.last_updated),
         "metadata": sandbox.metadata,
         "disk_size_mb": sandbox.disk_size_mb,
+        "network": sandbox.network,
+        "events": [{**event, "at": iso(datetime.fromisoformat(event["at"]))} for event in sandbox.events],
+        "isolation": sandbox.host.isolation if sandbox.host else None,
     }
 
 
@@ -196,6 +200,52 @@ def test_create_on_an_agent_that_does_not_answer(key_client: ContractClient, tea
     assert Sandbox.objects.get(team=team).status == Status.ERROR
 
 
+def test_create_with_a_network_policy(key_client: ContractClient, host: Host) -> None:
+    network = {"allow_internet": False, "allow_out": ["10.9.0.0/16", "2001:DB8::/32"]}
+    response = key_client.post(CAPSULES, {"network": network}, format="json")
+    assert response.status_code == 201
+    expected = {"allow_internet": False, "allow_out": ["10.9.0.0/16", "2001:db8::/32"], "deny_out": []}
+    assert response.json()["network"] == expected
+    sandbox = Sandbox.objects.get(pk=response.json()["id"])
+    assert (sandbox.status, sandbox.network) == (Status.RUNNING, expected)
+    assert sandbox.id in agent_sandboxes(host)
+
+
+def test_create_without_a_policy_has_the_default_one(key_client: ContractClient, host: Host) -> None:
+    for body in ({}, {"network": None}):
+        assert key_client.post(CAPSULES, body, format="json").json()["network"] == DEFAULT_NETWORK
+
+
+@pytest.mark.parametrize(
+    ("network", "message"),
+    [
+        (["10.0.0.0/8"], "network: must be an object"),
+        ({"allow_internet": "yes"}, "network.allow_internet must be true or false, not str"),
+        (
+            {"deny": ["10.0.0.0/8"]},
+            "network has unknown key 'deny'; its keys are allow_internet, allow_out and deny_out",
+        ),
+        (
+            {"deny_out": ["10.0.0.0/8", "10.0.0.0/40"]},
+            "network.deny_out[1] '10.0.0.0/40' is not a CIDR: "
+            "the prefix length of an IPv4 network is 0 to 32",
+        ),
+        (
+            {"allow_out": ["127.0.0.1"]},
+            "network.allow_out[0] '127.0.0.1' overlaps 127.0.0.0/8 (loopback), "
+            "which no capsule may be allowed to reach",
+        ),
+    ],
+)
+def test_create_rejects_a_bad_network_policy(
+    key_client: ContractClient, host: Host, network: Any, message: str
+) -> None:
+    response = key_client.post(CAPSULES, {"network": network}, format="json")
+    assert response.status_code == 400
+    assert response.json() == error("invalid_request", message)
+    assert not Sandbox.objects.exists()
+
+
 # List
 
 
@@ -242,6 +292,37 @@ def test_get_counts_as_activity(key_client: ContractClient, capsule: Sandbox) ->
     assert capsule.last_active_at is not None
     assert capsule.last_active_at > LONG_AGO
     assert body["last_active_at"] == iso(capsule.last_active_at)
+
+
+def test_get_shows_oom_kills_and_the_isolation_the_host_reported(
+    key_client: ContractClient, capsule: Sandbox, host: Host
+) -> None:
+    isolation = {
+        "network": {"on": True, "reason": ""},
+        "limits": {"on": False, "reason": "no writable cgroup hierarchy"},
+        "seccomp": {"on": True, "reason": ""},
+    }
+    reported = {"id": capsule.id, "state": "running", "oom_kills": 2}
+    hosts.record_heartbeat(host, {"sandboxes": [reported], "isolation": isolation})
+    body = key_client.get(url(capsule)).json()
+    assert body["isolation"] == isolation
+    [event] = body["events"]
+    assert (event["kind"], event["message"]) == (
+        "oom_kill",
+        "the out-of-memory killer ended 2 processes (memory limit 512 MiB)",
+    )
+    assert event["at"].endswith("Z")
+    assert body == capsule_json(capsule)
+
+
+def test_isolation_is_null_until_the_host_reports_it(key_client: ContractClient, capsule: Sandbox) -> None:
+    assert key_client.get(url(capsule)).json()["isolation"] is None
+
+
+def test_isolation_of_a_capsule_without_a_host_is_null(key_client: ContractClient, team: Team) -> None:
+    hostless = make_row(team, None, Status.STOPPED)
+    body = key_client.get(url(hostless)).json()
+    assert (body["isolation"], body["events"]) == (None, [])
 
 
 def test_get_a_stopped_capsule(key_client: ContractClient, team: Team, host: Host) -> None:
@@ -367,9 +448,80 @@ def test_a_body_on_pause_is_ignored(key_client: ContractClient, capsule: Sandbox
     assert key_client.post(url(capsule, "pause"), {"anything": 1}, format="json").status_code == 200
 
 
+# The network policy of an existing capsule. A change that the agent applies is tested in
+# tests/capsules/test_network_actions.py until the host agent has SetNetworkPolicy (issue 10).
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "network must be an object with allow_internet, allow_out and deny_out, not list"),
+        ({"allow_internet": 0}, "network.allow_internet must be true or false, not int"),
+        (
+            {"allow_out": [], "extra": 1},
+            "network has unknown key 'extra'; its keys are allow_internet, allow_out and deny_out",
+        ),
+        (
+            {"deny_out": ["192.0.2.1/24"]},
+            "network.deny_out[0] '192.0.2.1/24' has host bits set: write '192.0.2.0/24' for the network, "
+            "or '192.0.2.1/32' for the one address",
+        ),
+        (
+            {"allow_out": ["fd00::/8", "::ffff:169.254.169.254"]},
+            "network.allow_out[1] '::ffff:169.254.169.254' is an IPv4-mapped IPv6 network; "
+            "write it as IPv4: '169.254.169.254/32'",
+        ),
+        (
+            {"deny_out": ["198.51.100.0/24"] * 65},
+            "network.deny_out has 65 entries; at most 64 are allowed",
+        ),
+    ],
+)
+def test_change_network_rejects_a_bad_policy(
+    key_client: ContractClient, capsule: Sandbox, body: Any, message: str
+) -> None:
+    response = key_client.put(url(capsule, "network"), body, format="json")
+    assert response.status_code == 400
+    assert response.json() == error("invalid_request", message)
+    capsule.refresh_from_db()
+    assert capsule.network == DEFAULT_NETWORK
+
+
+def test_change_network_of_a_stopped_capsule_is_invalid_state(
+    key_client: ContractClient, team: Team, host: Host
+) -> None:
+    stopped = make_row(team, host, Status.STOPPED)
+    response = key_client.put(url(stopped, "network"), {"allow_internet": False}, format="json")
+    assert response.status_code == 409
+    assert response.json() == error("invalid_state", "capsule is stopped; cannot change its network policy")
+
+
+def test_change_network_on_an_unreachable_host(
+    key_client: ContractClient, capsule: Sandbox, host: Host
+) -> None:
+    Host.objects.filter(pk=host.pk).update(status=Host.Status.UNREACHABLE)
+    response = key_client.put(url(capsule, "network"), {"allow_internet": False}, format="json")
+    assert response.status_code == 503
+    assert response.json() == error("host_unavailable", actions.HOST_UNREACHABLE)
+    capsule.refresh_from_db()
+    assert capsule.network == DEFAULT_NETWORK
+
+
+def test_change_network_needs_json(key_client: ContractClient, capsule: Sandbox) -> None:
+    response = key_client.put(url(capsule, "network"), "allow_internet=false", content_type="text/plain")
+    assert response.status_code == 415
+
+
 # Team isolation: another team's capsule answers exactly like a missing one, and is left alone.
 
-CALLS = [("get", ""), ("delete", ""), ("post", "pause"), ("post", "resume"), ("post", "ping")]
+CALLS = [
+    ("get", ""),
+    ("delete", ""),
+    ("post", "pause"),
+    ("post", "resume"),
+    ("post", "ping"),
+    ("put", "network"),
+]
 
 
 @pytest.mark.parametrize(("method", "action"), CALLS)
@@ -382,6 +534,7 @@ def test_another_teams_capsule_is_not_found(
     assert response.json() == not_found(other_capsule.id)
     other_capsule.refresh_from_db()
     assert (other_capsule.status, other_capsule.last_active_at) == (Status.RUNNING, LONG_AGO)
+    assert other_capsule.network == DEFAULT_NETWORK
 
 
 @pytest.mark.parametrize(("method", "action"), CALLS)

@@ -282,6 +282,36 @@ def test_ping(
     covered(tour, "/v1/capsules/{capsule_id}/ping", "post")
 
 
+def test_change_network_policy(
+    tour: Contract,
+    anonymous: ContractClient,
+    keyed: ContractClient,
+    capsule: Sandbox,
+    other_capsule: Sandbox,
+    team: Team,
+    host: Host,
+    guarded_agent: HostAgentProcess,
+    crash: Any,
+) -> None:
+    template = "/v1/capsules/{capsule_id}/network"
+    path = f"/v1/capsules/{capsule.id}/network"
+    assert keyed.put(path, {"allow_out": ["nowhere"]}, format="json").status_code == 400
+    assert keyed.put(path, "allow_internet", content_type="text/plain").status_code == 415
+    assert anonymous.put(path, {}, format="json").status_code == 401
+    assert keyed.put(f"/v1/capsules/{other_capsule.id}/network", {}, format="json").status_code == 404
+    stopped = row(team, host, Status.STOPPED)
+    assert keyed.put(f"/v1/capsules/{stopped.id}/network", {}, format="json").status_code == 409
+    refused = row(team, Host.objects.create(address=guarded_agent.address))
+    assert keyed.put(f"/v1/capsules/{refused.id}/network", {}, format="json").status_code == 502
+    unreachable(host)
+    assert keyed.put(path, {}, format="json").status_code == 503
+    crash()
+    assert keyed.put(path, {}, format="json").status_code == 500
+    # 200 needs a host agent with SetNetworkPolicy, which issue 10 gives it; until then
+    # tests/capsules/test_network_actions.py tests the successful change on a stand-in server.
+    assert tour.seen_statuses(template, "put") == tour.statuses(template, "put") - {200}
+
+
 # API keys
 
 

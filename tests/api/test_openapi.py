@@ -160,7 +160,7 @@ def test_error_components_name_the_exact_codes(openapi: dict[str, Any]) -> None:
 def test_capsule_schema_lists_every_field(openapi: dict[str, Any]) -> None:
     capsule = openapi["components"]["schemas"]["Capsule"]
     fields = ["id", "status", "template", "vcpus", "memory_mb", "timeout_sec", "created_at", "started_at"]
-    fields += ["last_active_at", "last_updated", "metadata", "disk_size_mb"]
+    fields += ["last_active_at", "last_updated", "metadata", "disk_size_mb", "network", "events", "isolation"]
     assert list(capsule["properties"]) == fields
     assert sorted(capsule["required"]) == sorted(fields)
     assert capsule["additionalProperties"] is False
@@ -177,6 +177,20 @@ def test_create_body_is_optional_and_closed(openapi: dict[str, Any]) -> None:
     assert "required" not in request
 
 
+def test_network_policy_bodies_are_optional_keys_and_closed(openapi: dict[str, Any]) -> None:
+    request = openapi["components"]["schemas"]["NetworkPolicyRequest"]
+    assert list(request["properties"]) == ["allow_internet", "allow_out", "deny_out"]
+    assert "required" not in request
+    assert request["additionalProperties"] is False
+    assert request["properties"]["allow_out"]["maxItems"] == 64
+    body = openapi["paths"]["/v1/capsules/{capsule_id}/network"]["put"]["requestBody"]
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/NetworkPolicyRequest"
+    }
+    shown = openapi["components"]["schemas"]["NetworkPolicy"]
+    assert sorted(shown["required"]) == ["allow_internet", "allow_out", "deny_out"]
+
+
 CAPSULE = {
     "id": "cl-0123456789abcdef0123",
     "status": "running",
@@ -190,6 +204,9 @@ CAPSULE = {
     "last_updated": "2026-01-01T00:00:01Z",
     "metadata": {"env": "ci"},
     "disk_size_mb": 1024,
+    "network": {"allow_internet": True, "allow_out": ["203.0.113.0/24"], "deny_out": []},
+    "events": [{"at": "2026-01-01T00:00:02Z", "kind": "oom_kill", "message": "the out-of-memory killer …"}],
+    "isolation": {"network": {"on": True, "reason": ""}, "limits": {"on": False, "reason": "no cgroups"}},
 }
 CREATED = "/paths/~1v1~1capsules/post/responses/201/content/application~1json/schema"
 CONFLICT = "/paths/~1v1~1capsules/post/responses/409/content/application~1json/schema"
@@ -208,6 +225,9 @@ def test_checker_accepts_a_capsule(contract: Contract) -> None:
         {**CAPSULE, "status": "sleeping"},
         {**CAPSULE, "metadata": {"env": 1}},
         {**CAPSULE, "vcpus": "1"},
+        {**CAPSULE, "network": {"allow_internet": True, "allow_out": []}},
+        {**CAPSULE, "events": [{"at": "2026-01-01T00:00:02Z", "kind": "oom_kill"}]},
+        {**CAPSULE, "isolation": {"network": {"on": "yes", "reason": ""}}},
     ],
 )
 def test_checker_refuses_a_capsule_off_the_document(contract: Contract, broken: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from tests.support.hostagent import HostAgentProcess, new_tag
 
 Status = Sandbox.Status
 WAIT = 10.0
+DEFAULT_NETWORK = '{"allow_internet": true, "allow_out": [], "deny_out": []}'
 
 
 # Fixtures
@@ -410,6 +411,7 @@ def add_form_data(team: Team, **overrides: Any) -> dict[str, Any]:
         "memory_mb": "512",
         "timeout_sec": "300",
         "metadata": '{"purpose": "admin"}',
+        "network": DEFAULT_NETWORK,
     }
     return {**data, **overrides}
 
@@ -464,7 +466,7 @@ def test_add_past_the_teams_quota_is_a_form_error(admin_client: Client, team: Te
 def test_status_is_read_only_on_the_change_page(admin_client: Client, live_capsule: Sandbox) -> None:
     form = change_page(admin_client, live_capsule).context["adminform"].form
     assert "status" not in form.fields
-    assert set(form.fields) == {"timeout_sec", "metadata"}
+    assert set(form.fields) == {"timeout_sec", "metadata", "network"}
 
 
 def test_change_form_saves_metadata_and_timeout_but_not_status(
@@ -472,7 +474,12 @@ def test_change_form_saves_metadata_and_timeout_but_not_status(
 ) -> None:
     response = admin_client.post(
         reverse("admin:capsules_sandbox_change", args=[live_capsule.pk]),
-        {"timeout_sec": "600", "metadata": '{"owner": "ops"}', "status": "stopped"},
+        {
+            "timeout_sec": "600",
+            "metadata": '{"owner": "ops"}',
+            "network": DEFAULT_NETWORK,
+            "status": "stopped",
+        },
     )
     assert response.status_code == 302
     live_capsule.refresh_from_db()
@@ -486,7 +493,7 @@ def test_change_form_saves_metadata_and_timeout_but_not_status(
 def test_change_form_checks_metadata_as_the_api_does(admin_client: Client, live_capsule: Sandbox) -> None:
     response = admin_client.post(
         reverse("admin:capsules_sandbox_change", args=[live_capsule.pk]),
-        {"timeout_sec": "300", "metadata": '{"agent_version": "1"}'},
+        {"timeout_sec": "300", "metadata": '{"agent_version": "1"}', "network": DEFAULT_NETWORK},
     )
     assert response.status_code == 200
     assert response.context["adminform"].form.errors["metadata"] == [
