@@ -10,9 +10,17 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-from hostagent.config import DEFAULT_CGROUP_ROOT, NOBODY_UID, AgentConfig
+from hostagent.config import DEFAULT_CGROUP_ROOT, NOBODY_UID, AgentConfig, NetworkConfig
 from hostagent.freezer import MECHANISMS, FreezerUnavailable
 from hostagent.heartbeat import HeartbeatConfig
+from hostagent.network import (
+    DEFAULT_POOL,
+    DEFAULT_PREFIX,
+    DEFAULT_TABLE,
+    PREFIX_RE,
+    TABLE_NAME_RE,
+    pool_argument,
+)
 from hostagent.replay import DEFAULT_LIMIT
 from hostagent.runtime import RUNTIMES, Defaults, RuntimeUnavailable
 from hostagent.server import serve
@@ -46,6 +54,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=env.get("HOSTAGENT_PIDS_LIMIT", "1024"),
         help="processes (and threads) a capsule may have at once (env HOSTAGENT_PIDS_LIMIT; default 1024)",
+    )
+    parser.add_argument(
+        "--network-pool",
+        type=pool_argument,
+        default=env.get("HOSTAGENT_NETWORK_POOL", DEFAULT_POOL),
+        help="IPv4 range capsule networks are cut from, a /30 each (env HOSTAGENT_NETWORK_POOL; "
+        f"default {DEFAULT_POOL}); two agents on one machine need one each, as with the next two",
+    )
+    parser.add_argument(
+        "--network-table",
+        default=env.get("HOSTAGENT_NETWORK_TABLE", DEFAULT_TABLE),
+        help=f"nftables table (inet family) of the capsule filters (default {DEFAULT_TABLE})",
+    )
+    parser.add_argument(
+        "--network-prefix",
+        default=env.get("HOSTAGENT_NETWORK_PREFIX", DEFAULT_PREFIX),
+        help=f"name prefix of the host ends of capsule veths (default {DEFAULT_PREFIX})",
     )
     parser.add_argument(
         "--default-disk-mb",
@@ -123,6 +148,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--pids-limit must be between 16 and 4194304")
     if not 16 <= args.default_disk_mb <= 1024 * 1024:
         parser.error("--default-disk-mb must be between 16 and 1048576")
+    if not TABLE_NAME_RE.fullmatch(args.network_table):
+        parser.error("--network-table must be up to 32 of a-z, 0-9 and _")
+    if not PREFIX_RE.fullmatch(args.network_prefix):
+        parser.error("--network-prefix must be 1 to 10 of a-z and 0-9")
     if args.sandbox_uid <= 0:
         parser.error("--sandbox-uid must be an unprivileged uid, not root")
     if not args.heartbeat_interval > 0:
@@ -183,6 +212,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         heartbeat=heartbeat,
         replay_buffer=args.replay_buffer,
         limits=Defaults(pids=args.pids_limit, disk_mb=args.default_disk_mb),
+        network=NetworkConfig(pool=args.network_pool, table=args.network_table, prefix=args.network_prefix),
     )
 
 
@@ -194,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         asyncio.run(serve(build_config(args)))
-    except (RuntimeUnavailable, FreezerUnavailable, RuntimeError, OSError) as exc:
+    except (RuntimeUnavailable, FreezerUnavailable, RuntimeError, OSError, ValueError) as exc:
         log.error("hostagent cannot start: %s", exc)
         return 1
     return 0

@@ -6,11 +6,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hostagent.heartbeat import HeartbeatConfig
+from hostagent.network import DEFAULT_POOL, DEFAULT_PREFIX, DEFAULT_TABLE
 from hostagent.replay import DEFAULT_LIMIT
 from hostagent.runtime import Defaults
 
 NOBODY_UID = 65534
 DEFAULT_CGROUP_ROOT = "wrenn-hostagent"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Where capsule networks come from: two agents on one machine need one each."""
+
+    pool: str = DEFAULT_POOL
+    table: str = DEFAULT_TABLE
+    prefix: str = DEFAULT_PREFIX
 
 
 @dataclass(frozen=True)
@@ -29,3 +39,4 @@ class AgentConfig:
     replay_buffer: int = DEFAULT_LIMIT
     # What a capsule gets when its create leaves a limit at 0, and the per-capsule process limit.
     limits: Defaults = field(default_factory=Defaults)
+    network: NetworkConfig = field(default_factory=NetworkConfig)

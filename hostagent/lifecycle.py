@@ -218,6 +218,7 @@ class Lifecycle:
 
     async def recover(self) -> None:
         """At start: kill what a crashed run left in the sandboxes, start their environments."""
+        await self.runtime.recover()
         for sandbox_id in self.store.ids():
             root = self.store.path(sandbox_id)
             killed = await self._kill_everything(sandbox_id, root)
@@ -239,3 +240,4 @@ class Lifecycle:
         await asyncio.gather(*(self._kill_everything(i, self.store.path(i)) for i in self.store.ids()))
         await self.registry.close_all()
         await run_blocking(self.freezer.close)
+        await run_blocking(self.runtime.close)

@@ -47,8 +47,10 @@ from typing import Any
 from hostagent import disks, seccomp
 from hostagent.blocking import run_blocking
 from hostagent.bwrap import GROUP_TABLE, HOME, TMP, USER_TABLE, USERS, SandboxView
+from hostagent.config import NetworkConfig
 from hostagent.errors import AgentError, FailedPrecondition, InvalidArgument, ResourceExhausted
 from hostagent.freezer import Freezer, _mounts
+from hostagent.network import CapsuleNetworks
 from hostagent.runtime import BASE_ENV, Defaults, LaunchRequest, LaunchSpec, Limits, Runtime
 from hostagent.spawn import Spawned
 
@@ -182,7 +184,9 @@ class OciRuntime(Runtime):
         self.runc_root = state_dir / "runc"
         self.process_dir = state_dir / "exec"
         self.disk_problem = disks.problem()
-        self.networks: Any = None  # hostagent.network.CapsuleNetworks, set by the agent
+        # Set by `connect`; None: each capsule's namespace has only its loopback.
+        self.networks: CapsuleNetworks | None = None
+        self.network_problem = "not set up yet"
         self._holders: dict[str, int] = {}
         self._slots: dict[str, int] = {}
         self._events = _memory_events_file(cgroup_root)
@@ -210,7 +214,7 @@ class OciRuntime(Runtime):
             base = UID_BASE + MAX_SLOTS * UID_RANGE
             for name in ("home", "tmp"):
                 (probe / disks.MOUNT / name).mkdir(parents=True)
-            self._write_files(probe, "probe", base, Limits(1, 64, 64, 64), network=False)
+            self._write_files(probe, "probe", base, Limits(1, 64, 64, 64))
             result = self._runc_sync(["run", "--bundle", str(probe), container], process_args=["/bin/true"])
             if result:
                 return result
@@ -264,9 +268,7 @@ class OciRuntime(Runtime):
 
     # The container
 
-    def _config(
-        self, root: Path, sandbox_id: str, base: int, limits: Limits, network: bool
-    ) -> dict[str, Any]:
+    def _config(self, root: Path, sandbox_id: str, base: int, limits: Limits) -> dict[str, Any]:
         etc = root / "etc"
         mounts: list[dict[str, Any]] = [
             {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -331,9 +333,8 @@ class OciRuntime(Runtime):
                     "options": ["rbind", "rw", "nosuid", "nodev"],
                 }
             )
-        namespaces = [{"type": kind} for kind in ("pid", "ipc", "uts", "mount", "user", "cgroup")]
-        if network:
-            namespaces.append({"type": "network"})
+        kinds = ("pid", "ipc", "uts", "mount", "user", "cgroup", "network")
+        namespaces = [{"type": kind} for kind in kinds]
         return {
             "ociVersion": "1.0.2",
             "process": {
@@ -377,7 +378,7 @@ class OciRuntime(Runtime):
             },
         }
 
-    def _write_files(self, root: Path, sandbox_id: str, base: int, limits: Limits, network: bool) -> None:
+    def _write_files(self, root: Path, sandbox_id: str, base: int, limits: Limits) -> None:
         """The container's bundle: rootfs skeleton, its own /etc files, config.json. Blocking."""
         rootfs = root / "rootfs"
         rootfs.mkdir(mode=0o755, exist_ok=True)
@@ -398,7 +399,11 @@ class OciRuntime(Runtime):
                 target.touch(exist_ok=True)
         etc = root / "etc"
         etc.mkdir(mode=0o755, exist_ok=True)
-        resolv = self.networks.resolv_conf() if (network and self.networks is not None) else ""
+        resolv = (
+            self.networks.resolv_conf()
+            if self.networks is not None
+            else "# This capsule has no outbound network, and so no DNS.\n"
+        )
         files = {
             "passwd": USER_TABLE,
             "group": GROUP_TABLE,
@@ -410,7 +415,7 @@ class OciRuntime(Runtime):
             (etc / name).write_text(text)
             (etc / name).chmod(0o644)
             (rootfs / "etc" / name).touch(exist_ok=True)
-        config = self._config(root, sandbox_id, base, limits, network)
+        config = self._config(root, sandbox_id, base, limits)
         config_path = root / "config.json"
         config_path.write_text(json.dumps(config, indent=1))
         config_path.chmod(0o600)
@@ -478,6 +483,38 @@ class OciRuntime(Runtime):
     def container(sandbox_id: str) -> str:
         return CONTAINER_PREFIX + sandbox_id
 
+    def connect(self, network: NetworkConfig) -> None:
+        networks = CapsuleNetworks(
+            self.state_dir / "network", network.pool, table=network.table, prefix=network.prefix
+        )
+        problem = networks.probe()
+        if problem is not None:
+            self.network_problem = problem
+            log.warning(
+                "capsules get NO outbound network (%s): each still has a network namespace of its "
+                "own with only its loopback, so nothing of the host is reachable either",
+                problem,
+            )
+            return
+        self.networks = networks
+        self.network_problem = ""
+
+    async def recover(self) -> None:
+        if self.networks is not None:
+            # The networks of a crashed run: each capsule gets its own again as it starts.
+            cleaned = await self.networks.clean_leftovers(())
+            if cleaned:
+                log.info("removed the networks an earlier run left for %d capsules", len(cleaned))
+
+    async def maintain(self) -> None:
+        if self.networks is not None:
+            # `nft flush ruleset` (a firewall reload) removes the capsule filters with the rest.
+            await self.networks.restore()
+
+    def close(self) -> None:
+        if self.networks is not None:
+            self.networks.close()
+
     def own_freezer(self) -> Freezer:
         return OciFreezer(self)
 
@@ -514,11 +551,10 @@ class OciRuntime(Runtime):
         """Start the capsule's container (again) from its directory; frozen if `paused`."""
         limits = self.limits_of(root) or self.defaults.limits(0, 0, 0)
         container = self.container(sandbox_id)
-        network = self.networks is not None
         try:
             base = await run_blocking(self._base, root)
             await run_blocking(self._prepare_disk, root, base, limits)
-            await run_blocking(self._write_files, root, sandbox_id, base, limits, network)
+            await run_blocking(self._write_files, root, sandbox_id, base, limits)
         except OSError as exc:
             raise AgentError(f"cannot prepare capsule {sandbox_id}: {exc}") from exc
         with contextlib.suppress(RuncFailed):
@@ -542,7 +578,7 @@ class OciRuntime(Runtime):
             log_file.unlink(missing_ok=True)
         self._holders[sandbox_id] = int(pid_file.read_text())
         try:
-            if network:
+            if self.networks is not None:
                 await self.networks.attach(
                     sandbox_id, f"/proc/{self._holders[sandbox_id]}/ns/net", self.networks.policy(policy)
                 )

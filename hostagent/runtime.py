@@ -20,6 +20,7 @@ from hostagent.blocking import run_blocking
 from hostagent.errors import InvalidArgument
 
 if TYPE_CHECKING:
+    from hostagent.config import NetworkConfig
     from hostagent.freezer import Freezer
     from hostagent.spawn import Spawned
 
@@ -178,6 +179,22 @@ class Runtime(ABC):
 
     async def stop_environment(self, sandbox_id: str, root: Path | None) -> int:
         return 0
+
+    def connect(self, network: NetworkConfig) -> None:
+        """Give capsules networks of their own, if this runtime can (blocking: it probes)."""
+        return
+
+    async def recover(self) -> None:
+        """At the agent's start, before the capsules' environments start again."""
+        return
+
+    async def maintain(self) -> None:
+        """Every few seconds: put back what someone else may have undone (firewall rules)."""
+        return
+
+    def close(self) -> None:
+        """At the agent's stop, after every capsule's environment is gone (blocking)."""
+        return
 
     def own_freezer(self) -> Freezer | None:
         """The runtime's own way to pause its capsules, if it has one."""

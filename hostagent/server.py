@@ -14,6 +14,7 @@ import grpc
 
 from hostagent.auth import TokenInterceptor
 from hostagent.config import AgentConfig
+from hostagent.egress import Policy
 from hostagent.errors import AgentError, InvalidArgument
 from hostagent.freezer import choose_freezer
 from hostagent.heartbeat import Heartbeat
@@ -71,13 +72,15 @@ def session_info(session: PtySession) -> pb.PtySessionInfo:
     )
 
 
-def policy_of(message: pb.NetworkPolicy) -> dict[str, Any]:
-    """The request's network policy as kept beside the sandbox (checked by the network module)."""
-    return {
-        "allow_internet": message.allow_internet,
-        "allow_out": list(message.allow_out),
-        "deny_out": list(message.deny_out),
-    }
+def policy_of(request: pb.CreateSandboxRequest | pb.SetNetworkPolicyRequest) -> dict[str, Any] | None:
+    """The request's network policy, checked (InvalidArgument), as kept beside the sandbox;
+    None when the request leaves it unset (the default policy)."""
+    if not request.HasField("network"):
+        return None
+    return Policy.from_request(request).to_json()
+
+
+MAINTAIN_EVERY = 5.0
 
 
 class HostAgentServicer(pb_grpc.HostAgentServicer):
@@ -109,8 +112,7 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
     ) -> pb.CreateSandboxResponse:
         try:
             limits = self.runtime.limits_for(request.vcpus, request.memory_mb, request.disk_size_mb)
-            policy = policy_of(request.network) if request.HasField("network") else None
-            status = await self.lifecycle.create(request.sandbox_id, limits, policy)
+            status = await self.lifecycle.create(request.sandbox_id, limits, policy_of(request))
         except AgentError as error:
             await _abort(context, error)
         return pb.CreateSandboxResponse(sandbox=self._status_message(status))
@@ -119,8 +121,7 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
         self, request: pb.SetNetworkPolicyRequest, context: Context
     ) -> pb.SetNetworkPolicyResponse:
         try:
-            policy = policy_of(request.network) if request.HasField("network") else None
-            await self.lifecycle.set_policy(request.sandbox_id, policy)
+            await self.lifecycle.set_policy(request.sandbox_id, policy_of(request))
         except AgentError as error:
             await _abort(context, error)
         return pb.SetNetworkPolicyResponse()
@@ -287,12 +288,22 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
         return pb.ListPtySessionsResponse(sessions=[session_info(s) for s in sessions])
 
 
+async def _maintain(runtime: Runtime) -> None:
+    while True:
+        await asyncio.sleep(MAINTAIN_EVERY)
+        try:
+            await runtime.maintain()
+        except Exception:
+            log.exception("runtime maintenance failed; trying again in %ss", MAINTAIN_EVERY)
+
+
 async def serve(config: AgentConfig) -> None:
     """Serve until SIGTERM or SIGINT, then kill every process of every sandbox and stop gracefully."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     runtime = choose_runtime(
         config.runtime, config.data_dir, config.sandbox_uid, config.limits, config.cgroup_root
     )
+    runtime.connect(config.network)
     freezer = runtime.own_freezer() or choose_freezer(config.pause_mechanism, config.cgroup_root)
     log.info("pause mechanism: %s", freezer.describe())
     store = SandboxStore(config.data_dir, runtime)
@@ -311,6 +322,7 @@ async def serve(config: AgentConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     heartbeats: asyncio.Task[None] | None = None
+    maintenance: asyncio.Task[None] | None = None
     # Bound before touching the sandboxes: a second agent started by mistake fails here and
     # leaves the first one's processes alone.
     try:
@@ -325,6 +337,7 @@ async def serve(config: AgentConfig) -> None:
         await lifecycle.recover()
         await server.start()
         log.info("hostagent listening on %s (runtime=%s)", config.listen, runtime.name)
+        maintenance = asyncio.create_task(_maintain(runtime), name="maintenance")
         if config.heartbeat is not None:
             heartbeat = Heartbeat(
                 config.heartbeat,
@@ -337,6 +350,10 @@ async def serve(config: AgentConfig) -> None:
         await stop.wait()
         log.info("stopping")
     finally:
+        if maintenance is not None:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
         if heartbeats is not None:
             heartbeats.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -91,6 +92,9 @@ def _let_sandbox_user_through(path: Path) -> None:
             directory.chmod(st.st_mode | 0o011)
 
 
+_POOLS = itertools.count()
+
+
 def start_hostagent(
     data_dir: Path,
     runtime: str = "auto",
@@ -118,6 +122,12 @@ def start_hostagent(
     extra_args = list(args or [])
     if "--cgroup-root" not in extra_args and "HOSTAGENT_CGROUP_ROOT" not in proc_env:
         extra_args += ["--cgroup-root", f"wrenn-test-{uuid.uuid4().hex[:12]}"]
+    if "--network-pool" not in extra_args and "HOSTAGENT_NETWORK_POOL" not in proc_env:
+        # Capsule networks of their own too: a /24 of 10.214/16, an nftables table, a veth prefix.
+        # Agents of one run take the /24s in turn, from an offset of their own per run.
+        tag = uuid.uuid4().hex[:6]
+        extra_args += ["--network-pool", f"10.214.{(os.getpid() + next(_POOLS)) % 256}.0/24"]
+        extra_args += ["--network-table", f"wrenn_test_{tag}", "--network-prefix", f"w{tag[:5]}"]
     proc = subprocess.Popen(
         [
             sys.executable,
