@@ -7,6 +7,7 @@ SIGSTOP/SIGCONT) in both runtimes; the rest uses the shared agents (their automa
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import uuid
@@ -294,8 +295,9 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.mark.agent
-async def test_the_paused_state_survives_an_agent_restart(data_dir: Path) -> None:
-    agent = start_hostagent(data_dir, runtime="process")
+@pytest.mark.parametrize("runtime", ["process", "oci"])
+async def test_the_paused_state_survives_an_agent_restart(data_dir: Path, runtime: str) -> None:
+    agent = start_hostagent(data_dir, runtime=runtime)
     try:
         async with grpc.aio.insecure_channel(agent.address) as channel:
             stub = pb_grpc.HostAgentStub(channel)
@@ -303,7 +305,7 @@ async def test_the_paused_state_survives_an_agent_restart(data_dir: Path) -> Non
             await start_terminal(stub, "sleepy", "/bin/cat")
             await _pause(stub, "sleepy")
         agent.stop()
-        agent = start_hostagent(data_dir, runtime="process")
+        agent = start_hostagent(data_dir, runtime=runtime)
         async with grpc.aio.insecure_channel(agent.address) as channel:
             stub = pb_grpc.HostAgentStub(channel)
             listed = await _listed(stub, "sleepy")
@@ -318,9 +320,10 @@ async def test_the_paused_state_survives_an_agent_restart(data_dir: Path) -> Non
 
 
 @pytest.mark.agent
-async def test_a_restarted_agent_kills_what_a_crashed_one_left_behind(data_dir: Path) -> None:
+@pytest.mark.parametrize("runtime", ["process", "oci"])
+async def test_a_restarted_agent_kills_what_a_crashed_one_left_behind(data_dir: Path, runtime: str) -> None:
     args = ["--cgroup-root", f"wrenn-test-{uuid.uuid4().hex[:12]}"]
-    agent = start_hostagent(data_dir, runtime="process", args=args)
+    agent = start_hostagent(data_dir, runtime=runtime, args=args)
     marker = _sleep_marker()
     try:
         if "pause mechanism: signals" in agent.log():
@@ -336,8 +339,46 @@ async def test_a_restarted_agent_kills_what_a_crashed_one_left_behind(data_dir: 
         agent.proc.kill()  # a crash: no clean-up
         agent.stop()
         assert _pids_of(f"sleep {marker}") == [orphan]
-        agent = start_hostagent(data_dir, runtime="process", args=args)
+        agent = start_hostagent(data_dir, runtime=runtime, args=args)
         await _wait_for_pids(f"sleep {marker}", present=False)
         assert "left over in sandbox orphans by an earlier run" in agent.log()
+    finally:
+        agent.stop()
+
+
+@pytest.mark.agent
+async def test_a_restart_reboots_an_oci_capsule_with_its_files_limits_and_policy(data_dir: Path) -> None:
+    args = ["--cgroup-root", f"wrenn-test-{uuid.uuid4().hex[:12]}"]
+    agent = start_hostagent(data_dir, runtime="oci", args=args)
+    marker = _sleep_marker()
+    try:
+        async with grpc.aio.insecure_channel(agent.address) as channel:
+            stub = pb_grpc.HostAgentStub(channel)
+            request = pb.CreateSandboxRequest(
+                sandbox_id="reboots", memory_mb=200, network=pb.NetworkPolicy(allow_internet=False)
+            )
+            await stub.CreateSandbox(request, timeout=30)
+            _held, _ = await start_terminal(  # open until the agent stops
+                stub, "reboots", "/bin/sh", "-c", f"echo kept > ~/file; setsid sleep {marker} & exec cat"
+            )
+            await _wait_for_pids(f"sleep {marker}")
+        agent.stop()
+        # Stopping the agent ended every process of the capsule, its terminal with the rest.
+        assert _pids_of(f"sleep {marker}") == []
+        agent = start_hostagent(data_dir, runtime="oci", args=args)
+        async with grpc.aio.insecure_channel(agent.address) as channel:
+            stub = pb_grpc.HostAgentStub(channel)
+            listed = await _listed(stub, "reboots")
+            assert (listed.state, listed.pty_sessions) == ("running", 0)
+            check, _ = await start_terminal(
+                stub, "reboots", "/bin/sh", "-c", "cat ~/file; ps -e | grep -c sleep"
+            )
+            assert await check.wait_exit() == 0
+            assert check.output.split() == [b"kept", b"1"]  # the file, and init's sleep alone
+        memory = Path("/sys/fs/cgroup/memory") / args[1] / "reboots" / "memory.limit_in_bytes"
+        if memory.exists():  # cgroup v1 here; under v2 the limit is memory.max
+            assert int(memory.read_text()) == 200 << 20
+        policy = json.loads((capsule_dir(agent, "reboots") / "network.json").read_text())
+        assert policy["allow_internet"] is False
     finally:
         agent.stop()
