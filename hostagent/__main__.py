@@ -21,6 +21,7 @@ from hostagent.network import (
     TABLE_NAME_RE,
     pool_argument,
 )
+from hostagent.oci import MAX_SLOTS, UID_BASE, UID_RANGE, UID_TOP
 from hostagent.replay import DEFAULT_LIMIT
 from hostagent.runtime import RUNTIMES, Defaults, RuntimeUnavailable
 from hostagent.server import serve
@@ -54,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=env.get("HOSTAGENT_PIDS_LIMIT", "1024"),
         help="processes (and threads) a capsule may have at once (env HOSTAGENT_PIDS_LIMIT; default 1024)",
+    )
+    parser.add_argument(
+        "--uid-base",
+        type=int,
+        default=env.get("HOSTAGENT_UID_BASE", str(UID_BASE)),
+        help="first host uid of the capsules' uid ranges, 65,536 per capsule (env HOSTAGENT_UID_BASE; "
+        f"default {UID_BASE}); two agents on one machine need ranges apart",
     )
     parser.add_argument(
         "--network-pool",
@@ -148,6 +156,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--pids-limit must be between 16 and 4194304")
     if not 16 <= args.default_disk_mb <= 1024 * 1024:
         parser.error("--default-disk-mb must be between 16 and 1048576")
+    if not UID_BASE <= args.uid_base <= UID_TOP - MAX_SLOTS * UID_RANGE:
+        parser.error(f"--uid-base must be between {UID_BASE} and {UID_TOP - MAX_SLOTS * UID_RANGE}")
     if not TABLE_NAME_RE.fullmatch(args.network_table):
         parser.error("--network-table must be up to 32 of a-z, 0-9 and _")
     if not PREFIX_RE.fullmatch(args.network_prefix):
@@ -212,6 +222,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         heartbeat=heartbeat,
         replay_buffer=args.replay_buffer,
         limits=Defaults(pids=args.pids_limit, disk_mb=args.default_disk_mb),
+        uid_base=args.uid_base,
         network=NetworkConfig(pool=args.network_pool, table=args.network_table, prefix=args.network_prefix),
     )
 

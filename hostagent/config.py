@@ -40,3 +40,5 @@ class AgentConfig:
     # What a capsule gets when its create leaves a limit at 0, and the per-capsule process limit.
     limits: Defaults = field(default_factory=Defaults)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    # The first host uid of the OCI capsules' uid ranges.
+    uid_base: int = 1 << 20

@@ -37,6 +37,7 @@ import os
 import posixpath
 import shutil
 import socket
+import struct
 import tempfile
 import uuid
 from collections.abc import Sequence
@@ -51,13 +52,22 @@ from hostagent.config import NetworkConfig
 from hostagent.errors import AgentError, FailedPrecondition, InvalidArgument, ResourceExhausted
 from hostagent.freezer import Freezer, _mounts
 from hostagent.network import CapsuleNetworks
-from hostagent.runtime import BASE_ENV, Defaults, LaunchRequest, LaunchSpec, Limits, Runtime
+from hostagent.runtime import (
+    BASE_ENV,
+    Defaults,
+    EnvironmentStopped,
+    LaunchRequest,
+    LaunchSpec,
+    Limits,
+    Runtime,
+)
 from hostagent.spawn import Spawned
 
 log = logging.getLogger(__name__)
 
 CONTAINER_PREFIX = "wrenn-"
 UID_BASE = 1 << 20
+UID_TOP = 1 << 32
 UID_RANGE = 65536
 MAX_SLOTS = 4096
 RUNC_TIMEOUT = 30.0
@@ -129,6 +139,10 @@ class RuncFailed(AgentError):
     pass
 
 
+# What runc says to an exec into a container whose init has exited.
+STOPPED_CONTAINER = "cannot exec in a stopped container"
+
+
 def _set_child_subreaper() -> None:
     # A `runc exec --detach` process, and each container's init, then becomes our child once runc
     # exits: the agent waits for it (exit codes, pidfds) as for any other session.
@@ -174,8 +188,18 @@ def _v1_freezer_root() -> Path | None:
 class OciRuntime(Runtime):
     name = "oci"
 
-    def __init__(self, runc: str, tini: str, state_dir: Path, defaults: Defaults, cgroup_root: str) -> None:
+    def __init__(
+        self,
+        runc: str,
+        tini: str,
+        state_dir: Path,
+        defaults: Defaults,
+        cgroup_root: str,
+        uid_base: int = UID_BASE,
+    ) -> None:
         self.runc = runc
+        # Capsule n's uids start at uid_base + n * UID_RANGE: two agents on a host need bases apart.
+        self.uid_base = uid_base
         # Each capsule's cgroup is <hierarchy>/<cgroup_root>/<sandbox_id>, as runc makes it.
         self.cgroup_root = cgroup_root
         self.tini = tini
@@ -211,11 +235,13 @@ class OciRuntime(Runtime):
         container = f"{CONTAINER_PREFIX}probe-{os.getpid()}"
         try:
             probe.chmod(0o711)
-            base = UID_BASE + MAX_SLOTS * UID_RANGE
+            base = self.uid_base  # the first slot's range, unused until a capsule takes it
             for name in ("home", "tmp"):
                 (probe / disks.MOUNT / name).mkdir(parents=True)
             self._write_files(probe, "probe", base, Limits(1, 64, 64, 64))
-            result = self._runc_sync(["run", "--bundle", str(probe), container], process_args=["/bin/true"])
+            result = self._runc_sync(
+                ["run", "--no-new-keyring", "--bundle", str(probe), container], process_args=["/bin/true"]
+            )
             if result:
                 return result
         finally:
@@ -264,7 +290,7 @@ class OciRuntime(Runtime):
         return free
 
     def _base(self, root: Path) -> int:
-        return UID_BASE + self._slot(root) * UID_RANGE
+        return self.uid_base + self._slot(root) * UID_RANGE
 
     # The container
 
@@ -692,7 +718,9 @@ class OciRuntime(Runtime):
         name = uuid.uuid4().hex
         process_file = self.process_dir / f"{name}.json"
         pid_file = self.process_dir / f"{name}.pid"
-        console = self.process_dir / f"{name}.sock"
+        # An abstract socket: no path length limit (a deep data directory), nothing to delete, and
+        # out of every capsule's reach (each has a network namespace of its own).
+        console = f"wrenn-console-{name}"
         log_file = self.process_dir / f"{name}.log"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -700,7 +728,7 @@ class OciRuntime(Runtime):
             descriptor = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "w") as handle:
                 json.dump(process, handle)
-            listener.bind(str(console))
+            listener.bind("\0" + console)
             listener.listen(1)
             listener.setblocking(False)
             try:
@@ -709,7 +737,7 @@ class OciRuntime(Runtime):
                     "--detach",
                     "--tty",
                     "--console-socket",
-                    str(console),
+                    "@" + console,  # Go's spelling of an abstract address
                     "--pid-file",
                     str(pid_file),
                     "--process",
@@ -718,12 +746,17 @@ class OciRuntime(Runtime):
                     log_file=log_file,
                 )
             except RuncFailed as exc:
+                if STOPPED_CONTAINER in exc.message:
+                    raise EnvironmentStopped(
+                        f"cannot start '{request.cmd}': capsule {sandbox_id}'s environment has stopped "
+                        "(its init exited)"
+                    ) from exc
                 raise FailedPrecondition(f"cannot start '{request.cmd}': {exc.message}") from exc
             pid = int(pid_file.read_text())
             master = await asyncio.wait_for(_receive_console(listener), CONSOLE_TIMEOUT)
         finally:
             listener.close()
-            for path in (process_file, pid_file, console, log_file):
+            for path in (process_file, pid_file, log_file):
                 path.unlink(missing_ok=True)
         os.set_blocking(master, False)
         return Spawned(pid=pid, master_fd=master)
@@ -733,6 +766,11 @@ async def _receive_console(listener: socket.socket) -> int:
     loop = asyncio.get_running_loop()
     connection, _address = await loop.sock_accept(listener)
     with connection:
+        # Only runc, as root, hands us the terminal: not another host user who found the name.
+        credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", credentials)
+        if uid != 0:
+            raise AgentError(f"a process of uid {uid}, not runc, connected to the console socket")
         connection.setblocking(True)
         _message, fds, _flags, _address = await run_blocking(socket.recv_fds, connection, 1024, 1)
     if not fds:

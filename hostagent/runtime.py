@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hostagent.blocking import run_blocking
-from hostagent.errors import InvalidArgument
+from hostagent.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
     from hostagent.config import NetworkConfig
@@ -32,6 +32,10 @@ ENV_NAME_RE = re.compile(r"^[^=\x00]+$")
 
 
 RUNTIMES = ("auto", "oci", "bwrap", "process")
+
+
+class EnvironmentStopped(FailedPrecondition):
+    """A capsule's environment was found stopped as a process was started into it."""
 
 
 class RuntimeUnavailable(Exception):
@@ -275,6 +279,7 @@ def choose_runtime(
     sandbox_uid: int,
     defaults: Defaults | None = None,
     cgroup_root: str = "wrenn-hostagent",
+    uid_base: int = 1 << 20,
 ) -> Runtime:
     """Pick the runtime for `--runtime name` (auto: the first of oci, bwrap, process that works)."""
     from hostagent.bwrap import BwrapRuntime  # both import this module
@@ -288,7 +293,7 @@ def choose_runtime(
         if isinstance(tools, str):
             problem: str | None = tools
         else:
-            oci = OciRuntime(*tools, data_dir / "oci", defaults or Defaults(), cgroup_root)
+            oci = OciRuntime(*tools, data_dir / "oci", defaults or Defaults(), cgroup_root, uid_base)
             problem = oci.probe(data_dir / "sandboxes")
             if problem is None:
                 oci.start()

@@ -20,7 +20,7 @@ from hostagent.freezer import choose_freezer
 from hostagent.heartbeat import Heartbeat
 from hostagent.lifecycle import Lifecycle, SandboxStatus
 from hostagent.registry import SessionRegistry
-from hostagent.runtime import LaunchRequest, Runtime, choose_runtime, validate_request
+from hostagent.runtime import EnvironmentStopped, LaunchRequest, Runtime, choose_runtime, validate_request
 from hostagent.sandboxes import SandboxStore
 from hostagent.sessions import Origin, PtySession
 from hostagent.subscribers import Exited, Missed, Subscriber
@@ -215,14 +215,24 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
         )
         validate_request(launch)
         origin = Origin(cmd=request.cmd, args=tuple(request.args), owner=request.owner)
-        async with self.lifecycle.starting(request.sandbox_id) as cgroup_procs:
-            return await self.registry.start(
-                request.sandbox_id,
-                request.tag,
-                lambda: self.runtime.spawn(request.sandbox_id, root, launch, cols, rows, cgroup_procs),
-                request.cmd,
-                origin,
-            )
+        for attempt in range(2):
+            try:
+                async with self.lifecycle.starting(request.sandbox_id) as cgroup_procs:
+                    return await self.registry.start(
+                        request.sandbox_id,
+                        request.tag,
+                        lambda: self.runtime.spawn(
+                            request.sandbox_id, root, launch, cols, rows, cgroup_procs
+                        ),
+                        request.cmd,
+                        origin,
+                    )
+            except EnvironmentStopped:
+                # Its init exited just now (killed from inside): `starting` sees it and starts
+                # the environment again; the second failure is the caller's.
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def PtyKill(self, request: pb.PtyKillRequest, context: Context) -> pb.PtyKillResponse:
         try:
@@ -301,7 +311,12 @@ async def serve(config: AgentConfig) -> None:
     """Serve until SIGTERM or SIGINT, then kill every process of every sandbox and stop gracefully."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     runtime = choose_runtime(
-        config.runtime, config.data_dir, config.sandbox_uid, config.limits, config.cgroup_root
+        config.runtime,
+        config.data_dir,
+        config.sandbox_uid,
+        config.limits,
+        config.cgroup_root,
+        config.uid_base,
     )
     runtime.connect(config.network)
     freezer = runtime.own_freezer() or choose_freezer(config.pause_mechanism, config.cgroup_root)

@@ -20,10 +20,12 @@ import grpc
 import pytest
 
 from hostagent.oci import UID_BASE, UID_RANGE
+from hostagent.procs import state_of
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from tests.hostagent.conftest import CapsuleFactory, capsule_dir
 from tests.support.hostagent import HostAgentProcess, start_hostagent, start_terminal
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -210,12 +212,14 @@ async def test_envs_appear_on_no_host_command_line(oci_stub: Any, oci_capsules: 
 
 
 async def test_a_killed_init_is_started_again_before_the_next_terminal(
-    oci_stub: Any, oci_capsules: CapsuleFactory
+    oci_stub: Any, oci_agent: HostAgentProcess, oci_capsules: CapsuleFactory
 ) -> None:
     capsule = await oci_capsules()
+    init = int((capsule_dir(oci_agent, capsule) / "init.pid").read_text())
     # Root inside can end the capsule's init (by killing what it waits for): everything inside
     # ends, and the next terminal gets a fresh environment on the same disk, not an error.
-    code, _ = await _run(oci_stub, capsule, "echo kept > ~/file; kill -9 $(pgrep -x sleep)", user="root")
+    await _run(oci_stub, capsule, "echo kept > ~/file; kill -9 $(pgrep -x sleep)", user="root")
+    await wait_until(lambda: state_of(init) in (None, "Z"))
     code, output = await _run(
         oci_stub, capsule, "cat ~/file; ps -eo args | grep -c '^/usr/bin/sleep infinity'"
     )

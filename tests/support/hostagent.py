@@ -93,6 +93,7 @@ def _let_sandbox_user_through(path: Path) -> None:
 
 
 _POOLS = itertools.count()
+_UID_BASES = itertools.count()
 
 
 def start_hostagent(
@@ -122,11 +123,15 @@ def start_hostagent(
     extra_args = list(args or [])
     if "--cgroup-root" not in extra_args and "HOSTAGENT_CGROUP_ROOT" not in proc_env:
         extra_args += ["--cgroup-root", f"wrenn-test-{uuid.uuid4().hex[:12]}"]
+    if "--uid-base" not in extra_args and "HOSTAGENT_UID_BASE" not in proc_env:
+        # Capsule uid ranges apart from other agents' (up to 15 agents at once, 4,096 capsules each).
+        extra_args += ["--uid-base", str((1 << 20) + (os.getpid() + next(_UID_BASES)) % 15 * (1 << 28))]
     if "--network-pool" not in extra_args and "HOSTAGENT_NETWORK_POOL" not in proc_env:
-        # Capsule networks of their own too: a /24 of 10.214/16, an nftables table, a veth prefix.
+        # Capsule networks of their own too: a /16 of 10.64/10 (16,384 capsules), an nftables
+        # table, a veth prefix.
         # Agents of one run take the /24s in turn, from an offset of their own per run.
         tag = uuid.uuid4().hex[:6]
-        extra_args += ["--network-pool", f"10.214.{(os.getpid() + next(_POOLS)) % 256}.0/24"]
+        extra_args += ["--network-pool", f"10.{64 + (os.getpid() + next(_POOLS)) % 64}.0.0/16"]
         extra_args += ["--network-table", f"wrenn_test_{tag}", "--network-prefix", f"w{tag[:5]}"]
     proc = subprocess.Popen(
         [
