@@ -76,6 +76,18 @@ wait_for_agent() {
   grep "ISOLATES NOTHING" "$WRENN_DATA_DIR/hostagent.log" || true
 }
 
+# Waits until the control plane has taken the agent's first heartbeat, so that the banner comes
+# once the host is online and its capsules are as they were (a restart after a pause shows no
+# window of "no host has capacity" or "missing"); warns and goes on after 30 s.
+wait_for_heartbeat() {
+  for _ in $(seq 300); do
+    grep -q "registered with the control plane" "$WRENN_DATA_DIR/hostagent.log" 2>/dev/null && return 0
+    kill -0 "$agent" 2>/dev/null || { cat "$WRENN_DATA_DIR/hostagent.log"; exit 1; }
+    sleep 0.1
+  done
+  echo "warning: the host agent's heartbeats have not reached the control plane yet; see $WRENN_DATA_DIR/hostagent.log" >&2
+}
+
 # The demo user, team, API key and capsule (`manage.py demo`); `field NAME` reads one of them.
 load_demo() {
   demo=$("$PY" manage.py demo --json)

@@ -152,6 +152,7 @@ start_agent_and_monitor "http://$reach:$PORT"
 started "$agent" "the host agent"
 started "$monitor" "the monitor"
 wait_for_agent
+wait_for_heartbeat
 load_demo
 
 # A URL without its password, for the banner.

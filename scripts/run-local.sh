@@ -27,6 +27,12 @@ trap 'kill "$agent" "$monitor" 2>/dev/null; wait "$agent" "$monitor" 2>/dev/null
 wait_for_agent
 
 load_demo
+# WebSocket pings after 20 idle seconds; a peer that does not answer within 30 is closed and
+# its viewer released.
+"$(dirname "$PY")/daphne" -b "$HOST" -p "$PORT" --ping-interval 20 --ping-timeout 30 wrenn.asgi:application &
+daphne=$!
+trap 'kill "$agent" "$monitor" "$daphne" 2>/dev/null; wait "$agent" "$monitor" "$daphne" 2>/dev/null' EXIT
+wait_for_heartbeat
 shown=$reach
 cat <<MSG
 
@@ -37,6 +43,5 @@ cat <<MSG
   Socket:    ws://$shown:$PORT/v1/capsules/$(field capsule_id)/pty   (header X-API-Key)
 
 MSG
-# WebSocket pings after 20 idle seconds; a peer that does not answer within 30 is closed and
-# its viewer released.
-"$(dirname "$PY")/daphne" -b "$HOST" -p "$PORT" --ping-interval 20 --ping-timeout 30 wrenn.asgi:application
+# Until daphne stops (Ctrl-C stops it with the rest); its exit status is the script's.
+wait "$daphne"

@@ -65,23 +65,30 @@ def answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_embedded(workdir: Path) -> Iterator[Embedded]:
+def running_embedded(
+    workdir: Path, port: int | None = None, agent_port: int | None = None, **extra_env: str
+) -> Iterator[Embedded]:
+    """run-local.sh on `workdir/data` (kept from an earlier run there), until the banner."""
     data_dir = workdir / "data"
-    data_dir.mkdir()
+    data_dir.mkdir(exist_ok=True)
     _let_sandbox_user_through(data_dir)
-    port = free_port()
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     env |= {
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "PY": sys.executable,
         "WRENN_DATA_DIR": str(data_dir),
-        "WRENN_HOSTAGENT_ADDR": f"127.0.0.1:{free_port()}",
+        "WRENN_HOSTAGENT_ADDR": f"127.0.0.1:{agent_port or free_port()}",
         "HOSTAGENT_CGROUP_ROOT": f"wrenn-run-local-{port}",
+        "HOSTAGENT_NETWORK_POOL": f"10.{128 + port % 64}.0.0/16",
+        "HOSTAGENT_NETWORK_TABLE": f"wrenn_run_local_{port}",
+        "HOSTAGENT_NETWORK_PREFIX": f"wr{port}",
         "PYTHONUNBUFFERED": "1",
+        **extra_env,
     }
     output = workdir / "run-local.out"
-    with output.open("wb") as out:
+    with output.open("wb") as out:  # a new banner for each run
         proc = subprocess.Popen(
             [RUN_LOCAL],
             cwd=REPO_ROOT,
@@ -94,10 +101,10 @@ def running_embedded(workdir: Path) -> Iterator[Embedded]:
     embedded = Embedded(proc=proc, port=port, data_dir=data_dir, output=output)
     try:
         deadline = time.monotonic() + START_TIMEOUT
-        while not answers(f"{embedded.url}/admin/login/"):
+        while b"Socket:" not in output.read_bytes():
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"run-local.sh did not start:\n{output.read_text(errors='replace')}")
-            time.sleep(0.2)
+            time.sleep(0.05)
         yield embedded
     finally:
         # daphne runs in the foreground of the script: the whole group, as Ctrl-C would.
@@ -227,3 +234,38 @@ def test_files_an_earlier_version_left_readable_are_closed(tmp_path: Path) -> No
         "host.token": "0o600",
         "monitor.log": "0o600",
     }
+
+
+def call(
+    embedded: Embedded, method: str, path: str, body: dict[str, object] | None = None
+) -> tuple[int, dict]:
+    request = urllib.request.Request(  # noqa: S310 - local test URL
+        f"{embedded.url}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"X-API-Key": embedded.banner_field("API key"), "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return int(response.status), json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read() or b"{}")
+
+
+def test_a_restart_after_a_pause_shows_the_capsule_paused_and_takes_creates_at_once(tmp_path: Path) -> None:
+    """Issue 10: once the banner is out, a restarted `make run` has its host online and its
+    paused capsule paused: no window of 503 "no host has capacity" or status "missing"."""
+    port, agent_port = free_port(), free_port()
+    # A host silent for 2 s is dead: the pause between the runs makes it so.
+    timing = {"WRENN_HOST_DEAD_AFTER_SEC": "2", "WRENN_HOST_HEARTBEAT_INTERVAL_SEC": "0.5"}
+    with running_embedded(tmp_path, port, agent_port, **timing) as first:
+        capsule = first.banner_field("Socket").rsplit("/capsules/", 1)[1].split("/")[0]
+        assert call(first, "POST", f"/v1/capsules/{capsule}/pause")[0] == 200
+    time.sleep(3)
+    with running_embedded(tmp_path, port, agent_port, **timing) as second:
+        status, shown = call(second, "GET", f"/v1/capsules/{capsule}")
+        assert (status, shown["status"]) == (200, "paused")
+        status, created = call(second, "POST", "/v1/capsules", {})
+        assert status == 201, created
+        assert created["status"] == "running"
+        assert call(second, "POST", f"/v1/capsules/{capsule}/resume")[0] == 200
