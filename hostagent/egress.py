@@ -32,6 +32,11 @@ BLOCKED_V4 = (
     "240.0.0.0/4",
 )
 
+# Refused whatever the policy says, allow_out included: loopback, "this network", link-local
+# (the cloud metadata address with it); the host's own addresses and the pool (other capsules)
+# are added per table.
+NEVER_V4 = ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16")
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -184,12 +189,17 @@ class Table:
         if nameservers:
             servers = ", ".join(str(server) for server in nameservers)
             commands.append(f"{rule} ip daddr {{ {servers} }} meta l4proto {{ tcp, udp }} th dport 53 accept")
+        never = [*NEVER_V4, str(self.pool)]
+        commands += [
+            # The platform and the other tenants, before allow_out: no policy opens them. Every
+            # address of the host, whatever its range and whenever it was added; other capsules.
+            f"{rule} fib daddr type {{ local, broadcast, multicast }} goto refuse",
+            f"{rule} ip daddr {{ {', '.join(never)} }} goto refuse",
+        ]
         if allow_v4:
             commands.append(f"{rule} ip daddr {{ {', '.join(allow_v4)} }} accept")
-        blocked = [*BLOCKED_V4, str(self.pool), *deny_v4]
+        blocked = [*BLOCKED_V4, *deny_v4]
         commands += [
-            # Every address of the host, whatever its range and whenever it was added.
-            f"{rule} fib daddr type {{ local, broadcast, multicast }} goto refuse",
             f"{rule} ip daddr {{ {', '.join(blocked)} }} goto refuse",
             f"{rule} {'accept' if policy.allow_internet else 'goto refuse'}",
             f'add element {t} capsule_ifaces {{ "{link.interface}" }}',

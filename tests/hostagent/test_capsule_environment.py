@@ -58,6 +58,11 @@ def _cpu_seconds(agent: HostAgentProcess, sandbox_id: str) -> float:
     return int(usage.split()[1]) / 1e6
 
 
+def _host_shmem_kib() -> int:
+    with open("/proc/meminfo") as meminfo:
+        return int(next(line for line in meminfo if line.startswith("Shmem:")).split()[1])
+
+
 def _host_uid(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         return int(next(line for line in status if line.startswith("Uid:")).split()[1])
@@ -88,10 +93,9 @@ async def test_terminals_of_one_capsule_share_processes_localhost_and_files(
         capsule,
         "/bin/bash",
         "-c",
-        "sleep 4321 & echo shared > /tmp/note && echo ready && "
-        "exec python3 -m http.server 8123 --bind 127.0.0.1",
+        "sleep 4321 & echo shared > /tmp/note && exec python3 -m http.server 8123 --bind 127.0.0.1",
     )
-    await server.expect(b"ready")
+    await server.expect(b"Serving HTTP")  # printed once it listens
     probe = (
         "ps -eo args | grep -x 'sleep 4321' && cat /tmp/note && "
         "python3 -c \"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8123/').status)\""
@@ -308,9 +312,12 @@ async def test_writing_past_the_disk_size_fails_inside_with_enospc(
         "dd if=/dev/zero of=$HOME/fill bs=1M count=10 2>&1 | grep -c 'No space left'; "
         "dd if=/dev/zero of=/dev/fill bs=1M count=10 2>&1 | grep -cE 'No space left|Permission denied'"
     )
+    shared_before = _host_shmem_kib()
     _code, output = await _run(oci_stub, capsule, script)
     assert output.split() == ["1", "1", "1"], output
-    # The space is the capsule's disk image on the host's disk, not host memory (a tmpfs).
+    # The space is the capsule's disk image on the host's disk, not host memory (a tmpfs):
+    # 64 MiB written, and the host's shared memory (what tmpfs holds) has not grown with it.
+    assert _host_shmem_kib() - shared_before < 16 * 1024
     image = capsule_dir(oci_agent, capsule) / "disk.img"
     assert image.stat().st_size == 64 * 1024 * 1024
     assert image.stat().st_blocks * 512 > 50 * 1024 * 1024

@@ -96,17 +96,32 @@ async def test_the_platform_is_unreachable_from_a_capsule_and_fails_fast(
         targets += [f"{address}:{port_of(daphne)}" for address in _host_addresses()]
         targets += [f"{address}:{port}" for address in _host_addresses() for port in (6379, 5432)]
         results = await _probe(oci_stub, capsule, *targets)
+        assert set(results) == set(targets)
+        for target, result in results.items():
+            assert _refused_fast(result), f"{target}: {result}"
+        # Not even a policy that names the host's addresses opens them (allow wins over deny,
+        # never over the platform).
+        opened = [f"{address}/32" for address in _host_addresses() if not address.startswith("127.")]
+        request = pb.SetNetworkPolicyRequest(
+            sandbox_id=capsule, network=pb.NetworkPolicy(allow_internet=True, allow_out=opened)
+        )
+        await oci_stub.SetNetworkPolicy(request, timeout=30)
+        results = await _probe(oci_stub, capsule, *targets)
+        for target, result in results.items():
+            assert _refused_fast(result), f"{target} with allow_out {opened}: {result}"
     finally:
         daphne.close()
-    assert set(results) == set(targets)
-    for target, result in results.items():
-        assert _refused_fast(result), f"{target}: {result}"
 
 
 async def test_another_capsules_listening_port_is_unreachable(
     oci_stub: Any, oci_capsules: CapsuleFactory
 ) -> None:
     first, second = await oci_capsules(), await oci_capsules()
+    # Even with the whole private range allowed: other capsules are other tenants.
+    open_private = pb.NetworkPolicy(allow_internet=True, allow_out=["10.0.0.0/8"])
+    await oci_stub.SetNetworkPolicy(
+        pb.SetNetworkPolicyRequest(sandbox_id=first, network=open_private), timeout=30
+    )
     server, _ = await start_terminal(
         oci_stub,
         second,

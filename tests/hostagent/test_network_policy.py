@@ -168,17 +168,19 @@ def _capsule_rules(policy: Policy) -> list[str]:
     return [command.removeprefix(prefix) for command in commands if command.startswith(prefix)]
 
 
-def test_the_rules_check_the_source_then_allow_then_block_then_the_internet() -> None:
+def test_the_rules_check_the_source_then_the_platform_then_allow_then_block_then_the_internet() -> None:
     rules = _capsule_rules(Policy(False, ("10.9.0.0/16", "2001:db8::/32"), ("198.51.100.0/24",)))
     assert rules == [
         'ip saddr != 10.213.0.6 drop comment "cap-1: its own address only"',
         "meta nfproto ipv6 drop",
         "ct state established,related accept",
         "ip daddr { 10.255.255.53 } meta l4proto { tcp, udp } th dport 53 accept",
-        "ip daddr { 10.9.0.0/16 } accept",
+        # The host, loopback, link-local and other capsules: before allow_out, which cannot open them.
         "fib daddr type { local, broadcast, multicast } goto refuse",
+        "ip daddr { 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 10.213.0.0/16 } goto refuse",
+        "ip daddr { 10.9.0.0/16 } accept",
         "ip daddr { 0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, 172.16.0.0/12, "
-        "192.168.0.0/16, 224.0.0.0/4, 240.0.0.0/4, 10.213.0.0/16, 198.51.100.0/24 } goto refuse",
+        "192.168.0.0/16, 224.0.0.0/4, 240.0.0.0/4, 198.51.100.0/24 } goto refuse",
         "goto refuse",
     ]
     assert _capsule_rules(Policy())[-1] == "accept"
