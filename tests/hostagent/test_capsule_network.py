@@ -9,13 +9,16 @@ import contextlib
 import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from protos import hostagent_pb2 as pb
+from protos import hostagent_pb2_grpc as pb_grpc
 from tests.hostagent.conftest import CapsuleFactory
-from tests.support.hostagent import HostAgentProcess, start_terminal
+from tests.support.hostagent import HostAgentProcess, start_hostagent, start_terminal
 from tests.support.netns import Internet, internet, listener, port_of
 
 pytestmark = pytest.mark.timeout(120)
@@ -194,8 +197,6 @@ async def test_root_inside_cannot_lift_the_policy_by_changing_its_own_network(
 
 
 async def test_a_bad_policy_is_refused_before_anything_is_made(oci_stub: Any) -> None:
-    import grpc
-
     request = pb.CreateSandboxRequest(
         sandbox_id="cl-bad-policy", network=pb.NetworkPolicy(allow_out=["nowhere"])
     )
@@ -205,3 +206,28 @@ async def test_a_bad_policy_is_refused_before_anything_is_made(oci_stub: Any) ->
     assert "allow_out[0] 'nowhere' is not a CIDR" in (failure.value.details() or "")
     listing = await oci_stub.ListSandboxes(pb.ListSandboxesRequest(), timeout=30)
     assert "cl-bad-policy" not in [s.sandbox_id for s in listing.sandboxes]
+
+
+@beyond_the_agent
+async def test_without_capsule_networks_a_capsule_has_its_loopback_only(
+    tmp_path: Path, the_internet: tuple[Internet, socket.socket]
+) -> None:
+    """The degraded case: runc works, veths and rules cannot be made (here: a pool that overlaps
+    the host's route to the test internet). The agent says so, loudly, and its capsules still
+    reach nothing of the host, and nothing else either."""
+    net, server = the_internet
+    agent = start_hostagent(tmp_path / "agent", runtime="oci", args=["--network-pool", "203.0.113.0/24"])
+    try:
+        assert "capsules get NO outbound network (the capsule address pool 203.0.113.0/24 overlaps" in (
+            agent.log()
+        )
+        async with grpc.aio.insecure_channel(agent.address) as channel:
+            stub = pb_grpc.HostAgentStub(channel)
+            await stub.CreateSandbox(pb.CreateSandboxRequest(sandbox_id="cl-offline"), timeout=30)
+            targets = [f"{net.server_address}:{port_of(server)}", "127.0.0.1:6379", "127.0.0.1:5432"]
+            targets += [f"{address}:5432" for address in _host_addresses()]
+            results = await _probe(stub, "cl-offline", *targets)
+        for target, result in results.items():
+            assert _refused_fast(result), f"{target}: {result}"
+    finally:
+        agent.stop()
