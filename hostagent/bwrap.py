@@ -134,15 +134,8 @@ class BwrapRuntime(Runtime):
         return args
 
     def launch_spec(self, sandbox_id: str, root: Path, request: LaunchRequest) -> LaunchSpec:
-        user = request.user or "user"
-        if user not in USERS:
-            raise InvalidArgument(f"unknown user '{user}'")
-        uid, _gid = USERS[user]
-        cwd = posixpath.normpath(posixpath.join(HOME, request.cwd)) if request.cwd else HOME
-        env = {**BASE_ENV, "HOME": HOME, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash"}
-        env["HOSTNAME"] = sandbox_id
-        env.update(request.envs)
-        self._check_startable(root, request.cmd, cwd, env.get("PATH", ""))
+        uid, _gid, cwd, env = session_of(sandbox_id, request)
+        check_startable(SandboxView(root, self._system_args), request.cmd, cwd, env.get("PATH", ""))
         argv = [self.binary, *self._namespace_args(sandbox_id, uid)]
         argv += ["--ro-bind", "/usr", "/usr", *self._system_args, "--ro-bind", "/etc", "/etc"]
         argv += ["--ro-bind", str(root / "passwd"), "/etc/passwd"]
@@ -170,23 +163,35 @@ class BwrapRuntime(Runtime):
             terminal_inside=True,
         )
 
-    # bwrap reports a missing command only as text on the terminal and exit status 1, so look
-    # the command and directory up first, through the same mounts the sandbox will have.
 
-    def _check_startable(self, root: Path, cmd: str, cwd: str, path_env: str) -> None:
-        view = SandboxView(root, self._system_args)
-        cwd_kind = view.kind(cwd)
-        if cwd_kind not in ("dir", "unknown"):
-            raise FailedPrecondition(
-                f"cannot start '{cmd}': cannot change directory to '{cwd}': No such file or directory"
-            )
-        if "/" in cmd:
-            candidates = [posixpath.join(cwd, cmd)]
-        else:
-            candidates = [posixpath.join(d or ".", cmd) for d in path_env.split(":")]
-            candidates = [posixpath.join(cwd, c) for c in candidates]
-        if not any(view.kind(c) in ("exec", "unknown") for c in candidates):
-            raise FailedPrecondition(f"cannot start '{cmd}': No such file or directory")
+def session_of(sandbox_id: str, request: LaunchRequest) -> tuple[int, int, str, dict[str, str]]:
+    """The uid, gid, working directory and environment of a session in a sandbox."""
+    user = request.user or "user"
+    if user not in USERS:
+        raise InvalidArgument(f"unknown user '{user}'")
+    uid, gid = USERS[user]
+    cwd = posixpath.normpath(posixpath.join(HOME, request.cwd)) if request.cwd else HOME
+    env = {**BASE_ENV, "HOME": HOME, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash"}
+    env["HOSTNAME"] = sandbox_id
+    env.update(request.envs)
+    return uid, gid, cwd, env
+
+
+# bwrap and runc report a missing command only as text and an exit status, so look the command
+# and directory up first, through the same mounts the sandbox will have.
+
+
+def check_startable(view: SandboxView, cmd: str, cwd: str, path_env: str) -> None:
+    if view.kind(cwd) not in ("dir", "unknown"):
+        raise FailedPrecondition(
+            f"cannot start '{cmd}': cannot change directory to '{cwd}': No such file or directory"
+        )
+    if "/" in cmd:
+        candidates = [posixpath.join(cwd, cmd)]
+    else:
+        candidates = [posixpath.join(cwd, posixpath.join(d or ".", cmd)) for d in path_env.split(":")]
+    if not any(view.kind(c) in ("exec", "unknown") for c in candidates):
+        raise FailedPrecondition(f"cannot start '{cmd}': No such file or directory")
 
 
 class SandboxView:

@@ -34,7 +34,6 @@ import ctypes
 import json
 import logging
 import os
-import posixpath
 import shutil
 import socket
 import struct
@@ -47,9 +46,18 @@ from typing import Any
 
 from hostagent import disks, seccomp
 from hostagent.blocking import run_blocking
-from hostagent.bwrap import GROUP_TABLE, HOME, TMP, USER_TABLE, USERS, SandboxView
+from hostagent.bwrap import (
+    GROUP_TABLE,
+    HOME,
+    TMP,
+    USER_TABLE,
+    USERS,
+    SandboxView,
+    check_startable,
+    session_of,
+)
 from hostagent.config import NetworkConfig
-from hostagent.errors import AgentError, FailedPrecondition, InvalidArgument, ResourceExhausted
+from hostagent.errors import AgentError, FailedPrecondition, ResourceExhausted
 from hostagent.freezer import Freezer, _mounts
 from hostagent.network import CapsuleNetworks
 from hostagent.runtime import (
@@ -676,21 +684,14 @@ class OciRuntime(Runtime):
     def _process(
         self, sandbox_id: str, root: Path, request: LaunchRequest, cols: int, rows: int
     ) -> dict[str, Any]:
-        user = request.user or "user"
-        if user not in USERS:
-            raise InvalidArgument(f"unknown user '{user}'")
-        uid, gid = USERS[user]
-        cwd = posixpath.normpath(posixpath.join(HOME, request.cwd)) if request.cwd else HOME
-        env = {**BASE_ENV, "HOME": HOME, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash"}
-        env["HOSTNAME"] = sandbox_id
-        env.update(request.envs)
+        uid, gid, cwd, env = session_of(sandbox_id, request)
         view = SandboxView(root, [])
         disk = root / disks.MOUNT
         view.mounts.update({HOME: str(disk / "home"), TMP: str(disk / "tmp"), VAR_TMP: str(disk / "tmp")})
         for name in SYSTEM_LINKS:
             if os.path.islink(f"/{name}"):
                 view.links[f"/{name}"] = os.readlink(f"/{name}")
-        _check_startable(view, request.cmd, cwd, env.get("PATH", ""))
+        check_startable(view, request.cmd, cwd, env.get("PATH", ""))
         caps = ROOT_CAPABILITIES if uid == 0 else []
         return {
             "terminal": True,
@@ -778,19 +779,6 @@ async def _receive_console(listener: socket.socket) -> int:
     for extra in fds[1:]:
         os.close(extra)
     return fds[0]
-
-
-def _check_startable(view: SandboxView, cmd: str, cwd: str, path_env: str) -> None:
-    if view.kind(cwd) not in ("dir", "unknown"):
-        raise FailedPrecondition(
-            f"cannot start '{cmd}': cannot change directory to '{cwd}': No such file or directory"
-        )
-    if "/" in cmd:
-        candidates = [posixpath.join(cwd, cmd)]
-    else:
-        candidates = [posixpath.join(cwd, posixpath.join(d or ".", cmd)) for d in path_env.split(":")]
-    if not any(view.kind(c) in ("exec", "unknown") for c in candidates):
-        raise FailedPrecondition(f"cannot start '{cmd}': No such file or directory")
 
 
 def _runc_error(raw: bytes) -> str:
