@@ -23,7 +23,8 @@ from hostagent.network import (
 )
 from hostagent.oci import MAX_SLOTS, UID_BASE, UID_RANGE, UID_TOP
 from hostagent.replay import DEFAULT_LIMIT
-from hostagent.runtime import RUNTIMES, Defaults, RuntimeUnavailable
+from hostagent.runtime import Defaults
+from hostagent.runtimes import RUNTIMES, RuntimeUnavailable
 from hostagent.server import serve
 
 log = logging.getLogger("hostagent")

@@ -19,7 +19,8 @@ import subprocess
 from pathlib import Path
 
 from hostagent.errors import FailedPrecondition, InvalidArgument
-from hostagent.runtime import BASE_ENV, LaunchRequest, LaunchSpec, Runtime
+from hostagent.runtime import BASE_ENV, LaunchRequest, Runtime
+from hostagent.spawn import LaunchSpec
 
 log = logging.getLogger(__name__)
 

@@ -44,103 +44,31 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hostagent import disks, seccomp
+from hostagent import bundle, disks, seccomp
 from hostagent.blocking import run_blocking
-from hostagent.bwrap import (
-    GROUP_TABLE,
-    HOME,
-    TMP,
-    USER_TABLE,
-    USERS,
-    SandboxView,
-    check_startable,
-    session_of,
-)
+from hostagent.bundle import UID_RANGE
 from hostagent.config import NetworkConfig
 from hostagent.errors import AgentError, FailedPrecondition, ResourceExhausted
 from hostagent.freezer import Freezer, _mounts
 from hostagent.network import CapsuleNetworks
 from hostagent.runtime import (
-    BASE_ENV,
     Defaults,
     EnvironmentStopped,
     LaunchRequest,
-    LaunchSpec,
     Limits,
     Runtime,
 )
-from hostagent.spawn import Spawned
+from hostagent.spawn import LaunchSpec, Spawned
 
 log = logging.getLogger(__name__)
 
 CONTAINER_PREFIX = "wrenn-"
 UID_BASE = 1 << 20
 UID_TOP = 1 << 32
-UID_RANGE = 65536
 MAX_SLOTS = 4096
 RUNC_TIMEOUT = 30.0
 CONSOLE_TIMEOUT = 10.0
 PR_SET_CHILD_SUBREAPER = 36
-CPU_PERIOD_US = 100_000
-SHM_MB = 64
-# Paths inside the capsule (not the agent's own temporary directories).
-SHM = "/dev/shm"  # noqa: S108 - a path inside the capsule
-VAR_TMP = "/var/tmp"  # noqa: S108 - a path inside the capsule
-SYSTEM_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
-# The host /etc entries a capsule sees (read-only), where they exist: what programs need to run,
-# and nothing of the host's services (their configuration may hold passwords).
-ETC_ENTRIES = (
-    "alternatives",
-    "bash.bashrc",
-    "ca-certificates",
-    "ca-certificates.conf",
-    "debian_version",
-    "environment",
-    "gai.conf",
-    "host.conf",
-    "inputrc",
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "locale.alias",
-    "localtime",
-    "login.defs",
-    "magic",
-    "mime.types",
-    "networks",
-    "nsswitch.conf",
-    "os-release",
-    "perl",
-    "profile",
-    "profile.d",
-    "protocols",
-    "python3",
-    "python3.11",
-    "services",
-    "shells",
-    "skel",
-    "ssl",
-    "terminfo",
-    "timezone",
-    "vim",
-)
-# Written per capsule, bound over the list above.
-OWN_ETC = ("passwd", "group", "hosts", "hostname", "resolv.conf")
-ROOT_CAPABILITIES = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_RAW",
-    "CAP_SYS_CHROOT",
-    "CAP_AUDIT_WRITE",
-    "CAP_SETFCAP",
-]
 
 
 class RuncFailed(AgentError):
@@ -246,7 +174,7 @@ class OciRuntime(Runtime):
             base = self.uid_base  # the first slot's range, unused until a capsule takes it
             for name in ("home", "tmp"):
                 (probe / disks.MOUNT / name).mkdir(parents=True)
-            self._write_files(probe, "probe", base, Limits(1, 64, 64, 64))
+            bundle.write(probe, "probe", base, Limits(1, 64, 64, 64), self.tini, self.cgroup_root, "")
             result = self._runc_sync(
                 ["run", "--no-new-keyring", "--bundle", str(probe), container], process_args=["/bin/true"]
             )
@@ -302,170 +230,10 @@ class OciRuntime(Runtime):
 
     # The container
 
-    def _config(self, root: Path, sandbox_id: str, base: int, limits: Limits) -> dict[str, Any]:
-        etc = root / "etc"
-        mounts: list[dict[str, Any]] = [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {
-                "destination": "/dev",
-                "type": "tmpfs",
-                "source": "tmpfs",
-                "options": ["nosuid", "strictatime", "mode=755", "size=1m"],
-            },
-            {
-                "destination": "/dev/pts",
-                "type": "devpts",
-                "source": "devpts",
-                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
-            },
-            {
-                "destination": SHM,
-                "type": "tmpfs",
-                "source": "shm",
-                "options": [
-                    "nosuid",
-                    "noexec",
-                    "nodev",
-                    "mode=1777",
-                    f"size={min(SHM_MB, limits.memory_mb // 2)}m",
-                ],
-            },
-            {
-                "destination": "/usr",
-                "type": "bind",
-                "source": "/usr",
-                "options": ["rbind", "ro", "nosuid", "nodev"],
-            },
-        ]
-        for name in ETC_ENTRIES:
-            host = Path("/etc") / name
-            if host.exists() and not host.is_symlink():
-                mounts.append(
-                    {
-                        "destination": f"/etc/{name}",
-                        "type": "bind",
-                        "source": str(host),
-                        "options": ["rbind", "ro", "nosuid", "nodev"],
-                    }
-                )
-        mounts.extend(
-            {
-                "destination": f"/etc/{name}",
-                "type": "bind",
-                "source": str(etc / name),
-                "options": ["bind", "ro", "nosuid", "nodev"],
-            }
-            for name in OWN_ETC
-        )
-        disk = root / disks.MOUNT
-        for inside, name in ((HOME, "home"), (TMP, "tmp"), (VAR_TMP, "tmp")):
-            mounts.append(
-                {
-                    "destination": inside,
-                    "type": "bind",
-                    "source": str(disk / name),
-                    "options": ["rbind", "rw", "nosuid", "nodev"],
-                }
-            )
-        kinds = ("pid", "ipc", "uts", "mount", "user", "cgroup", "network")
-        namespaces = [{"type": kind} for kind in kinds]
-        return {
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": False,
-                "user": {"uid": 0, "gid": 0},
-                "args": [self.tini, "-s", "--", "/usr/bin/sleep", "infinity"],
-                "env": [f"PATH={BASE_ENV['PATH']}"],
-                "cwd": "/",
-                "noNewPrivileges": True,
-                "capabilities": {
-                    key: [] for key in ("bounding", "effective", "permitted", "inheritable", "ambient")
-                },
-            },
-            "root": {"path": "rootfs", "readonly": True},
-            "hostname": sandbox_id,
-            "mounts": mounts,
-            "linux": {
-                "uidMappings": [{"containerID": 0, "hostID": base, "size": UID_RANGE}],
-                "gidMappings": [{"containerID": 0, "hostID": base, "size": UID_RANGE}],
-                "namespaces": namespaces,
-                "cgroupsPath": f"/{self.cgroup_root}/{sandbox_id}",
-                "resources": {
-                    "memory": {"limit": limits.memory_mb << 20, "swap": limits.memory_mb << 20},
-                    "pids": {"limit": limits.pids},
-                    "cpu": {"quota": limits.vcpus * CPU_PERIOD_US, "period": CPU_PERIOD_US},
-                },
-                "seccomp": seccomp.profile(),
-                "maskedPaths": [
-                    "/proc/acpi",
-                    "/proc/asound",
-                    "/proc/kcore",
-                    "/proc/keys",
-                    "/proc/latency_stats",
-                    "/proc/timer_list",
-                    "/proc/timer_stats",
-                    "/proc/sched_debug",
-                    "/proc/scsi",
-                    "/sys/firmware",
-                ],
-                "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-            },
-        }
-
-    def _write_files(self, root: Path, sandbox_id: str, base: int, limits: Limits) -> None:
-        """The container's bundle: rootfs skeleton, its own /etc files, config.json. Blocking."""
-        rootfs = root / "rootfs"
-        rootfs.mkdir(mode=0o755, exist_ok=True)
-        for name in ("proc", "dev", "usr", "etc", "home/user", "tmp", "var/tmp"):
-            (rootfs / name).mkdir(parents=True, exist_ok=True)
-        for name in SYSTEM_LINKS:
-            host, link = Path("/") / name, rootfs / name
-            if host.is_symlink() and not link.is_symlink():
-                link.symlink_to(os.readlink(host))
-        for name in ETC_ENTRIES:
-            host, target = Path("/etc") / name, rootfs / "etc" / name
-            if host.is_symlink():
-                if not target.is_symlink():
-                    target.symlink_to(os.readlink(host))
-            elif host.is_dir():
-                target.mkdir(exist_ok=True)
-            elif host.exists():
-                target.touch(exist_ok=True)
-        etc = root / "etc"
-        etc.mkdir(mode=0o755, exist_ok=True)
-        resolv = (
-            self.networks.resolv_conf()
-            if self.networks is not None
-            else "# This capsule has no outbound network, and so no DNS.\n"
-        )
-        files = {
-            "passwd": USER_TABLE,
-            "group": GROUP_TABLE,
-            "hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{sandbox_id}\n",
-            "hostname": f"{sandbox_id}\n",
-            "resolv.conf": resolv,
-        }
-        for name, text in files.items():
-            (etc / name).write_text(text)
-            (etc / name).chmod(0o644)
-            (rootfs / "etc" / name).touch(exist_ok=True)
-        config = self._config(root, sandbox_id, base, limits)
-        config_path = root / "config.json"
-        config_path.write_text(json.dumps(config, indent=1))
-        config_path.chmod(0o600)
-
-    def _prepare_disk(self, root: Path, base: int, limits: Limits) -> None:
-        mount = disks.attach(root, limits.disk_mb, base, enforce=self.disk_problem is None)
-        uid, gid = USERS["user"]
-        home, tmp = mount / "home", mount / "tmp"
-        if not home.exists():
-            home.mkdir()
-            os.chown(home, base + uid, base + gid)
-            home.chmod(0o755)
-        if not tmp.exists():
-            tmp.mkdir()
-            os.chown(tmp, base, base)
-            tmp.chmod(0o1777)
+    def _resolv_conf(self) -> str:
+        if self.networks is None:
+            return "# This capsule has no outbound network, and so no DNS.\n"
+        return self.networks.resolv_conf()
 
     def _runc_sync(self, args: list[str], process_args: list[str] | None = None) -> str | None:
         """Run runc (blocking); return its error, or None. `process_args`: run that in the probe."""
@@ -587,8 +355,10 @@ class OciRuntime(Runtime):
         container = self.container(sandbox_id)
         try:
             base = await run_blocking(self._base, root)
-            await run_blocking(self._prepare_disk, root, base, limits)
-            await run_blocking(self._write_files, root, sandbox_id, base, limits)
+            await run_blocking(bundle.prepare_disk, root, base, limits, self.disk_problem is None)
+            await run_blocking(
+                bundle.write, root, sandbox_id, base, limits, self.tini, self.cgroup_root, self._resolv_conf()
+            )
         except OSError as exc:
             raise AgentError(f"cannot prepare capsule {sandbox_id}: {exc}") from exc
         with contextlib.suppress(RuncFailed):
@@ -681,30 +451,6 @@ class OciRuntime(Runtime):
 
     # Terminals
 
-    def _process(
-        self, sandbox_id: str, root: Path, request: LaunchRequest, cols: int, rows: int
-    ) -> dict[str, Any]:
-        uid, gid, cwd, env = session_of(sandbox_id, request)
-        view = SandboxView(root, [])
-        disk = root / disks.MOUNT
-        view.mounts.update({HOME: str(disk / "home"), TMP: str(disk / "tmp"), VAR_TMP: str(disk / "tmp")})
-        for name in SYSTEM_LINKS:
-            if os.path.islink(f"/{name}"):
-                view.links[f"/{name}"] = os.readlink(f"/{name}")
-        check_startable(view, request.cmd, cwd, env.get("PATH", ""))
-        caps = ROOT_CAPABILITIES if uid == 0 else []
-        return {
-            "terminal": True,
-            "consoleSize": {"height": rows, "width": cols},
-            "user": {"uid": uid, "gid": gid, "additionalGids": []},
-            "args": [request.cmd, *request.args],
-            "env": [f"{name}={value}" for name, value in env.items()],
-            "cwd": cwd,
-            "noNewPrivileges": True,
-            "capabilities": dict.fromkeys(("bounding", "effective", "permitted"), caps)
-            | {"inheritable": [], "ambient": []},
-        }
-
     async def spawn(
         self,
         sandbox_id: str,
@@ -715,7 +461,7 @@ class OciRuntime(Runtime):
         cgroup_procs: str | None,
     ) -> Spawned:
         """`runc exec` the command under a terminal of the capsule's own devpts; we get its master."""
-        process = await run_blocking(self._process, sandbox_id, root, request, cols, rows)
+        process = await run_blocking(bundle.process, sandbox_id, root, request, cols, rows)
         name = uuid.uuid4().hex
         process_file = self.process_dir / f"{name}.json"
         pid_file = self.process_dir / f"{name}.pid"

@@ -1,7 +1,11 @@
-"""Sandbox runtimes: how a capsule's process is launched (bubblewrap or plain processes).
+"""Sandbox runtimes: what a capsule is on this host, and how its processes start.
 
-A runtime turns a start request into a `LaunchSpec`: the program, arguments, environment,
-working directory and host user that `hostagent.spawn` forks under a new PTY.
+The base class is a capsule that is only a directory: a runtime turns a start request into a
+`LaunchSpec` (the program, arguments, environment, working directory and host user that
+`hostagent.spawn` forks under a new PTY); plain processes (`ProcessRuntime`) and bubblewrap
+(`hostagent.bwrap`) work so. The OCI runtime (`hostagent.oci`) overrides the rest: a long-lived
+environment per capsule, its limits and network, and its own way to start a process in it.
+`hostagent.runtimes` chooses one.
 """
 
 from __future__ import annotations
@@ -10,19 +14,18 @@ import logging
 import os
 import pwd
 import re
-import shutil
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from hostagent.blocking import run_blocking
 from hostagent.errors import FailedPrecondition, InvalidArgument
+from hostagent.spawn import LaunchSpec, Spawned, spawn
 
 if TYPE_CHECKING:
     from hostagent.config import NetworkConfig
     from hostagent.freezer import Freezer
-    from hostagent.spawn import Spawned
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +34,8 @@ BASE_ENV = {"PATH": DEFAULT_PATH, "TERM": "xterm-256color", "LANG": "C.UTF-8"}
 ENV_NAME_RE = re.compile(r"^[^=\x00]+$")
 
 
-RUNTIMES = ("auto", "oci", "bwrap", "process")
-
-
 class EnvironmentStopped(FailedPrecondition):
     """A capsule's environment was found stopped as a process was started into it."""
-
-
-class RuntimeUnavailable(Exception):
-    """The runtime asked for cannot work on this host."""
 
 
 @dataclass(frozen=True)
@@ -49,24 +45,6 @@ class LaunchRequest:
     envs: dict[str, str]
     cwd: str
     user: str
-
-
-@dataclass
-class LaunchSpec:
-    """What to exec in the child: `file` is looked up in env's PATH when it has no slash."""
-
-    file: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str
-    uid: int | None = None
-    gid: int | None = None
-    groups: list[int] = field(default_factory=list)
-    # Shown in error messages: the command the caller asked for, not a wrapper like bwrap.
-    display: str = ""
-    # The child only starts a new session and the command takes the PTY as its controlling
-    # terminal itself (in its own pid namespace, see BwrapRuntime); otherwise the child does.
-    terminal_inside: bool = False
 
 
 def validate_request(request: LaunchRequest) -> None:
@@ -151,8 +129,6 @@ class Runtime(ABC):
         cgroup_procs: str | None,
     ) -> Spawned:
         """Start the request's process under a new PTY (a runtime may do it its own way)."""
-        from hostagent.spawn import spawn  # spawn imports this module
-
         # In a thread: it looks the command up in the capsule's files, and may ask NSS for a user.
         spec = await run_blocking(self.launch_spec, sandbox_id, root, request)
         return await spawn(spec, cols, rows, cgroup_procs)
@@ -256,67 +232,3 @@ class ProcessRuntime(Runtime):
             groups=groups,
             display=request.cmd,
         )
-
-
-PROCESS_WARNING = (
-    "runtime=process ISOLATES NOTHING: capsule processes run as ordinary host processes of "
-    "this agent's user and can read and change everything that user can. Use it for "
-    "development only; install bubblewrap (Debian package 'bubblewrap') for isolation."
-)
-
-
-OCI_WARNING = (
-    "THE OCI RUNTIME IS UNAVAILABLE (%s): capsules get NO network of their own (they reach "
-    "the host's loopback, its Redis, PostgreSQL and this agent), NO memory, CPU, process or "
-    "disk limits and NO seccomp filter. Install runc and tini (Debian packages) and run the "
-    "agent as root for isolation."
-)
-
-
-def choose_runtime(
-    name: str,
-    data_dir: Path,
-    sandbox_uid: int,
-    defaults: Defaults | None = None,
-    cgroup_root: str = "wrenn-hostagent",
-    uid_base: int = 1 << 20,
-) -> Runtime:
-    """Pick the runtime for `--runtime name` (auto: the first of oci, bwrap, process that works)."""
-    from hostagent.bwrap import BwrapRuntime  # both import this module
-    from hostagent.oci import OciRuntime, find_tools
-
-    if name not in RUNTIMES:
-        raise RuntimeUnavailable(f"unknown runtime {name!r} (expected {', '.join(RUNTIMES)})")
-    fallback = f"runtime={name} was asked for"
-    if name in ("auto", "oci"):
-        tools = find_tools()
-        if isinstance(tools, str):
-            problem: str | None = tools
-        else:
-            oci = OciRuntime(*tools, data_dir / "oci", defaults or Defaults(), cgroup_root, uid_base)
-            problem = oci.probe(data_dir / "sandboxes")
-            if problem is None:
-                oci.start()
-                return oci
-        if name == "oci":
-            raise RuntimeUnavailable(f"the OCI runtime cannot work here: {problem}")
-        log.warning(OCI_WARNING, problem)
-        fallback = f"the OCI runtime is unavailable: {problem}"
-    if name in ("auto", "bwrap"):
-        binary = shutil.which("bwrap")
-        if binary is None:
-            problem = "bwrap is not on PATH"
-        else:
-            runtime = BwrapRuntime(binary, sandbox_uid=sandbox_uid)
-            problem = runtime.probe(data_dir / "sandboxes")
-            if problem is None:
-                runtime.fallback_reason = fallback
-                return runtime
-        if name == "bwrap":
-            raise RuntimeUnavailable(f"the bwrap runtime cannot work here: {problem}")
-        log.warning("bubblewrap unavailable (%s); falling back to plain processes", problem)
-        fallback += f"; bubblewrap is unavailable: {problem}"
-    log.warning("%s", PROCESS_WARNING)
-    process = ProcessRuntime()
-    process.fallback_reason = fallback
-    return process

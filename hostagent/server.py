@@ -20,7 +20,8 @@ from hostagent.freezer import choose_freezer
 from hostagent.heartbeat import Heartbeat
 from hostagent.lifecycle import Lifecycle, SandboxStatus
 from hostagent.registry import SessionRegistry
-from hostagent.runtime import EnvironmentStopped, LaunchRequest, Runtime, choose_runtime, validate_request
+from hostagent.runtime import EnvironmentStopped, LaunchRequest, Runtime, validate_request
+from hostagent.runtimes import choose_runtime
 from hostagent.sandboxes import SandboxStore
 from hostagent.sessions import Origin, PtySession
 from hostagent.subscribers import Exited, Missed, Subscriber

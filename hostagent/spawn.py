@@ -13,13 +13,30 @@ import os
 import signal
 import struct
 import termios
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hostagent.blocking import run_blocking
 from hostagent.errors import FailedPrecondition
-from hostagent.runtime import LaunchSpec
 
 MAX_FD = 1 << 20
+
+
+@dataclass
+class LaunchSpec:
+    """What to exec in the child: `file` is looked up in env's PATH when it has no slash."""
+
+    file: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    uid: int | None = None
+    gid: int | None = None
+    groups: list[int] = field(default_factory=list)
+    # Shown in error messages: the command the caller asked for, not a wrapper like bwrap.
+    display: str = ""
+    # The child only starts a new session and the command takes the PTY as its controlling
+    # terminal itself (in its own pid namespace, see BwrapRuntime); otherwise the child does.
+    terminal_inside: bool = False
 
 
 @dataclass(frozen=True)
