@@ -10,7 +10,7 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-from hostagent.config import DEFAULT_CGROUP_ROOT, NOBODY_UID, AgentConfig, NetworkConfig
+from hostagent.config import DEFAULT_CGROUP_ROOT, NOBODY_UID, AgentConfig
 from hostagent.freezer import MECHANISMS, FreezerUnavailable
 from hostagent.heartbeat import HeartbeatConfig
 from hostagent.network import (
@@ -19,6 +19,7 @@ from hostagent.network import (
     DEFAULT_TABLE,
     PREFIX_RE,
     TABLE_NAME_RE,
+    NetworkConfig,
     pool_argument,
 )
 from hostagent.oci import MAX_SLOTS, UID_BASE, UID_RANGE, UID_TOP

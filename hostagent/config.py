@@ -6,21 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hostagent.heartbeat import HeartbeatConfig
-from hostagent.network import DEFAULT_POOL, DEFAULT_PREFIX, DEFAULT_TABLE
+from hostagent.network import NetworkConfig
 from hostagent.replay import DEFAULT_LIMIT
 from hostagent.runtime import Defaults
 
 NOBODY_UID = 65534
 DEFAULT_CGROUP_ROOT = "wrenn-hostagent"
-
-
-@dataclass(frozen=True)
-class NetworkConfig:
-    """Where capsule networks come from: two agents on one machine need one each."""
-
-    pool: str = DEFAULT_POOL
-    table: str = DEFAULT_TABLE
-    prefix: str = DEFAULT_PREFIX
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import grpc
 
+from protos import rules
+
 
 class AgentError(Exception):
     """A request failed in a way the caller should see with a specific status and message."""
@@ -33,3 +35,10 @@ class FailedPrecondition(AgentError):
 
 class ResourceExhausted(AgentError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def validate_sandbox_id(sandbox_id: str) -> str:
+    """The id, or INVALID_ARGUMENT saying what a sandbox id may be."""
+    if not rules.is_sandbox_id(sandbox_id):
+        raise InvalidArgument(rules.bad_sandbox_id(sandbox_id))
+    return sandbox_id

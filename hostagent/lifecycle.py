@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from hostagent.blocking import run_blocking
-from hostagent.errors import AgentError, FailedPrecondition
+from hostagent.errors import AgentError, FailedPrecondition, validate_sandbox_id
 from hostagent.freezer import Freezer
 from hostagent.registry import SessionRegistry
 from hostagent.runtime import Limits, Runtime
-from hostagent.sandboxes import SandboxStore, validate_sandbox_id
+from hostagent.sandboxes import SandboxStore
 from hostagent.sessions import PtySession
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,7 @@ from typing import Any
 
 from hostagent.blocking import run_blocking
 from hostagent.egress import Link, Policy, Table, TableContents
-from hostagent.errors import InvalidArgument, NotFound, ResourceExhausted
-from hostagent.sandboxes import validate_sandbox_id
+from hostagent.errors import InvalidArgument, NotFound, ResourceExhausted, validate_sandbox_id
 
 __all__ = ["Attachment", "CapsuleNetworks", "Link", "NetworkUnavailable", "Policy", "pool_argument"]
 
@@ -54,6 +53,15 @@ IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 TABLE_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 PREFIX_RE = re.compile(r"[a-z][a-z0-9]{0,9}")
 CHAIN_RE = re.compile(r"capsule_(\d+)")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Where capsule networks come from: two agents on one machine need one each."""
+
+    pool: str = DEFAULT_POOL
+    table: str = DEFAULT_TABLE
+    prefix: str = DEFAULT_PREFIX
 
 
 class NetworkUnavailable(Exception):

@@ -47,10 +47,9 @@ from typing import Any
 from hostagent import bundle, disks, seccomp
 from hostagent.blocking import run_blocking
 from hostagent.bundle import UID_RANGE
-from hostagent.config import NetworkConfig
 from hostagent.errors import AgentError, FailedPrecondition, ResourceExhausted
 from hostagent.freezer import Freezer, _mounts
-from hostagent.network import CapsuleNetworks
+from hostagent.network import CapsuleNetworks, NetworkConfig
 from hostagent.runtime import (
     Defaults,
     EnvironmentStopped,

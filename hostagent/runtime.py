@@ -24,8 +24,8 @@ from hostagent.errors import FailedPrecondition, InvalidArgument
 from hostagent.spawn import LaunchSpec, Spawned, spawn
 
 if TYPE_CHECKING:
-    from hostagent.config import NetworkConfig
     from hostagent.freezer import Freezer
+    from hostagent.network import NetworkConfig
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hostagent.blocking import run_blocking
-from hostagent.errors import InvalidArgument, NotFound
+from hostagent.errors import NotFound, validate_sandbox_id
 from hostagent.runtime import Runtime
 from protos import rules
 
@@ -24,12 +24,6 @@ log = logging.getLogger(__name__)
 
 TRASH_PREFIX = ".deleting-"
 PAUSED_MARKER = "paused"
-
-
-def validate_sandbox_id(sandbox_id: str) -> str:
-    if not rules.is_sandbox_id(sandbox_id):
-        raise InvalidArgument(rules.bad_sandbox_id(sandbox_id))
-    return sandbox_id
 
 
 def _remove_tree(path: Path) -> None:
