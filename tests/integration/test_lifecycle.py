@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
+from tests.support.polling import wait_until
 from tests.support.stack import Stack
 from tests.support.terminal import Terminal
 
@@ -118,3 +119,31 @@ async def test_a_killed_host_agent_makes_capsules_missing_until_it_returns(
     async with terminal(stack, demo, capsule_id) as term:
         await term.start(cmd="/bin/echo", args=["back-again"])
         await term.read_until(b"back-again")
+
+
+async def test_a_capsule_shows_its_hosts_isolation_and_its_out_of_memory_kills(
+    api: Api, stack: Stack, demo: dict[str, Any]
+) -> None:
+    """Issue 10 end to end: the limit from the API holds in the capsule, the kill reaches the
+    terminal as 137, and the agent's next heartbeat makes it an event on the capsule."""
+    code, capsule = api("POST", "/v1/capsules", {"memory_mb": 128})
+    assert code == 201, capsule
+    capsule_id = capsule["id"]
+    isolation = capsule["isolation"]
+    assert {part: isolation[part]["on"] for part in ("network", "limits", "seccomp")} == {
+        "network": True,
+        "limits": True,
+        "seccomp": True,
+    }
+    async with terminal(stack, demo, capsule_id) as term:
+        await term.start(cmd="/usr/bin/python3", args=["-c", "x = bytearray(300 * 1024 * 1024)"])
+        assert (await term.expect("exit", timeout=60))["exit_code"] == 137
+
+    def oom_events() -> list[dict[str, Any]]:
+        shown = api("GET", f"/v1/capsules/{capsule_id}")[1]
+        return [event for event in shown["events"] if event["kind"] == "oom_kill"]
+
+    await wait_until(lambda: bool(oom_events()), within=30)
+    [kill] = oom_events()
+    assert "memory limit 128 MiB" in kill["message"]
+    assert api("DELETE", f"/v1/capsules/{capsule_id}")[0] == 204
