@@ -590,6 +590,11 @@ class OciRuntime(Runtime):
         try:
             await self._runc(
                 "run",
+                # Else runc makes a session keyring for the init and one per exec, each charged to
+                # the capsule's host uid, and the kernel's key quota (kernel.keys.maxkeys, 200 by
+                # default) refuses the 199th terminal. The processes inherit the agent's session
+                # keyring instead, which they cannot reach: seccomp denies the key system calls.
+                "--no-new-keyring",
                 "--detach",
                 "--bundle",
                 str(root),
