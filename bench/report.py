@@ -78,7 +78,7 @@ CAPSULE_FIGURES = [
     ("capsule_rss_kib", "idle capsule: its processes, RSS", "KiB"),
     ("capsule_cgroup_kib", "idle capsule: its memory cgroup", "KiB"),
     ("capsule_agent_kib", "idle capsule: host agent growth", "KiB"),
-    ("capsule_host_kib", "idle capsule: host MemAvailable drop", "KiB"),
+    ("capsule_kernel_kib", "idle capsule: host kernel memory", "KiB"),
     ("terminal_start_p50_ms", "terminal start to first byte (gRPC) p50", "ms"),
     ("terminal_pss_kib", "idle terminal: its processes, PSS", "KiB"),
     ("terminal_rss_kib", "idle terminal: its processes, RSS", "KiB"),
