@@ -204,7 +204,9 @@ def capsules(medians: dict[str, dict[str, float]], runtimes: dict[str, str]) -> 
         row = f"| {text} ({unit}) | " + " | ".join(_cell(value, 1) for value in values) + " |"
         if len(agents) == 2:
             before, after = values
-            row += f" {_cell(after / before if before and after is not None else None)} |"
+            # No ratio to a figure at or below zero (a bwrap capsule has no processes).
+            ratio_value = after / before if before is not None and before > 0 and after is not None else None
+            row += f" {_cell(ratio_value)} |"
         lines.append(row)
     return lines
 
