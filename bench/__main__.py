@@ -18,11 +18,14 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.targets import TARGETS, Target
+from bench.capsules import capsule_lifecycle
+from bench.targets import SHELL_WORKLOADS, TARGETS, HostAgent, Target
 from bench.workloads import (
     QUICK,
     Sizes,
@@ -36,23 +39,42 @@ from bench.workloads import (
 
 log = logging.getLogger("bench")
 RESULTS = Path(__file__).resolve().parent / "results"
-WORKLOADS = ("echo", "bulk", "sessions", "prompt", "fanout")
+WORKLOADS = (*SHELL_WORKLOADS, "capsules")
+ERROR_LENGTH = 500
 
 
-async def run_target(target: Target, sizes: Sizes, workloads: tuple[str, ...]) -> dict[str, float]:
-    figures: dict[str, float] = {}
+async def run_target(
+    target: Target, sizes: Sizes, chosen: tuple[str, ...]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The workloads of ``chosen`` that ``target`` runs: their figures, and why any failed.
+
+    A workload that fails is recorded with its error and the others still run, so that one
+    limit reached (a session count the target cannot hold) does not cost the whole run.
+    """
+    steps: list[tuple[str, Callable[[], Awaitable[dict[str, float]]]]] = []
+    workloads = tuple(name for name in chosen if name in target.workloads)
+    if "capsules" in workloads and isinstance(target, HostAgent):
+        steps.append(("capsules", partial(capsule_lifecycle, target, sizes)))
     if "echo" in workloads:
-        figures |= await echo_latency(target, sizes)
+        steps.append(("echo", partial(echo_latency, target, sizes)))
     if "bulk" in workloads:
-        figures |= await bulk_output(target, sizes)
+        steps.append(("bulk", partial(bulk_output, target, sizes)))
     if "prompt" in workloads:
-        figures |= await time_to_prompt(target, sizes)
+        steps.append(("prompt", partial(time_to_prompt, target, sizes)))
     if "fanout" in workloads and target.shares_sessions and target.name == "wrenn":
-        figures |= await fan_out(target, sizes)
+        steps.append(("fanout", partial(fan_out, target, sizes)))
     if "sessions" in workloads:
-        for count in sizes.sessions:
-            figures |= await many_sessions(target, sizes, count, target.server_pids())
-    return figures
+        pids = target.server_pids()
+        steps += [(f"sessions{n}", partial(many_sessions, target, sizes, n, pids)) for n in sizes.sessions]
+    figures: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    for name, step in steps:
+        try:
+            figures |= await step()
+        except Exception as error:  # recorded in the results, and the run goes on
+            log.exception("%s: %s failed", target.name, name)
+            errors[name] = f"{type(error).__name__}: {error}"[:ERROR_LENGTH]
+    return figures, errors
 
 
 def machine() -> dict[str, Any]:
@@ -103,18 +125,27 @@ def main() -> None:
         parser.error(f"unknown targets: {', '.join(unknown)}")
     workloads = tuple(name for name in args.workloads.split(",") if name)
     samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    # The capsule runtime each target's host agent chose (auto picks oci as root).
+    runtimes: dict[str, str] = {}
+    failures: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     started = time.time()
     for run in range(1, args.runs + 1):
         for name in names:
             target = TARGETS[name]()
+            if not set(workloads) & set(target.workloads):
+                continue
             log.info("run %d/%d: %s", run, args.runs, name)
             target.start()
             try:
-                figures = asyncio.run(run_target(target, sizes, workloads))
+                if target.runtime():
+                    runtimes[name] = target.runtime()
+                figures, errors = asyncio.run(run_target(target, sizes, workloads))
             finally:
                 target.stop()
             for key, value in figures.items():
                 samples[name][key].append(value)
+            for workload, message in errors.items():
+                failures[name][workload].append(message)
             log.info("  %s", {key: round(value, 2) for key, value in figures.items()})
     medians = {
         name: {key: statistics.median(values) for key, values in figures.items()}
@@ -126,6 +157,9 @@ def main() -> None:
         "quick": args.quick,
         "seconds": round(time.time() - started),
         "sizes": sizes.__dict__,
+        "runtimes": runtimes,
+        # Per target and workload, the error of each run in which it failed.
+        "failures": failures,
         "medians": medians,
         "samples": samples,
     }

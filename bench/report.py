@@ -19,13 +19,20 @@ class Goal:
     against: str
     ratio: float
     at_least: bool
+    # The target whose figure it is: this project, or one of its variants (wrenn-bwrap).
+    of: str = THIS
 
-    def ratio_of(self, medians: dict[str, dict[str, float]]) -> float | None:
-        mine = medians.get(THIS, {}).get(self.figure)
+    def figures(self, medians: dict[str, dict[str, float]]) -> tuple[float | None, float | None]:
+        """This project's figure and the one it is compared with."""
+        mine = medians.get(self.of, {}).get(self.figure)
         if self.against in medians:
             other = medians[self.against].get(self.figure)
         else:
-            other = medians.get(THIS, {}).get(self.against)
+            other = medians.get(self.of, {}).get(self.against)
+        return mine, other
+
+    def ratio_of(self, medians: dict[str, dict[str, float]]) -> float | None:
+        mine, other = self.figures(medians)
         if mine is None or not other:
             return None
         return mine / other
@@ -53,7 +60,28 @@ GOALS = [
     Goal("sessions200_cmds_s", "200 sessions: commands/s", "/s", "terminado", 1.0, True),
     Goal("sessions200_p99_ms", "200 sessions: p99 round trip", "ms", "terminado", 1.0, False),
     Goal("prompt_p50_ms", "time to prompt p50", "ms", "terminado", 1.5, False),
+    # The same on the bubblewrap runtime: what time to prompt was before capsules were containers.
+    Goal("prompt_p50_ms", "time to prompt p50", "ms", "terminado", 1.5, False, of="wrenn-bwrap"),
     Goal("fanout_viewer_mib_s", "fan-out: per viewer of 10", "MiB/s", "fanout_lone_mib_s", 0.5, True),
+]
+# Whose figure names the runtime in its label: the ones measured on more than one.
+BY_RUNTIME = {"prompt_p50_ms"}
+# The capsule workload (bench/capsules.py), on each runtime's host agent alone: no goals, the
+# runtimes side by side. The first runtime is the one capsules had before (bwrap).
+AGENTS = ("agent-bwrap", "agent-oci")
+CAPSULE_FIGURES = [
+    ("capsule_create_p50_ms", "CreateSandbox p50", "ms"),
+    ("capsule_create_p99_ms", "CreateSandbox p99", "ms"),
+    ("capsule_destroy_p50_ms", "DestroySandbox p50", "ms"),
+    ("capsule_destroy_p99_ms", "DestroySandbox p99", "ms"),
+    ("capsule_pss_kib", "idle capsule: its processes, PSS", "KiB"),
+    ("capsule_rss_kib", "idle capsule: its processes, RSS", "KiB"),
+    ("capsule_cgroup_kib", "idle capsule: its memory cgroup", "KiB"),
+    ("capsule_agent_kib", "idle capsule: host agent growth", "KiB"),
+    ("capsule_kernel_kib", "idle capsule: host kernel memory", "KiB"),
+    ("terminal_start_p50_ms", "terminal start to first byte (gRPC) p50", "ms"),
+    ("terminal_pss_kib", "idle terminal: its processes, PSS", "KiB"),
+    ("terminal_rss_kib", "idle terminal: its processes, RSS", "KiB"),
 ]
 # Figures with an absolute target rather than a ratio.
 IDLE_KIB_TARGET = 150.0
@@ -63,8 +91,16 @@ def _cell(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def label(goal: Goal, runtimes: dict[str, str]) -> str:
+    """The goal's label, with the host agent runtime that gave the figure where that varies."""
+    if goal.figure in BY_RUNTIME and goal.of in runtimes:
+        return f"{goal.label}, {runtimes[goal.of]} runtime"
+    return goal.label if goal.of == THIS else f"{goal.label} ({goal.of})"
+
+
 def markdown(results: dict[str, Any]) -> str:
     medians: dict[str, dict[str, float]] = results["medians"]
+    runtimes: dict[str, str] = results.get("runtimes", {})
     machine = results["machine"]
     lines = [
         "# Terminal benchmark",
@@ -72,6 +108,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {machine['cpus']} CPUs ({machine['cpu']}), {machine['memory_gib']} GiB, "
         f"Linux {machine['kernel']}, Python {machine['python']}. "
         f"Medians of {results['runs']} runs{' (quick sizes)' if results['quick'] else ''}.",
+    ]
+    if runtimes:
+        chosen = ", ".join(f"{name}: {runtime}" for name, runtime in runtimes.items())
+        lines += ["", f"Host agent runtimes: {chosen}."]
+    lines += [
         "",
         "## Against the targets",
         "",
@@ -79,15 +120,12 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for goal in GOALS:
-        mine = medians.get(THIS, {}).get(goal.figure)
-        if goal.against in medians:
-            other = medians[goal.against].get(goal.figure)
-        else:
-            other = medians.get(THIS, {}).get(goal.against)
+        mine, other = goal.figures(medians)
         ratio = goal.ratio_of(medians)
         met = goal.met(ratio)
         lines.append(
-            f"| {goal.label} ({goal.unit}) | {_cell(mine)} | {goal.against_label} | {_cell(other)} "
+            f"| {label(goal, runtimes)} ({goal.unit}) | {_cell(mine)} | {goal.against_label} "
+            f"| {_cell(other)} "
             f"| {_cell(ratio)} | {goal.wanted} | {'–' if met is None else 'yes' if met else 'no'} |"
         )
     idle = medians.get(THIS, {}).get("sessions1000_idle_kib")
@@ -107,6 +145,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"| 1,000 sessions on one worker and one agent (commands/s) | {_cell(answered, 0)} | – | – | – "
         f"| every command answered | {'–' if answered is None else 'yes'} |"
     )
+    lines += failed(results)
+    lines += capsules(medians, runtimes)
     lines += ["", "## Every figure", ""]
     targets = list(medians)
     figures = sorted({key for values in medians.values() for key in values})
@@ -116,6 +156,59 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {key} | " + " | ".join(_cell(medians[t].get(key)) for t in targets) + " |")
     lines.append("")
     return "\n".join(lines)
+
+
+def failed(results: dict[str, Any]) -> list[str]:
+    """The workloads that failed, in how many runs, and the first error (no figures from them)."""
+    failures: dict[str, dict[str, list[str]]] = results.get("failures", {})
+    rows = [
+        f"| {target} | {workload} | {len(errors)} of {results['runs']} | {_escape(errors[0])} |"
+        for target, workloads in failures.items()
+        for workload, errors in workloads.items()
+    ]
+    if not rows:
+        return []
+    return [
+        "",
+        "## Workloads that failed",
+        "",
+        "| target | workload | runs | first error |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def capsules(medians: dict[str, dict[str, float]], runtimes: dict[str, str]) -> list[str]:
+    """The capsule workload's table: each runtime's figures, and the last's ratio to the first."""
+    agents = [name for name in AGENTS if name in medians]
+    if not agents:
+        return []
+    names = [runtimes.get(name) or name for name in agents]
+    columns = [
+        f"{name} (before)" if agent == AGENTS[0] else name for name, agent in zip(names, agents, strict=True)
+    ]
+    ratio = f" | {names[-1]} ÷ {names[0]} |" if len(agents) == 2 else " |"
+    lines = [
+        "",
+        "## Capsules on one host agent (over gRPC)",
+        "",
+        "| figure | " + " | ".join(columns) + ratio,
+        "|---|" + "---|" * (len(agents) + (len(agents) == 2)),
+    ]
+    for key, text, unit in CAPSULE_FIGURES:
+        values = [medians[name].get(key) for name in agents]
+        row = f"| {text} ({unit}) | " + " | ".join(_cell(value, 1) for value in values) + " |"
+        if len(agents) == 2:
+            before, after = values
+            # No ratio to a figure at or below zero (a bwrap capsule has no processes).
+            ratio_value = after / before if before is not None and before > 0 and after is not None else None
+            row += f" {_cell(ratio_value)} |"
+        lines.append(row)
+    return lines
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
@@ -135,7 +228,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
     if not rows:  # no `wrenn` figures in this run (only other targets were measured)
         return
     figure, axes = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.5))
-    labels = [f"{goal.label} vs {goal.against_label}" for goal, _ in rows]
+    runtimes = results.get("runtimes", {})
+    labels = [f"{label(goal, runtimes)} vs {goal.against_label}" for goal, _ in rows]
     ratios = [ratio for _, ratio in rows]
     colours = ["tab:green" if goal.met(ratio) else "tab:red" for goal, ratio in rows]
     positions = range(len(rows))

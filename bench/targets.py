@@ -4,7 +4,11 @@
 - ``terminado``: the peer, in its own virtualenv (.venv-peer), one shell per WebSocket;
 - ``wrenn``: this project in the production topology (two daphne workers, the Redis channel
   layer, PostgreSQL, the host agent), started as the integration tests start it;
-- ``wrenn-embedded``: this project as ``make run`` starts it (SQLite, in-memory layer).
+- ``wrenn-embedded``: this project as ``make run`` starts it (SQLite, in-memory layer);
+- ``wrenn-bwrap``: ``wrenn`` with its host agent on the bubblewrap runtime (what it ran before
+  capsules were containers), for time to prompt only;
+- ``agent-oci``, ``agent-bwrap``: a host agent alone, on one runtime, for the capsule workload
+  (create, destroy, idle memory), driven over gRPC.
 """
 
 from __future__ import annotations
@@ -16,17 +20,52 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.shells import LocalPty, Shell, TerminadoShell, WrennShell
-from tests.support.hostagent import free_port
+from tests.support.hostagent import HostAgentProcess, free_port, start_hostagent
 from tests.support.stack import start_stack
 
 REPO = Path(__file__).resolve().parent.parent
 PEER_PYTHON = REPO / ".venv-peer" / "bin" / "python"
 SHELL = ["/bin/sh"]
+# What every terminal target runs; the agent targets run the capsule workload only.
+SHELL_WORKLOADS = ("echo", "bulk", "sessions", "prompt", "fanout")
+LISTENING_RE = re.compile(r"hostagent listening on \S+ \(runtime=(\w+)\)")
+NO_NETWORK = "capsules get NO outbound network"
+_POOLS = iter(range(1 << 30))
+
+
+def network_options() -> dict[str, str]:
+    """A capsule address pool, nftables table and veth prefix of the benchmark's own.
+
+    Outside 10.214/16, which the tests' agents take /24s of: a pool overlapping the routes of
+    another agent's live capsules makes that agent start without capsule networks.
+    """
+    tag = uuid.uuid4().hex[:5]
+    return {
+        "HOSTAGENT_NETWORK_POOL": f"10.215.{(os.getpid() + next(_POOLS)) % 256}.0/24",
+        "HOSTAGENT_NETWORK_TABLE": f"wrenn_bench_{tag}",
+        "HOSTAGENT_NETWORK_PREFIX": f"b{tag}",
+    }
+
+
+def network_args() -> list[str]:
+    options = network_options()
+    return [
+        *("--network-pool", options["HOSTAGENT_NETWORK_POOL"]),
+        *("--network-table", options["HOSTAGENT_NETWORK_TABLE"]),
+        *("--network-prefix", options["HOSTAGENT_NETWORK_PREFIX"]),
+    ]
+
+
+def agent_runtime(log: str) -> str:
+    """The runtime an agent chose, from the line it logs once it listens ('' if not yet)."""
+    match = LISTENING_RE.search(log)
+    return match.group(1) if match else ""
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
@@ -48,9 +87,14 @@ class Target:
     name = ""
     # Whether several viewers can watch one session (only this project can).
     shares_sessions = False
+    workloads: tuple[str, ...] = SHELL_WORKLOADS
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
+
+    def runtime(self) -> str:
+        """The host agent's capsule runtime behind this target ('' without an agent)."""
+        return ""
 
     async def open(self, argv: list[str] | None = None, worker: int = 0) -> Shell:
         raise NotImplementedError
@@ -137,6 +181,8 @@ class WrennTarget(Target):
 
 class WrennProduction(WrennTarget):
     name = "wrenn"
+    # auto: oci where runc works (as root), else bwrap, else plain processes.
+    agent_runtime = "auto"
 
     def __init__(self, workers: int = 2) -> None:
         super().__init__()
@@ -145,7 +191,9 @@ class WrennProduction(WrennTarget):
 
     def start(self) -> None:
         data = Path(tempfile.mkdtemp(prefix="wrenn-bench-"))
-        self.stack = start_stack(data, workers=self.workers, ping=(20, 30))
+        self.stack = start_stack(
+            data, workers=self.workers, ping=(20, 30), runtime=self.agent_runtime, agent_args=network_args()
+        )
         demo = self.stack.demo()
         self.ports = [port for port, _ in self.stack.workers]
         self.capsule_id, self.api_key = demo["capsule_id"], demo["api_key"]
@@ -158,6 +206,18 @@ class WrennProduction(WrennTarget):
         pids = {"daphne": self.stack.workers[0][1].pid}
         pids["hostagent"] = self.stack.agent.proc.pid
         return pids
+
+    def runtime(self) -> str:
+        return agent_runtime(self.stack.agent.log())
+
+
+class WrennBwrap(WrennProduction):
+    """The production topology on the bubblewrap runtime: each terminal its own bwrap, as
+    capsules were before each became a container. For the time-to-prompt comparison."""
+
+    name = "wrenn-bwrap"
+    agent_runtime = "bwrap"
+    workloads = ("prompt",)
 
 
 class WrennProductionJson(WrennProduction):
@@ -175,7 +235,12 @@ class WrennEmbedded(WrennTarget):
     def __init__(self) -> None:
         super().__init__()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = Path(tempfile.mkdtemp(prefix="wrenn-bench-embedded-")) / "run.log"
+        directory = Path(tempfile.mkdtemp(prefix="wrenn-bench-embedded-"))
+        # Search permission (not read) for the capsules' unprivileged uids, which must reach their
+        # directories below it, as they do below a checkout's var/: else the agent falls back
+        # from oci and bwrap to plain processes.
+        directory.chmod(0o711)
+        self.log = directory / "run.log"
 
     def start(self) -> None:
         port = free_port()
@@ -187,6 +252,7 @@ class WrennEmbedded(WrennTarget):
             "WRENN_DATA_DIR": str(self.log.parent / "data"),
             "WRENN_HOSTAGENT_ADDR": f"127.0.0.1:{free_port()}",
             "HOSTAGENT_CGROUP_ROOT": f"wrenn-bench-{port}",
+            **network_options(),
         }
         env.pop("REDIS_URL", None)
         env.pop("DATABASE_URL", None)
@@ -236,6 +302,47 @@ class WrennEmbedded(WrennTarget):
                 found["hostagent"] = int(entry.name)
         return found
 
+    def runtime(self) -> str:
+        agent_log = self.log.parent / "data" / "hostagent.log"
+        return agent_runtime(agent_log.read_text(errors="replace"))
+
+
+class HostAgent(Target):
+    """A host agent alone on one runtime, its capsules created and destroyed over gRPC."""
+
+    name = ""
+    agent_runtime = ""
+    workloads = ("capsules",)
+
+    def __init__(self) -> None:
+        self.agent: HostAgentProcess | None = None
+
+    def start(self) -> None:
+        data = Path(tempfile.mkdtemp(prefix=f"wrenn-bench-{self.name}-"))
+        self.agent = start_hostagent(data, runtime=self.agent_runtime, args=network_args())
+        if NO_NETWORK in self.agent.log():
+            # Creation time and memory would leave out the network: not the figure asked for.
+            self.stop()
+            raise RuntimeError(f"{self.name}: the agent has no capsule networks:\n{self.agent.log()}")
+
+    def stop(self) -> None:
+        if self.agent is not None:
+            self.agent.stop()
+
+    def runtime(self) -> str:
+        assert self.agent is not None
+        return agent_runtime(self.agent.log())
+
+
+class HostAgentOci(HostAgent):
+    name = "agent-oci"
+    agent_runtime = "oci"
+
+
+class HostAgentBwrap(HostAgent):
+    name = "agent-bwrap"
+    agent_runtime = "bwrap"
+
 
 def _field(pattern: str, text: str) -> str:
     match = re.search(pattern, text)
@@ -245,5 +352,15 @@ def _field(pattern: str, text: str) -> str:
 
 
 TARGETS = {
-    target.name: target for target in (Floor, Terminado, WrennProduction, WrennProductionJson, WrennEmbedded)
+    target.name: target
+    for target in (
+        Floor,
+        Terminado,
+        WrennProduction,
+        WrennProductionJson,
+        WrennEmbedded,
+        WrennBwrap,
+        HostAgentOci,
+        HostAgentBwrap,
+    )
 }

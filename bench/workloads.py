@@ -29,10 +29,21 @@ class Sizes:
     prompts: int = 20
     fanout_viewers: int = 10
     fanout_lines: int = 1_000_000
+    # Capsules created (and destroyed) one after another on a host agent alone; idle memory is
+    # measured with all of them live, and an idle shell is opened in the first `terminals`.
+    capsules: int = 50
+    terminals: int = 20
 
 
 QUICK = Sizes(
-    keystrokes=200, bulk_mib=16, sessions=(50, 200), session_seconds=4.0, prompts=5, fanout_lines=200_000
+    keystrokes=200,
+    bulk_mib=16,
+    sessions=(50, 200),
+    session_seconds=4.0,
+    prompts=5,
+    fanout_lines=200_000,
+    capsules=10,
+    terminals=5,
 )
 
 
@@ -115,7 +126,15 @@ async def open_ready(target: Target, count: int, worker_of: int = 1) -> list[tup
             await ready(shell, output)
             return shell, output
 
-        opened += await asyncio.gather(*(one(i) for i in range(first, min(count, first + 50))))
+        batch = await asyncio.gather(
+            *(one(i) for i in range(first, min(count, first + 50))), return_exceptions=True
+        )
+        opened += [item for item in batch if not isinstance(item, BaseException)]
+        failed = [item for item in batch if isinstance(item, BaseException)]
+        if failed:
+            # The sessions that did open are closed, so that the target is left as it was.
+            await asyncio.gather(*(shell.close() for shell, _ in opened), return_exceptions=True)
+            raise RuntimeError(f"{len(opened)} of {count} sessions opened; then: {failed[0]}") from failed[0]
     return opened
 
 

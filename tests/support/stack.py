@@ -42,6 +42,8 @@ class Stack:
     host_token: str = ""
     agent: HostAgentProcess | None = None
     agent_args: list[str] = field(default_factory=list)
+    # The agent's --runtime (auto: oci where runc works, else bwrap, else plain processes).
+    runtime: str = "auto"
     # daphne's WebSocket keepalive: a ping after this many idle seconds, a close when no pong
     # comes within the second figure. Short by default, so a dead peer is noticed in a test; a
     # ping queues behind output already buffered for a socket, so floods need longer ones.
@@ -77,6 +79,7 @@ class Stack:
         """(Re)starts the host agent on its address and data, heartbeating to the first worker."""
         self.agent = start_hostagent(
             self.data_dir / "agent",
+            runtime=self.runtime,
             token=self.agent_token,
             address=self.agent_address,
             env={"HOSTAGENT_REGISTER_TOKEN": self.host_token},
@@ -185,6 +188,7 @@ def start_stack(
     agent_args: list[str] | None = None,
     env: dict[str, str] | None = None,
     ping: tuple[int, int] = (1, 2),
+    runtime: str = "auto",
 ) -> Stack:
     """Database, then the host (registered with a token), its agent, daphne workers and the monitor."""
     database = create_database()
@@ -217,6 +221,7 @@ def start_stack(
         agent_token=agent_token,
         agent_args=list(agent_args or []),
         ping=ping,
+        runtime=runtime,
     )
     try:
         stack.manage("migrate", "--noinput")
