@@ -30,6 +30,8 @@ HTTP_TIMEOUT = 5.0
 MAX_ANSWER = 64 * 1024
 REFUSED = (401, 403)
 RETRY_FIRST = 0.25
+# The longest isolation reason the control plane accepts (capsules/hosts.py) is 500 characters.
+MAX_REASON = 480
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,18 @@ _OPENER = urllib.request.build_opener(_NoRedirects())
 
 def memory_mb() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
+
+
+def shortened(isolation: dict[str, Any]) -> dict[str, Any]:
+    """The isolation report with each reason cut to what the control plane takes (a long runc
+    error would otherwise get every heartbeat refused, and the host never online)."""
+    parts = {}
+    for name, part in isolation.items():
+        reason = str(part.get("reason", ""))
+        if len(reason) > MAX_REASON:
+            reason = reason[: MAX_REASON - 1] + "…"
+        parts[name] = {**part, "reason": reason}
+    return parts
 
 
 def sane_interval(value: object) -> float | None:
@@ -137,7 +151,7 @@ class Heartbeat:
             ],
         }
         if self.isolation is not None:
-            payload["isolation"] = self.isolation()
+            payload["isolation"] = shortened(self.isolation())
         return payload
 
     async def beat(self) -> None:
