@@ -49,7 +49,7 @@ from hostagent.blocking import run_blocking
 from hostagent.bundle import UID_RANGE
 from hostagent.errors import AgentError, FailedPrecondition, ResourceExhausted
 from hostagent.freezer import Freezer, _mounts
-from hostagent.network import CapsuleNetworks, NetworkConfig
+from hostagent.network import CapsuleNetworks, NetworkConfig, NetworkUnavailable
 from hostagent.runtime import (
     Defaults,
     EnvironmentStopped,
@@ -334,7 +334,10 @@ class OciRuntime(Runtime):
 
     async def set_policy(self, sandbox_id: str, policy: dict[str, Any] | None) -> None:
         if self.networks is not None and sandbox_id in self._holders:
-            await self.networks.set_policy(sandbox_id, self.networks.policy(policy))
+            try:
+                await self.networks.set_policy(sandbox_id, self.networks.policy(policy))
+            except NetworkUnavailable as exc:
+                raise AgentError(f"cannot change the network policy of capsule {sandbox_id}: {exc}") from exc
 
     def limits_of(self, root: Path) -> Limits | None:
         with contextlib.suppress(OSError, ValueError, TypeError):
@@ -392,6 +395,9 @@ class OciRuntime(Runtime):
                 )
             if paused:
                 await self._runc("pause", container)
+        except NetworkUnavailable as exc:
+            await self.stop_environment(sandbox_id, root)
+            raise AgentError(f"cannot give capsule {sandbox_id} its network: {exc}") from exc
         except BaseException:
             await self.stop_environment(sandbox_id, root)
             raise
