@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import signal
 import socket
@@ -94,6 +95,38 @@ def _let_sandbox_user_through(path: Path) -> None:
 
 _POOLS = itertools.count()
 _UID_BASES = itertools.count()
+# The host resources start_hostagent chose for a data directory, kept in it: an agent started
+# again on it (a restart, a crash) takes the same ones, and cleans up what the first one left.
+_RESOURCES_FILE = ".test-agent-resources.json"
+
+
+def _own_host_resources(data_dir: Path, args: list[str], env: dict[str, str]) -> list[str]:
+    """Options giving the agent capsule uid ranges, a network pool, an nftables table and a veth
+    prefix of its own, unless `args` or `env` choose them."""
+    kept = data_dir / _RESOURCES_FILE
+    if kept.exists():
+        chosen: dict[str, str] = json.loads(kept.read_text())
+    else:
+        # Uid ranges apart (up to 15 agents at once, 4,096 capsules each), and the /16s of 10.64/10
+        # in turn, each from an offset of its own per run.
+        tag = uuid.uuid4().hex[:6]
+        chosen = {
+            "--uid-base": str((1 << 20) + (os.getpid() + next(_UID_BASES)) % 15 * (1 << 28)),
+            "--network-pool": f"10.{64 + (os.getpid() + next(_POOLS)) % 64}.0.0/16",
+            "--network-table": f"wrenn_test_{tag}",
+            "--network-prefix": f"w{tag[:5]}",
+        }
+        kept.write_text(json.dumps(chosen))
+    variables = {"--uid-base": "HOSTAGENT_UID_BASE", "--network-pool": "HOSTAGENT_NETWORK_POOL"}
+    variables |= {
+        "--network-table": "HOSTAGENT_NETWORK_TABLE",
+        "--network-prefix": "HOSTAGENT_NETWORK_PREFIX",
+    }
+    extra: list[str] = []
+    for option, value in chosen.items():
+        if option not in args and variables[option] not in env:
+            extra += [option, value]
+    return extra
 
 
 def start_hostagent(
@@ -123,16 +156,7 @@ def start_hostagent(
     extra_args = list(args or [])
     if "--cgroup-root" not in extra_args and "HOSTAGENT_CGROUP_ROOT" not in proc_env:
         extra_args += ["--cgroup-root", f"wrenn-test-{uuid.uuid4().hex[:12]}"]
-    if "--uid-base" not in extra_args and "HOSTAGENT_UID_BASE" not in proc_env:
-        # Capsule uid ranges apart from other agents' (up to 15 agents at once, 4,096 capsules each).
-        extra_args += ["--uid-base", str((1 << 20) + (os.getpid() + next(_UID_BASES)) % 15 * (1 << 28))]
-    if "--network-pool" not in extra_args and "HOSTAGENT_NETWORK_POOL" not in proc_env:
-        # Capsule networks of their own too: a /16 of 10.64/10 (16,384 capsules), an nftables
-        # table, a veth prefix.
-        # Agents of one run take the /24s in turn, from an offset of their own per run.
-        tag = uuid.uuid4().hex[:6]
-        extra_args += ["--network-pool", f"10.{64 + (os.getpid() + next(_POOLS)) % 64}.0.0/16"]
-        extra_args += ["--network-table", f"wrenn_test_{tag}", "--network-prefix", f"w{tag[:5]}"]
+    extra_args += _own_host_resources(data_dir, extra_args, proc_env)
     proc = subprocess.Popen(
         [
             sys.executable,
