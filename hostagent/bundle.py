@@ -88,7 +88,7 @@ ROOT_CAPABILITIES = [
 
 
 def config(
-    root: Path, sandbox_id: str, base: int, limits: Limits, tini: str, cgroup_root: str
+    root: Path, sandbox_id: str, base: int, limits: Limits, init: list[str], cgroup_root: str
 ) -> dict[str, Any]:
     """The container's config.json: its init, mounts, namespaces, uid range, limits and filter."""
     etc = root / "etc"
@@ -162,7 +162,7 @@ def config(
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
-            "args": [tini, "-s", "--", "/usr/bin/sleep", "infinity"],
+            "args": init,
             "env": [f"PATH={BASE_ENV['PATH']}"],
             "cwd": "/",
             "noNewPrivileges": True,
@@ -202,7 +202,13 @@ def config(
 
 
 def write(
-    root: Path, sandbox_id: str, base: int, limits: Limits, tini: str, cgroup_root: str, resolv_conf: str
+    root: Path,
+    sandbox_id: str,
+    base: int,
+    limits: Limits,
+    init: list[str],
+    cgroup_root: str,
+    resolv_conf: str,
 ) -> None:
     """The container's bundle: rootfs skeleton, its own /etc files, config.json. Blocking."""
     rootfs = root / "rootfs"
@@ -235,7 +241,7 @@ def write(
         (etc / name).write_text(text)
         (etc / name).chmod(0o644)
         (rootfs / "etc" / name).touch(exist_ok=True)
-    settings = config(root, sandbox_id, base, limits, tini, cgroup_root)
+    settings = config(root, sandbox_id, base, limits, init, cgroup_root)
     config_path = root / "config.json"
     config_path.write_text(json.dumps(settings, indent=1))
     config_path.chmod(0o600)

@@ -37,6 +37,7 @@ import os
 import shutil
 import socket
 import struct
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Sequence
@@ -133,11 +134,12 @@ class OciRuntime(Runtime):
         uid_base: int = UID_BASE,
     ) -> None:
         self.runc = runc
+        # Each capsule's init: tini reaps orphans, over a process that waits for ever.
+        self.holder = [tini, "-s", "--", "/usr/bin/sleep", "infinity"]
         # Capsule n's uids start at uid_base + n * UID_RANGE: two agents on a host need bases apart.
         self.uid_base = uid_base
         # Each capsule's cgroup is <hierarchy>/<cgroup_root>/<sandbox_id>, as runc makes it.
         self.cgroup_root = cgroup_root
-        self.tini = tini
         self.state_dir = state_dir
         self.defaults = defaults
         self.runc_root = state_dir / "runc"
@@ -173,10 +175,8 @@ class OciRuntime(Runtime):
             base = self.uid_base  # the first slot's range, unused until a capsule takes it
             for name in ("home", "tmp"):
                 (probe / disks.MOUNT / name).mkdir(parents=True)
-            bundle.write(probe, "probe", base, Limits(1, 64, 64, 64), self.tini, self.cgroup_root, "")
-            result = self._runc_sync(
-                ["run", "--no-new-keyring", "--bundle", str(probe), container], process_args=["/bin/true"]
-            )
+            bundle.write(probe, "probe", base, Limits(1, 64, 64, 64), ["/bin/true"], self.cgroup_root, "")
+            result = self._runc_sync(["run", "--no-new-keyring", "--bundle", str(probe), container])
             if result:
                 return result
         finally:
@@ -234,16 +234,9 @@ class OciRuntime(Runtime):
             return "# This capsule has no outbound network, and so no DNS.\n"
         return self.networks.resolv_conf()
 
-    def _runc_sync(self, args: list[str], process_args: list[str] | None = None) -> str | None:
-        """Run runc (blocking); return its error, or None. `process_args`: run that in the probe."""
-        import subprocess
-
+    def _runc_sync(self, args: list[str]) -> str | None:
+        """Run runc (blocking); return its error, or None."""
         argv = [self.runc, "--root", str(self.runc_root), *args]
-        if process_args is not None:
-            bundle = Path(args[args.index("--bundle") + 1])
-            config = json.loads((bundle / "config.json").read_text())
-            config["process"]["args"] = process_args
-            (bundle / "config.json").write_text(json.dumps(config))
         try:
             result = subprocess.run(  # noqa: S603 - fixed argv, no shell
                 argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=RUNC_TIMEOUT, check=False
@@ -359,7 +352,14 @@ class OciRuntime(Runtime):
             base = await run_blocking(self._base, root)
             await run_blocking(bundle.prepare_disk, root, base, limits, self.disk_problem is None)
             await run_blocking(
-                bundle.write, root, sandbox_id, base, limits, self.tini, self.cgroup_root, self._resolv_conf()
+                bundle.write,
+                root,
+                sandbox_id,
+                base,
+                limits,
+                self.holder,
+                self.cgroup_root,
+                self._resolv_conf(),
             )
         except OSError as exc:
             raise AgentError(f"cannot prepare capsule {sandbox_id}: {exc}") from exc
