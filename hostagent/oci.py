@@ -49,7 +49,7 @@ from hostagent import bundle, disks, seccomp
 from hostagent.blocking import run_blocking
 from hostagent.bundle import UID_RANGE
 from hostagent.errors import AgentError, FailedPrecondition, ResourceExhausted
-from hostagent.freezer import Freezer, _mounts
+from hostagent.freezer import Freezer, _mounts, _v1_base
 from hostagent.network import CapsuleNetworks, NetworkConfig, NetworkUnavailable
 from hostagent.runtime import (
     Defaults,
@@ -111,13 +111,6 @@ def _memory_events_file(cgroup_root: str) -> tuple[Path, str] | None:
     for mount, fstype, _options in _mounts():
         if fstype == "cgroup2":
             return Path(mount) / cgroup_root, "memory.events"
-    return None
-
-
-def _v1_freezer_root() -> Path | None:
-    for mount, fstype, options in _mounts():
-        if fstype == "cgroup" and "freezer" in options:
-            return Path(mount)
     return None
 
 
@@ -403,17 +396,26 @@ class OciRuntime(Runtime):
             raise
         log.info("capsule %s started (%s, uids from %d)", sandbox_id, limits.describe(), base)
 
-    async def stop_environment(self, sandbox_id: str, root: Path | None) -> int:
-        """Kill everything in the capsule and remove its container; returns how many processes."""
-        container = self.container(sandbox_id)
-        killed = len(await run_blocking(self.procs, sandbox_id))
-        with contextlib.suppress(RuncFailed):
-            await self._runc("delete", "--force", container)
+    async def kill_processes(self, sandbox_id: str) -> int:
+        """Kill every process of the capsule and remove its container; returns how many there were.
+
+        Nothing to do (no runc call) once that is done: the lifecycle asks twice on a destroy,
+        through the freezer and through stop_environment.
+        """
+        pids = await run_blocking(self.procs, sandbox_id)
         holder = self._holders.pop(sandbox_id, None)
+        if pids or holder is not None:
+            with contextlib.suppress(RuncFailed):
+                await self._runc("delete", "--force", self.container(sandbox_id))
         if holder is not None:
             # Our child (subreaper): reaped here, or it would stay a zombie.
             with contextlib.suppress(ChildProcessError):
                 await run_blocking(os.waitpid, holder, 0)
+        return len(pids)
+
+    async def stop_environment(self, sandbox_id: str, root: Path | None) -> int:
+        """Kill everything in the capsule, remove its container, network and (with `root`) disk."""
+        killed = await self.kill_processes(sandbox_id)
         if self.networks is not None:
             await self.networks.detach(sandbox_id)
         if root is not None:
@@ -452,7 +454,7 @@ class OciRuntime(Runtime):
         """Let killed processes of a frozen capsule die: a v1-frozen process ignores even SIGKILL."""
         if self.cgroups != "cgroup1":
             return
-        root = _v1_freezer_root()
+        root = _v1_base("")  # the v1 freezer hierarchy's root, which is never frozen
         if root is None:
             return
         for pid in pids:
@@ -580,7 +582,7 @@ class OciFreezer(Freezer):
             raise OSError(exc.message) from exc
 
     async def kill_all(self, sandbox_id: str, leaders: Sequence[int]) -> int:
-        return await self.runtime.stop_environment(sandbox_id, None)
+        return await self.runtime.kill_processes(sandbox_id)
 
     async def release(self, sandbox_id: str, pids: Sequence[int]) -> None:
         await self.runtime.release(pids)
