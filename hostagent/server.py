@@ -216,24 +216,30 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
         )
         validate_request(launch)
         origin = Origin(cmd=request.cmd, args=tuple(request.args), owner=request.owner)
-        for attempt in range(2):
-            try:
-                async with self.lifecycle.starting(request.sandbox_id) as cgroup_procs:
-                    return await self.registry.start(
-                        request.sandbox_id,
-                        request.tag,
-                        lambda: self.runtime.spawn(
-                            request.sandbox_id, root, launch, cols, rows, cgroup_procs
-                        ),
-                        request.cmd,
-                        origin,
-                    )
-            except EnvironmentStopped:
-                # Its init exited just now (killed from inside): `starting` sees it and starts
-                # the environment again; the second failure is the caller's.
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return await self._spawn(root, request, launch, cols, rows, origin)
+        except EnvironmentStopped:
+            # Its init exited just now (killed from inside): `starting` sees it this time and
+            # starts the environment again; a second failure is the caller's.
+            return await self._spawn(root, request, launch, cols, rows, origin)
+
+    async def _spawn(
+        self,
+        root: Path,
+        request: pb.PtyAttachRequest,
+        launch: LaunchRequest,
+        cols: int,
+        rows: int,
+        origin: Origin,
+    ) -> tuple[PtySession, Subscriber]:
+        async with self.lifecycle.starting(request.sandbox_id) as cgroup_procs:
+            return await self.registry.start(
+                request.sandbox_id,
+                request.tag,
+                lambda: self.runtime.spawn(request.sandbox_id, root, launch, cols, rows, cgroup_procs),
+                request.cmd,
+                origin,
+            )
 
     async def PtyKill(self, request: pb.PtyKillRequest, context: Context) -> pb.PtyKillResponse:
         try:
