@@ -186,7 +186,12 @@ class OciRuntime(Runtime):
         limits_reason = f"{self.cgroups} memory, pids and CPU limits per capsule"
         if self.disk_problem:
             limits_reason += f"; disk sizes NOT enforced: {self.disk_problem}"
-        network_reason = self.networks.describe() if self.networks is not None else "capsules have no network"
+        network_reason = (
+            self.networks.describe()
+            if self.networks is not None
+            else "own network namespace per capsule, loopback only: no outbound network "
+            f"({self.network_problem})"
+        )
         return {
             "runtime": {"on": True, "reason": f"runc container per capsule, own uid range ({self.runc})"},
             "network": {"on": True, "reason": network_reason},
