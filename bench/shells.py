@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from pty.dialects import JSON_SUBPROTOCOL
 from pty.protocol import BINARY_HEADER, BINARY_SUBPROTOCOL
 
 
@@ -102,7 +103,8 @@ class WrennShell:
 
     @classmethod
     async def open_socket(cls, url: str, api_key: str, binary: bool) -> WrennShell:
-        protocols = [BINARY_SUBPROTOCOL] if binary else []
+        # A stated dialect: the server never waits to recognise it (pty/dialects.py).
+        protocols = [BINARY_SUBPROTOCOL] if binary else [JSON_SUBPROTOCOL]
         return cls(await _connect(url, [("X-API-Key", api_key)], protocols), binary)
 
     @classmethod

@@ -51,6 +51,8 @@ async def follow_size(ws: ClientConnection, resized: asyncio.Event) -> None:
 async def session(args: argparse.Namespace) -> int:
     url = f"{args.url.rstrip('/')}/v1/capsules/{args.capsule}/pty"
     interactive = sys.stdin.isatty()
+    # The reference JSON dialect, stated, so the server never waits to recognise it.
+    url += "?dialect=json"
     async with connect(url, additional_headers=[("X-API-Key", args.key)], max_size=None) as ws:
         cols, rows = shutil.get_terminal_size()
         if args.connect:

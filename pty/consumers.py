@@ -6,7 +6,8 @@ host agent's replay buffer. Whichever viewer holds the session's lease (on any
 worker) runs the gRPC stream worker as a task it owns. Its own input goes to
 the host agent through an ``InputPump``.
 
-Each connection's output goes through a ``Follower`` (pty/follow.py), which
+Each connection speaks one dialect (pty/dialects.py), stated or recognised from what the
+client does; its output goes through an ``OutputCursor`` (pty/cursor.py), which
 relays it at the client's pace with bounded memory, and through an
 ``Audience`` (pty/audience.py): the leader paces the stream to the viewers
 that keep up, so a writing process blocks when they fall behind, as on a real
@@ -16,7 +17,6 @@ terminal, and publishes to the group only while someone else watches.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -36,11 +36,13 @@ from protos import hostagent_pb2 as pb
 from protos import rules
 from wrenn.flow import send_window
 
+from . import dialects
 from . import protocol as p
 from .audience import Audience
 from .auth import SCOPE_AUTH_ERROR, SCOPE_CALLER, AuthFailed, Caller, caller_from_token
 from .catchup import Chunk, Ended, Missed, read_output
-from .follow import Follower
+from .cursor import OutputCursor
+from .dialects import Codec, DialectError
 from .input import AgentStream, InputPump, Op, OpFailed
 from .leadership import keep_leading
 from .leases import lease_key, leases
@@ -80,14 +82,12 @@ class PtyConsumer(AsyncWebsocketConsumer):
     admin = False
 
     async def connect(self) -> None:
-        # Output as binary frames, and input accepted as binary frames (the opt-in extension).
-        self.binary = p.BINARY_SUBPROTOCOL in self.scope.get("subprotocols", [])
         self.capsule: Capsule | None = None
         self.caller: Caller | None = None
         self.tag = ""
         self.group = ""
         self.phase = "auth"  # auth -> first -> attached -> closed
-        self.follower: Follower | None = None  # once joined to a session
+        self.cursor: OutputCursor | None = None  # once joined to a session
         self.audience: Audience | None = None  # once joined to a session
         self.last_touch = 0.0
         self.tasks: dict[str, asyncio.Task[None]] = {}
@@ -96,7 +96,20 @@ class PtyConsumer(AsyncWebsocketConsumer):
         self.attached = asyncio.Event()
         self._request = pb.PtyAttachRequest()
         self.released = False
-        await self.accept(p.BINARY_SUBPROTOCOL if self.binary else None)
+        # The client's dialect: stated in the handshake, else recognised later (None till then).
+        self.codec: Codec | None = None
+        try:
+            choice = dialects.from_handshake(
+                self.scope.get("subprotocols", []), self.scope.get("query_string", b"")
+            )
+        except DialectError as exc:
+            await self.accept()
+            await self.fatal(str(exc))
+            return
+        self.extensions = choice.extensions
+        if choice.dialect is not None:
+            self.codec = dialects.codec(choice.dialect, extensions=choice.extensions)
+        await self.accept(choice.subprotocol)
         self._spawn("ping", self._keepalive())
         error = self.scope.get(SCOPE_AUTH_ERROR)
         caller = self.scope.get(SCOPE_CALLER)
@@ -131,6 +144,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
         except p.ProtocolError as exc:
             await self._refuse(str(exc))
             return
+        if self.codec is None and (shown := dialects.shown_by(msg.type)) is not None:
+            self._choose(shown)
         if msg.type == p.PONG:
             return
         if self.phase == "auth":
@@ -141,17 +156,20 @@ class PtyConsumer(AsyncWebsocketConsumer):
             await self._on_attached(msg)
 
     async def _receive_binary(self, data: bytes) -> None:
-        if not self.binary:
-            await self._refuse(
-                f"binary frames are not supported; send JSON text frames (or use the "
-                f"{p.BINARY_SUBPROTOCOL} subprotocol)"
-            )
-        elif await self._too_big(len(data)):
+        shown = dialects.shown_by(dialects.BINARY_FRAME)
+        if self.codec is None and self.phase == "attached" and shown is not None:
+            self._choose(shown)
+        try:
+            msg = self.codec.input(data) if self.codec is not None else p.Message(type=p.INPUT, data=data)
+        except p.ProtocolError as exc:
+            await self._refuse(str(exc))
             return
-        elif self.phase != "attached":
+        if await self._too_big(len(data)):
+            return
+        if self.phase != "attached":
             await self.fatal("binary frames are input: start or connect to a session first")
         elif data:
-            await self._on_attached(p.Message(type=p.INPUT, data=data))
+            await self._on_attached(msg)
 
     async def _too_big(self, size: int) -> bool:
         """Refuses (fatally) a frame over the limit; whether it was."""
@@ -225,6 +243,28 @@ class PtyConsumer(AsyncWebsocketConsumer):
             self.capsule = capsule
             self.caller = caller
             self.phase = "first"
+            self._spawn("first_frame", self._first_frame_deadline())
+
+    async def _first_frame_deadline(self) -> None:
+        timeout = float(settings.PTY_FIRST_FRAME_TIMEOUT_SECONDS)
+        await asyncio.sleep(timeout)
+        await self.fatal(f"no 'start' or 'connect' within {timeout:g} seconds")
+
+    # --- the dialect ---------------------------------------------------------------
+
+    def _choose(self, dialect: str) -> None:
+        """The client's dialect is now known: held output goes out in it."""
+        self.codec = dialects.codec(dialect, extensions=self.extensions)
+        self._cancel("dialect")
+        if self.cursor is not None:
+            self.cursor.open()
+
+    async def _default_dialect(self) -> None:
+        await asyncio.sleep(settings.PTY_DIALECT_WAIT_MS / 1000)
+        if self.codec is None:
+            log.info("pty %s: no dialect shown; using %s", self.group, settings.PTY_DEFAULT_DIALECT)
+            self.tasks.pop("dialect", None)  # done: _choose must not cancel this task
+            self._choose(settings.PTY_DEFAULT_DIALECT)
 
     async def _start(self, start: p.StartRequest) -> None:
         assert self.capsule is not None  # noqa: S101 - phase "first" implies a capsule
@@ -247,13 +287,24 @@ class PtyConsumer(AsyncWebsocketConsumer):
         if not rules.is_tag(tag):
             await self.fatal(f"pty session {tag[:64]} not found")
             return
+        if offset is not None:  # a client that resumes by offset reads the extensions
+            self.extensions = True
+            if self.codec is not None:
+                self.codec.extensions = True
         await self._join(tag)
+        assert self.cursor is not None  # noqa: S101 - made by _join
+        self.cursor.next_offset = offset or 0
+        # In a task of its own: the catch-up may wait for the client's first input to show its
+        # dialect, which this consumer must be free to receive.
+        self._spawn("lead", self._resume(offset is None))
+
+    async def _resume(self, recent_screen: bool) -> None:
+        """Catches a joining viewer up from its offset, then leads whenever the lease is free."""
+        assert self.cursor is not None  # noqa: S101 - made by _join
         # Without an offset a newcomer gets the recent screen, minus the terminal
         # queries in it that the browser would otherwise answer into the shell.
-        assert self.follower is not None  # noqa: S101 - made by _join
-        self.follower.next_offset = offset or 0
         try:
-            ended = await self.follower.catch_up(None, neutralize_queries=offset is None)
+            ended = await self.cursor.catch_up(None, neutralize_queries=recent_screen)
         except grpc.aio.AioRpcError as exc:
             await self.fatal(describe(exc))
             return
@@ -261,7 +312,7 @@ class PtyConsumer(AsyncWebsocketConsumer):
             await self._exit(ended.exit_code)
             return
         self.attached.set()
-        self._spawn("lead", self._lead(pb.PtyAttachRequest()))
+        await self._lead(pb.PtyAttachRequest())
 
     async def _attach(self, tag: str, request: pb.PtyAttachRequest) -> None:
         """Starts a new session: this connection leads it from its first byte."""
@@ -275,15 +326,20 @@ class PtyConsumer(AsyncWebsocketConsumer):
         self.phase = "attached"
         self.pump = InputPump(self._send_op)
         self._spawn("input", self.pump.run())
-        self.follower = Follower(
+        self._cancel("first_frame")
+        self.cursor = OutputCursor(
             self.group,
             self.send_json_frame,
             self._send_output,
+            self._send_lost,
             self._read_agent,
             send_window(self.scope),
             self._progressed,
             self._exit,
         )
+        if self.codec is None:
+            self.cursor.shut()
+            self._spawn("dialect", self._default_dialect())
         self.audience = Audience(
             self.group,
             self.channel_name,
@@ -367,16 +423,16 @@ class PtyConsumer(AsyncWebsocketConsumer):
     # --- group events ------------------------------------------------------------
 
     async def terminal_output(self, event: dict[str, Any]) -> None:
-        if self.follower is not None:
-            await self.follower.output(event["offset"], event["data"])
+        if self.cursor is not None:
+            await self.cursor.output(event["offset"], event["data"])
 
     async def terminal_mark(self, event: dict[str, Any]) -> None:
-        if self.follower is not None:
-            self.follower.mark(event["offset"])
+        if self.cursor is not None:
+            self.cursor.mark(event["offset"])
 
     async def terminal_exit(self, event: dict[str, Any]) -> None:
-        if self.follower is not None:
-            await self.follower.exit(event["offset"], event["exit_code"])
+        if self.cursor is not None:
+            await self.cursor.exit(event["offset"], event["exit_code"])
 
     async def _exit(self, exit_code: int) -> None:
         await self.send_json_frame(p.EXIT, exit_code=exit_code)
@@ -395,10 +451,10 @@ class PtyConsumer(AsyncWebsocketConsumer):
     # --- the audience ------------------------------------------------------------------
 
     def _offset(self) -> int:
-        return self.follower.next_offset if self.follower is not None else 0
+        return self.cursor.next_offset if self.cursor is not None else 0
 
     def _heard(self) -> int:
-        return self.follower.seen_end if self.follower is not None else 0
+        return self.cursor.seen_end if self.cursor is not None else 0
 
     def _progressed(self, offset: int) -> None:
         if self.audience is not None:
@@ -424,13 +480,20 @@ class PtyConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=p.frame(kind, **fields))
 
     async def _send_output(self, offset: int, data: bytes) -> None:
+        assert self.codec is not None  # noqa: S101 - the cursor is shut until there is one
+        await self._send_frame(self.codec.output(offset, data))
+
+    async def _send_lost(self, lost: int, offset: int) -> None:
+        assert self.codec is not None  # noqa: S101 - the cursor is shut until there is one
+        await self._send_frame(self.codec.lost(lost, offset))
+
+    async def _send_frame(self, frame: dialects.Frame) -> None:
         if self.phase == "closed":
             return
-        if self.binary:
-            await self.send(bytes_data=p.binary_output(offset, data))
+        if isinstance(frame, bytes):
+            await self.send(bytes_data=frame)
         else:
-            encoded = base64.b64encode(data).decode("ascii")
-            await self.send(text_data=p.frame(p.OUTPUT, data=encoded, offset=offset))
+            await self.send(text_data=frame)
 
     async def error(self, message: str, *, fatal: bool = False) -> None:
         await self.send_json_frame(p.ERROR, data=message, fatal=fatal)
@@ -490,8 +553,8 @@ class PtyConsumer(AsyncWebsocketConsumer):
         finally:
             if self.agent_stream is not None:
                 self.agent_stream.close()
-            if self.follower is not None:
-                self.follower.stop()
+            if self.cursor is not None:
+                self.cursor.stop()
             # A task may be the one closing the socket (a fatal error found by the
             # stream worker): it finishes on its own, the others are cancelled.
             current = asyncio.current_task()

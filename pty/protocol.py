@@ -40,6 +40,8 @@ DEFAULT_ROWS = rules.DEFAULT_ROWS
 # (daphne's own hard limit is 1 MiB); 256 KiB holds any paste a terminal is expected to take.
 MAX_FRAME_BYTES = 256 * 1024
 CLOSE_TOO_BIG = 1009
+# Offsets are the host agent's uint64 byte counts.
+MAX_OFFSET = 2**64 - 1
 
 
 # The opt-in binary extension, asked for as a WebSocket subprotocol: output then comes as binary
@@ -90,8 +92,11 @@ def parse(text: str) -> Message:
         raw = json.loads(text)
     except ValueError:
         raise ProtocolError("invalid message: not valid JSON") from None
+    except RecursionError:
+        raise ProtocolError("invalid message: JSON nested too deeply") from None
     if not isinstance(raw, dict):
         raise ProtocolError("invalid message: expected a JSON object")
+    _check_unicode(raw)
     kind = raw.get("type")
     if not isinstance(kind, str) or not kind:
         raise ProtocolError("invalid message: missing 'type'")
@@ -106,8 +111,10 @@ def parse(text: str) -> Message:
         if not isinstance(tag, str):
             raise ProtocolError("invalid connect: 'tag' must be a string")
         offset = raw.get("offset")
-        if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
-            raise ProtocolError("invalid connect: 'offset' must be a non-negative integer")
+        if offset is not None and (
+            isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET
+        ):
+            raise ProtocolError(f"invalid connect: 'offset' must be an integer from 0 to {MAX_OFFSET}")
         return Message(CONNECT, tag=tag, offset=offset)
     if kind == INPUT:
         return Message(INPUT, data=_base64(raw.get("data")))
@@ -120,6 +127,26 @@ def parse(text: str) -> Message:
             raise ProtocolError("invalid auth: 'token' must be a non-empty string")
         return Message(AUTH, token=token)
     return Message(kind)
+
+
+def _check_unicode(raw: dict[str, Any]) -> None:
+    """JSON's escapes can spell lone surrogates ("\\ud800"), which no UTF-8 text (a command, a
+    token, a gRPC string) can hold: refused here rather than failing wherever they reach."""
+    stack: list[Any] = [raw]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ProtocolError(
+                    "invalid message: a string holds a lone surrogate (\\ud800-\\udfff)"
+                ) from None
 
 
 def _base64(value: Any) -> bytes:

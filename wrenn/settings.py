@@ -79,6 +79,16 @@ HOSTAGENT_RPC_TIMEOUT = float(_env("WRENN_HOSTAGENT_RPC_TIMEOUT", "10"))
 # Terminal sockets: keepalive ping, and how often activity is written per connection.
 PTY_KEEPALIVE_SECONDS = float(_env("WRENN_PTY_KEEPALIVE_SECONDS", "30"))
 PTY_ACTIVITY_INTERVAL_SECONDS = float(_env("WRENN_PTY_ACTIVITY_INTERVAL_SECONDS", "30"))
+# A client that states no dialect has its output held until its first input shows it, for at
+# most this long; then the default dialect applies (docs/protocol.md, "Choosing a dialect").
+PTY_DIALECT_WAIT_MS = _env_int("WRENN_PTY_DIALECT_WAIT_MS", 1000, high=60_000)
+PTY_DEFAULT_DIALECT = _env("WRENN_PTY_DEFAULT_DIALECT", "json")
+if PTY_DEFAULT_DIALECT not in ("json", "raw", "binary"):
+    raise ImproperlyConfigured(
+        f"WRENN_PTY_DEFAULT_DIALECT must be json, raw or binary, got {PTY_DEFAULT_DIALECT!r}"
+    )
+# Seconds an authenticated socket has to send `start` or `connect` before it is closed.
+PTY_FIRST_FRAME_TIMEOUT_SECONDS = float(_env("WRENN_PTY_FIRST_FRAME_TIMEOUT_SECONDS", "10"))
 # Bytes a WebSocket may hold unsent in daphne, and in the kernel (SO_SNDBUF; the kernel doubles
 # it), before a terminal stops relaying to that client; 0 (the default) keeps Twisted's 64 KiB
 # and the kernel's own sizing. See wrenn/flow.py and docs/protocol.md ("Flow control").

@@ -5,10 +5,14 @@ import json
 import sys
 
 from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
+
+# A stated dialect (pty/dialects.py). Run as a script: the tests package is not importable here.
+JSON_DIALECT = [Subprotocol("wrenn.json.v1")]
 
 
 async def main(url: str, key: str) -> None:
-    async with connect(url, additional_headers=[("X-API-Key", key)]) as websocket:
+    async with connect(url, subprotocols=JSON_DIALECT, additional_headers=[("X-API-Key", key)]) as websocket:
         await websocket.send(json.dumps({"type": "start", "cmd": "/bin/cat"}))
         while True:
             frame = json.loads(await websocket.recv())

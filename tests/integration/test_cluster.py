@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 from tests.support.cluster import Cluster, running_cluster, stat_fields
 from tests.support.polling import wait_until
 from tests.support.stack import POSTGRES_URL
-from tests.support.terminal import Terminal
+from tests.support.terminal import JSON_DIALECT, Terminal
 
 pytestmark = [pytest.mark.timeout(90)]
 
@@ -82,7 +82,9 @@ async def test_terminals_through_the_proxy_run_on_every_worker(cluster: Cluster)
     seen: set[str] = set()
     for attempt in range(3 * WORKERS):
         url = f"ws://127.0.0.1:{cluster.port}/v1/capsules/{capsule}/pty"
-        async with connect(url, additional_headers=headers, max_size=None) as websocket:
+        async with connect(
+            url, subprotocols=JSON_DIALECT, additional_headers=headers, max_size=None
+        ) as websocket:
             assert websocket.response is not None
             worker = websocket.response.headers["X-Wrenn-Worker"]
             term = Terminal.over_websocket(websocket)
@@ -101,13 +103,15 @@ async def test_a_session_started_on_one_worker_is_joined_on_another(cluster: Clu
     capsule = cluster.banner_field(r"Socket:\s+ws://\S+/v1/capsules/(cl-[0-9a-f]+)/pty")
     headers = [("X-API-Key", cluster.banner_field(r"API key:\s+(wrn_\S+)"))]
     url = f"ws://127.0.0.1:{cluster.port}/v1/capsules/{capsule}/pty"
-    async with connect(url, additional_headers=headers, max_size=None) as first:
+    async with connect(url, subprotocols=JSON_DIALECT, additional_headers=headers, max_size=None) as first:
         assert first.response is not None
         first_worker = first.response.headers["X-Wrenn-Worker"]
         starter = Terminal.over_websocket(first)
         tag = (await starter.start())["tag"]
         for _ in range(3 * WORKERS):
-            async with connect(url, additional_headers=headers, max_size=None) as second:
+            async with connect(
+                url, subprotocols=JSON_DIALECT, additional_headers=headers, max_size=None
+            ) as second:
                 assert second.response is not None
                 if second.response.headers["X-Wrenn-Worker"] == first_worker:
                     continue

@@ -27,7 +27,7 @@ from protos import hostagent_pb2_grpc as pb_grpc
 from tests.support.hostagent import token_metadata
 from tests.support.polling import wait_until
 from tests.support.stack import REDIS_URL, Stack, running_stack
-from tests.support.terminal import Terminal
+from tests.support.terminal import JSON_DIALECT, Terminal
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -145,7 +145,9 @@ async def slow_viewer(
     headers = [("X-API-Key", demo["api_key"])]
     # No pings of its own: their pongs would wait behind the backlog this client reads so slowly.
     options: dict[str, Any] = {"max_size": None, "max_queue": 1, "ping_interval": None, "close_timeout": 1}
-    async with connect(url, sock=sock, additional_headers=headers, **options) as ws:
+    async with connect(
+        url, sock=sock, subprotocols=JSON_DIALECT, additional_headers=headers, **options
+    ) as ws:
         yield SlowViewer(ws, rate)
 
 
@@ -155,7 +157,9 @@ async def fast_viewer(stack: Stack, demo: dict[str, Any], worker: int) -> AsyncI
     leave it unread for a while (its pongs would wait behind the output)."""
     url = f"{stack.ws_url(worker)}/v1/capsules/{demo['capsule_id']}/pty"
     headers = [("X-API-Key", demo["api_key"])]
-    async with connect(url, additional_headers=headers, max_size=None, ping_interval=None) as ws:
+    async with connect(
+        url, subprotocols=JSON_DIALECT, additional_headers=headers, max_size=None, ping_interval=None
+    ) as ws:
         yield Terminal.over_websocket(ws)
 
 

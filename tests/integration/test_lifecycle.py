@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 
 from tests.support.polling import wait_until
 from tests.support.stack import Stack
-from tests.support.terminal import Terminal
+from tests.support.terminal import JSON_DIALECT, Terminal
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -45,7 +45,9 @@ def api(stack: Stack, demo: dict[str, Any]) -> Api:
 @asynccontextmanager
 async def terminal(stack: Stack, demo: dict[str, Any], capsule_id: str) -> AsyncIterator[Terminal]:
     url = f"{stack.ws_url()}/v1/capsules/{capsule_id}/pty"
-    async with connect(url, additional_headers=[("X-API-Key", demo["api_key"])]) as websocket:
+    async with connect(
+        url, subprotocols=JSON_DIALECT, additional_headers=[("X-API-Key", demo["api_key"])]
+    ) as websocket:
         yield Terminal.over_websocket(websocket)
 
 

@@ -27,7 +27,7 @@ from websockets.asyncio.client import connect
 
 from tests.support.cluster import children_of
 from tests.support.hostagent import REPO_ROOT, _let_sandbox_user_through, free_port
-from tests.support.terminal import Terminal
+from tests.support.terminal import JSON_DIALECT, Terminal
 from wrenn.secret_key import DEVELOPMENT_KEY
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -198,7 +198,9 @@ async def test_the_demo_capsule_still_gets_a_shell(embedded: Embedded) -> None:
     capsule = embedded.banner_field("Socket").rsplit("/capsules/", 1)[1].split("/")[0]
     headers = [("X-API-Key", embedded.banner_field("API key"))]
     url = f"ws://127.0.0.1:{embedded.port}/v1/capsules/{capsule}/pty"
-    async with connect(url, additional_headers=headers, max_size=None) as websocket:
+    async with connect(
+        url, subprotocols=JSON_DIALECT, additional_headers=headers, max_size=None
+    ) as websocket:
         term = Terminal.over_websocket(websocket)
         await term.start()
         await term.type("echo shell-$((6*7)) > ~/made && cat ~/made\n")

@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.support.stack import Stack, running_stack
-from tests.support.terminal import Terminal
+from tests.support.terminal import JSON_DIALECT, Terminal
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -44,7 +44,9 @@ def viewer(cluster: Stack, cluster_demo: dict[str, Any]) -> Open:
     async def open_(worker: int) -> AsyncIterator[Terminal]:
         url = f"{cluster.ws_url(worker)}/v1/capsules/{cluster_demo['capsule_id']}/pty"
         headers = [("X-API-Key", cluster_demo["api_key"])]
-        async with connect(url, additional_headers=headers, max_size=None) as websocket:
+        async with connect(
+            url, subprotocols=JSON_DIALECT, additional_headers=headers, max_size=None
+        ) as websocket:
             yield Terminal.over_websocket(websocket)
 
     return open_

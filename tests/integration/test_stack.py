@@ -23,7 +23,7 @@ from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from tests.support.hostagent import REPO_ROOT, free_port
 from tests.support.stack import Stack, wait_for_http
-from tests.support.terminal import Terminal
+from tests.support.terminal import JSON_DIALECT, Terminal
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -38,7 +38,9 @@ def socket(stack: Stack, demo: dict[str, Any]) -> Connect:
     ) -> AsyncIterator[Terminal]:
         url = f"{base or stack.ws_url(worker)}/v1/capsules/{demo['capsule_id']}/pty"
         headers = [("X-API-Key", key or demo["api_key"])]
-        async with connect(url, additional_headers=headers, max_size=None) as websocket:
+        async with connect(
+            url, subprotocols=JSON_DIALECT, additional_headers=headers, max_size=None
+        ) as websocket:
             yield Terminal.over_websocket(websocket)
 
     return open_

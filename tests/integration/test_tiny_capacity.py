@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.support.stack import Stack, running_stack
-from tests.support.terminal import Terminal
+from tests.support.terminal import JSON_DIALECT, Terminal
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -47,10 +47,14 @@ async def test_a_viewer_gets_every_byte_through_a_layer_that_holds_one_message(t
         "printf '<BEGIN>'; cat /tmp/tiny; printf '<END>'; sha256sum /tmp/tiny | cut -c1-64; read x"
     )
     urls = [f"{tiny.ws_url(worker)}/v1/capsules/{demo['capsule_id']}/pty" for worker in (0, 1)]
-    async with connect(urls[0], additional_headers=headers, max_size=None) as first_socket:
+    async with connect(
+        urls[0], subprotocols=JSON_DIALECT, additional_headers=headers, max_size=None
+    ) as first_socket:
         first = Terminal.over_websocket(first_socket)
         tag = (await first.start(cmd="/bin/sh", args=["-c", script]))["tag"]
-        async with connect(urls[1], additional_headers=headers, max_size=None) as second_socket:
+        async with connect(
+            urls[1], subprotocols=JSON_DIALECT, additional_headers=headers, max_size=None
+        ) as second_socket:
             second = Terminal.over_websocket(second_socket)
             await second.send(type="connect", tag=tag, offset=0)
             await second.type("go\n")

@@ -19,6 +19,7 @@ from capsules.keys import create_api_key
 from capsules.models import Host, Membership, Sandbox, Team
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
+from pty.dialects import JSON_SUBPROTOCOL
 from tests.support.hostagent import HostAgentProcess
 from wrenn.asgi import application
 
@@ -85,8 +86,12 @@ async def open_socket(transactional_db: None) -> AsyncIterator[Open]:
     async def open_(
         path: str, headers: list[tuple[bytes, bytes]] | None = None, subprotocols: list[str] | None = None
     ) -> WebsocketCommunicator:
+        # The JSON dialect with extensions unless a test says otherwise ([]: a reference client).
         communicator = WebsocketCommunicator(
-            application, path, headers=headers or [], subprotocols=subprotocols
+            application,
+            path,
+            headers=headers or [],
+            subprotocols=[JSON_SUBPROTOCOL] if subprotocols is None else subprotocols,
         )
         connected, subprotocol = await communicator.connect(timeout=10)
         assert connected

@@ -44,9 +44,36 @@ def test_tags_look_like_the_reference() -> None:
         ('{"type": "auth"}', "invalid auth: 'token' must be a non-empty string"),
         ('{"type": 5}', "invalid message: missing 'type'"),
         ('"start"', "invalid message: expected a JSON object"),
+        ('{"type": "auth", "token": "\\ud800"}', "invalid message: a string holds a lone surrogate"),
+        ('{"type": "start", "args": ["\\udfff"]}', "invalid message: a string holds a lone surrogate"),
+        ('{"type": "start", "envs": {"\\ud83d": "x"}}', "invalid message: a string holds a lone surrogate"),
+        (
+            '{"type": "connect", "tag": "t", "offset": 18446744073709551616}',
+            "invalid connect: 'offset' must be",
+        ),
+        (
+            '{"type": "connect", "tag": "t", "offset": -1}',
+            "invalid connect: 'offset' must be an integer from 0",
+        ),
+        (
+            '{"type": "connect", "tag": "t", "offset": 1e3}',
+            "invalid connect: 'offset' must be an integer from 0",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "invalid message: JSON nested too deeply"),
+        ('{"type": "start", "cols": ' + "9" * 5000 + "}", "invalid message: not valid JSON"),
     ],
 )
 def test_rejections(text: str, message: str) -> None:
     with pytest.raises(p.ProtocolError) as excinfo:
         p.parse(text)
     assert str(excinfo.value).startswith(message)
+
+
+def test_a_surrogate_pair_is_text_like_any_other() -> None:
+    msg = p.parse('{"type": "start", "cmd": "/bin/echo", "args": ["\\ud83d\\ude00"]}')
+    assert msg.start is not None
+    assert msg.start.args == ["\U0001f600"]
+
+
+def test_the_largest_offset_is_accepted() -> None:
+    assert p.parse(f'{{"type": "connect", "tag": "t", "offset": {p.MAX_OFFSET}}}').offset == p.MAX_OFFSET

@@ -8,7 +8,13 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from websockets.typing import Subprotocol
+
+from pty.dialects import JSON_SUBPROTOCOL
 from pty.protocol import BINARY_HEADER
+
+# The JSON dialect with extensions, stated: what tests over real sockets ask for by default.
+JSON_DIALECT = [Subprotocol(JSON_SUBPROTOCOL)]
 
 SendText = Callable[[str], Awaitable[None]]
 SendBytes = Callable[[bytes], Awaitable[None]]
@@ -24,7 +30,10 @@ class Terminal:
         self._recv_text = recv_text
         self._send_bytes = send_bytes
         self.binary = False
+        # ``raw``: the raw dialect (wrenn SDK 0.3): output frames are binary, the bytes alone.
+        self.raw = False
         self.binary_frames = 0
+        self.kinds: set[str] = set()  # every frame type received
         self.output = bytearray()
         self.communicator: Any = None
         # The offset the next output frame must carry: every frame is checked, so a
@@ -63,12 +72,16 @@ class Terminal:
             message = await self._recv_text(timeout)
             frame: dict[str, Any]
             if isinstance(message, bytes):
-                assert self.binary, "a binary frame without the binary extension"
+                assert self.binary or self.raw, "a binary frame without a binary dialect"
                 self.binary_frames += 1
-                (offset,) = BINARY_HEADER.unpack_from(message)
-                frame = {"type": "output", "offset": offset, "data": message[BINARY_HEADER.size :]}
+                if self.raw:
+                    frame = {"type": "output", "data": message}
+                else:
+                    (offset,) = BINARY_HEADER.unpack_from(message)
+                    frame = {"type": "output", "offset": offset, "data": message[BINARY_HEADER.size :]}
             else:
                 frame = json.loads(message)
+            self.kinds.add(frame["type"])
             if frame["type"] == "ping":
                 continue
             if frame["type"] == "output":
@@ -93,7 +106,7 @@ class Terminal:
 
     async def type(self, text: str | bytes) -> None:
         data = text.encode() if isinstance(text, str) else text
-        if self.binary and self._send_bytes is not None:
+        if (self.binary or self.raw) and self._send_bytes is not None:
             await self._send_bytes(data)
         else:
             await self.send(type="input", data=base64.b64encode(data).decode())

@@ -192,7 +192,8 @@
     reconnectTimer = null;
     sessionOver = false;
     fitAddon.fit();
-    const ws = new WebSocket(wsUrl());
+    // The JSON dialect with this project's extensions (offsets, missed): stated, so never waited for.
+    const ws = new WebSocket(wsUrl(), ["wrenn.json.v1"]);
     socket = ws;
 
     ws.onopen = function () {

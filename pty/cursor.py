@@ -1,4 +1,4 @@
-"""Following one session's output for one client: in order, exactly once, at the client's pace.
+"""One client's cursor in its session's output: in order, exactly once, at the client's pace.
 
 Output reaches a viewer as group events (from the leader, on any worker) and, on the leader's
 own worker, straight from the stream worker. Either way it carries its offset, so a duplicate
@@ -6,7 +6,8 @@ is dropped and a gap is noticed. While the client keeps up (its send window is o
 goes straight out. While it is behind, up to PENDING_LIMIT bytes wait here in order; beyond
 that, output is dropped and later refilled from the host agent's replay buffer, so a slow
 client costs its worker a bounded amount of memory. Bytes the buffer no longer holds are
-reported with a ``missed`` frame.
+reported as lost (a ``missed`` frame, or an error for a reference client). Until the client's
+dialect is known (pty/dialects.py) the cursor is held shut, as for a client that is behind.
 """
 
 from __future__ import annotations
@@ -35,16 +36,19 @@ REFILL_FRAME = 16 * 1024
 SendFrame = Callable[..., Awaitable[None]]
 # send_output(offset, data): one output frame, in the client's encoding (JSON or binary).
 SendOutput = Callable[[int, bytes], Awaitable[None]]
+# send_lost(lost, offset): the client is told that ``lost`` bytes before ``offset`` are gone.
+SendLost = Callable[[int, int], Awaitable[None]]
 # read_agent(offset, until, neutralize_queries): pty.catchup.read_output for this session.
 ReadAgent = Callable[[int, int | None, bool], AsyncIterator[Chunk | Missed | Ended]]
 
 
-class Follower:
+class OutputCursor:
     def __init__(
         self,
         label: str,
         send_frame: SendFrame,
         send_output: SendOutput,
+        send_lost: SendLost,
         read_agent: ReadAgent,
         window: SendWindow | None,
         on_progress: Callable[[int], None],
@@ -55,6 +59,7 @@ class Follower:
         self.seen_end = 0  # the end of the output, as far as events have told
         self._send_frame = send_frame
         self._send_output_frame = send_output
+        self._send_lost = send_lost
         self._read_agent = read_agent
         self._window = window
         self._on_progress = on_progress
@@ -67,6 +72,9 @@ class Follower:
         self._drain: asyncio.Task[None] | None = None
         # Output may be sent from the group events and from the leader's own stream at once.
         self._sending = asyncio.Lock()
+        # Shut while the client's dialect is unknown: nothing can be encoded for it yet.
+        self._open = asyncio.Event()
+        self._open.set()
 
     # --- events -----------------------------------------------------------------------------
 
@@ -110,7 +118,8 @@ class Follower:
         """Sends output from ``next_offset`` up to ``until`` (or what exists now) from the agent."""
         async for item in self._read_agent(self.next_offset, until, neutralize_queries):
             if isinstance(item, Missed):
-                await self._send_frame(p.MISSED, bytes=item.bytes, offset=item.offset)
+                await self._wait_writable()
+                await self._send_lost(item.bytes, item.offset)
                 self._progressed(item.offset)
             elif isinstance(item, Chunk):
                 for at in range(0, len(item.data), REFILL_FRAME):
@@ -127,10 +136,20 @@ class Follower:
 
     # --- sending at the client's pace ------------------------------------------------------
 
+    def shut(self) -> None:
+        """Holds output back (by offset, as for a client that is behind) until ``open``."""
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+        if self._pending or self.next_offset < self.seen_end:
+            self._start_drain()
+
     def _writable(self) -> bool:
-        return self._window is None or self._window.writable
+        return self._open.is_set() and (self._window is None or self._window.writable)
 
     async def _wait_writable(self) -> None:
+        await self._open.wait()
         if self._window is not None:
             await self._window.wait()
 
@@ -175,7 +194,7 @@ class Follower:
                     p.ERROR, data=f"could not recover {lost} bytes of output: {describe(exc)}", fatal=False
                 )
             if self.next_offset < until:  # the agent could not give them all: say how many are gone
-                await self._send_frame(p.MISSED, bytes=until - self.next_offset, offset=until)
+                await self._send_lost(until - self.next_offset, until)
                 self._progressed(until)
         if self._exit_code is not None:
             await self._on_exit(self._exit_code)
