@@ -16,7 +16,7 @@ BENCH_ARGS ?=
 # `make profile`: where daphne and the host agent spend their time; e.g. PROFILE_ARGS=--seconds=5
 PROFILE_ARGS ?=
 
-.PHONY: bench profile run cluster setup system-packages protos check-protos check-migrations lint typecheck check test test-fast clean
+.PHONY: bench profile run cluster setup sdk-venvs system-packages protos check-protos check-migrations lint typecheck check test test-fast clean
 
 run: setup system-packages
 	HOST=$(HOST) PORT=$(PORT) PY=$(PY) scripts/run-local.sh
@@ -73,7 +73,7 @@ typecheck: setup
 check: lint typecheck check-protos check-migrations
 
 # Every lane (tests/support/lanes.py says which test is in which), and the 20 slowest tests.
-test: setup check
+test: setup check sdk-venvs
 	DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest --durations=20
 
 # The checks, then the unit and agent lanes: no daphne, no Chromium.
@@ -81,7 +81,7 @@ test-fast: setup check
 	DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest -m "unit or agent"
 
 clean:
-	rm -rf $(VENV) node_modules var
+	rm -rf $(VENV) node_modules var .venv-sdk-*
 
 # The terminal benchmark against terminado and a local PTY; results in bench/results/.
 bench: setup system-packages .venv-peer/.installed $(VENV)/.bench-installed
@@ -90,6 +90,19 @@ bench: setup system-packages .venv-peer/.installed $(VENV)/.bench-installed
 # py-spy samples daphne and the host agent during each workload; results in bench/results/profile.md.
 profile: setup system-packages $(VENV)/.bench-installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m bench.profile $(PROFILE_ARGS)
+
+# Wrenn's published Python SDKs, which tests/integration/test_sdk_clients.py drives against the
+# stack: one virtualenv per version, outside the repository's import path (the SDK's package is
+# named `wrenn`, like this repository's settings package). Each list pins the SDK and everything
+# it imports, so it installs without resolving: --no-deps, and --ignore-requires-python because
+# the SDK declares Python >= 3.13 but runs on 3.11.
+SDK_VERSIONS := 0.2.0 0.3.0
+sdk-venvs: $(foreach version,$(SDK_VERSIONS),.venv-sdk-$(version)/.installed)
+
+.venv-sdk-%/.installed: tests/sdk/requirements-%.txt
+	test -x .venv-sdk-$*/bin/python || $(PYTHON) -m venv .venv-sdk-$*
+	.venv-sdk-$*/bin/python -m pip install --quiet --no-deps --ignore-requires-python -r $<
+	touch $@
 
 # terminado imports the standard-library pty, which this repository's pty/ app shadows:
 # it gets a virtualenv of its own and runs outside the repository's import path.
