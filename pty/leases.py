@@ -6,7 +6,7 @@ one-process quick start) it lives in this process. A worker that dies stops
 renewing, the key expires, and a viewer on another worker takes over.
 
 Beside the lease, each viewer notes the offset it has sent its client up to, so
-the leader can pace the stream to its viewers (see pty/audience.py).
+the leader can pace the stream to its viewers (see pty/pacing.py).
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ else:
 
 # Terminal sockets, beside the two intervals above: how long a socket without credentials has to
 # send its `auth` frame, and how often a session's leader counts its viewers (it publishes output
-# through the channel layer only while someone else watches; see pty/audience.py).
+# through the channel layer only while someone else watches; see pty/presence.py).
 PTY_AUTH_TIMEOUT_SECONDS = 5.0
 PTY_VIEWER_COUNT_SECONDS = 1.0
 

@@ -1,4 +1,5 @@
-"""The leader's pacing (pty.audience.Audience.pace) on its own, with notes in process memory."""
+"""The leader's pacing (pty.pacing.Pacer.pace) on its own, with its presence's count and the
+notes in process memory."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from pty import audience as audience_module
-from pty.audience import PACE_WINDOW, PROGRESS_EVENT, SHARED_WINDOW, SLOW_GRACE, Audience
+from pty import pacing, presence
 from pty.leases import LocalLeases, audience_key, progress_key
+from pty.pacing import PACE_WINDOW, PROGRESS_EVENT, SHARED_WINDOW, SLOW_GRACE, Pacer
+from pty.presence import Presence
 
 pytestmark = [pytest.mark.timeout(20)]
 
@@ -33,7 +35,8 @@ class Layer:
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch) -> LocalLeases:
     store = LocalLeases()
-    monkeypatch.setattr(audience_module, "leases", lambda: store)
+    monkeypatch.setattr(pacing, "leases", lambda: store)
+    monkeypatch.setattr(presence, "leases", lambda: store)
     return store
 
 
@@ -42,13 +45,13 @@ class Leader:
         self.store = store
         self.offset = END  # its own client has everything so far
         self.layer = Layer()
-        self.audience = Audience(
+        self.presence = Presence(GROUP, "leader", self.layer, lambda: END, count_every=COUNT_EVERY)
+        self.pacer = Pacer(
             GROUP,
             "leader",
             self.layer,
             lambda: self.offset,
-            lambda: END,
-            count_every=COUNT_EVERY,
+            lambda: self.presence.alone,
             slow_grace=slow_grace,
         )
 
@@ -60,7 +63,7 @@ class Leader:
 async def paced(leader: Leader, within: float) -> bool:
     """Whether ``pace(END)`` returns within ``within`` seconds."""
     try:
-        await asyncio.wait_for(leader.audience.pace(END), within)
+        await asyncio.wait_for(leader.pacer.pace(END), within)
     except TimeoutError:
         return False
     return True
@@ -69,7 +72,7 @@ async def paced(leader: Leader, within: float) -> bool:
 async def test_alone_the_leader_paces_to_its_own_client(store: LocalLeases) -> None:
     leader = Leader(store)
     await store.join(audience_key(GROUP), "leader")
-    async with leader.audience.leading():
+    async with leader.presence.leading():
         await asyncio.sleep(0.05)  # the first count: alone
         leader.offset = END - PACE_WINDOW - 1
         assert not await paced(leader, 0.2)
@@ -83,10 +86,10 @@ async def test_the_slowest_viewer_that_keeps_up_sets_the_pace(store: LocalLeases
     await leader.note("leader", END)
     await leader.note("fast", END)
     await leader.note("slow", END - SHARED_WINDOW - 1)
-    async with leader.audience.leading():
+    async with leader.presence.leading():
         assert not await paced(leader, 0.3)  # held back by the slow one
         assert {"type": PROGRESS_EVENT} in leader.layer.sent  # the others were asked to note
-        waiting = asyncio.ensure_future(leader.audience.pace(END))
+        waiting = asyncio.ensure_future(leader.pacer.pace(END))
         await asyncio.sleep(0.1)
         assert not waiting.done()
         await store.note_progress(progress_key(GROUP), "slow", END - SHARED_WINDOW)
@@ -100,7 +103,7 @@ async def test_a_viewer_behind_for_longer_than_the_grace_no_longer_holds_the_oth
     await leader.note("leader", END)
     await leader.note("fast", END)
     await leader.note("stuck", 0)
-    async with leader.audience.leading():
+    async with leader.presence.leading():
         assert not await paced(leader, 0.1)
         assert await paced(leader, 5)  # once the grace is over
         assert await paced(leader, 0.5)  # and from then on, at once
@@ -117,7 +120,7 @@ async def test_when_everyone_is_behind_the_fastest_sets_the_pace(store: LocalLea
     leader.offset = 0
     await leader.note("leader", 0)
     await leader.note("other", END - PACE_WINDOW - 1)
-    async with leader.audience.leading():
+    async with leader.presence.leading():
         assert not await paced(leader, 0.5)  # past the grace, but nobody is within PACE_WINDOW
         await store.note_progress(progress_key(GROUP), "other", END - PACE_WINDOW)
         assert await paced(leader, 5)

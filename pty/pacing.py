@@ -1,17 +1,13 @@
-"""One viewer's part in its session's audience: being counted, saying how far it is, and, while
-it leads, pacing the stream and knowing whether anyone else watches.
+"""Pacing one session's stream to its viewers: each says how far it is, and the leader reads the
+agent's stream only as fast as they take it.
 
-The leader reads the agent's stream only as fast as its viewers take it (``pace``). Alone, it
-looks at its own client, for free. With others watching, it asks them to note in Redis how far
-they are, and reads on while the fastest viewer is within PACE_WINDOW bytes and every viewer
-that keeps up is within SHARED_WINDOW: so viewers of similar speed all get every byte, as the
-slowest of them sets the pace. A viewer that stays behind for SLOW_GRACE no longer holds the
-others back; it skips ahead with a ``missed`` frame once the agent's buffer moves past it.
-And the leader publishes output to the channel layer only while someone else watches
-(``shared``): alone, it skips the round trip through Redis altogether. A viewer that joins
-says so at once; output the leader read before it heard went to its own client only, so on
-hearing it publishes where the output ends, and the newcomer refills the rest from the agent
-(without that, a session gone quiet would never show it).
+Alone, the leader looks at its own client, for free. With others watching, it asks them to
+note in Redis how far they are, and reads on while the fastest viewer is within PACE_WINDOW
+bytes and every viewer that keeps up is within SHARED_WINDOW: so viewers of similar speed all
+get every byte, as the slowest of them sets the pace. A viewer that stays behind for
+SLOW_GRACE no longer holds the others back; it skips ahead with a ``missed`` frame once the
+agent's buffer moves past it. Whether anyone else watches is the viewer's presence
+(pty/presence.py).
 """
 
 from __future__ import annotations
@@ -20,12 +16,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 from channels.layers import BaseChannelLayer
 
-from .leases import Leases, audience_key, leases, progress_key
-from .stream import MARK_EVENT
+from .leases import Leases, leases, progress_key
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +43,13 @@ PROGRESS_INTERVAL = 0.01
 # For how long a viewer notes after being asked; the leader asks again after half of it.
 NOTE_FOR = 1.0
 
-# Channel-layer events, handled by the consumer (terminal_progress, terminal_joined).
+# Channel-layer event, handled by the consumer (terminal_progress).
 PROGRESS_EVENT = "terminal.progress"
-JOINED_EVENT = "terminal.joined"
 
 
-class Audience:
-    """``count_every``: seconds between the leader's counts of the viewers (the consumer passes
-    settings.PTY_VIEWER_COUNT_SECONDS); ``slow_grace``: see SLOW_GRACE."""
+class Pacer:
+    """``offset``: how far this viewer's client is; ``alone``: whether, while this viewer leads,
+    nobody else watches (its presence's ``alone``); ``slow_grace``: see SLOW_GRACE."""
 
     def __init__(
         self,
@@ -63,27 +57,20 @@ class Audience:
         viewer: str,
         layer: BaseChannelLayer,
         offset: Callable[[], int],
-        heard: Callable[[], int],
+        alone: Callable[[], bool],
         *,
-        count_every: float,
         slow_grace: float = SLOW_GRACE,
     ) -> None:
         self.group = group
         self.viewer = viewer
         self._layer = layer
-        self._offset = offset  # how far this viewer's client is
-        self._heard = heard  # how far the output has reached this viewer (sent or not)
-        self._count_every = count_every
+        self._offset = offset
+        self._alone = alone
         self._slow_grace = slow_grace
         self._store: Leases = leases()
         self._moved = asyncio.Event()
         self._noting_until = 0.0
         self._note: asyncio.Task[None] | None = None
-        # While leading: False only once a count found nobody else (publishing is the default).
-        self._leading = False
-        self._alone = False
-        self._joins = 0
-        self._marking: set[asyncio.Task[None]] = set()
         # While leading with others: the last notes read, when, and since when each viewer has
         # been more than SHARED_WINDOW behind.
         self._asked = self._looked = float("-inf")
@@ -91,22 +78,6 @@ class Audience:
         self._behind_since: dict[str, float] = {}
 
     # --- every viewer -----------------------------------------------------------------
-
-    async def enter(self) -> None:
-        await self._store.join(audience_key(self.group), self.viewer)
-        await self._layer.group_send(self.group, {"type": JOINED_EVENT})
-
-    async def leave(self) -> None:
-        if self._note is not None:
-            self._note.cancel()
-        with contextlib.suppress(Exception):  # Redis away: the entries expire on their own
-            await self._store.leave(audience_key(self.group), self.viewer)
-            await self._store.forget_progress(progress_key(self.group), self.viewer)
-
-    async def ended(self) -> None:
-        """The session's process exited (called by the leader): its bookkeeping goes."""
-        with contextlib.suppress(Exception):
-            await self._store.drop(audience_key(self.group), progress_key(self.group))
 
     def moved(self) -> None:
         """This viewer's client has been sent more output."""
@@ -119,9 +90,17 @@ class Audience:
         self._noting_until = time.monotonic() + NOTE_FOR
         self._start_noting()
 
-    def someone_joined(self) -> None:
-        self._joins += 1
-        self._set_alone(False)
+    async def leave(self) -> None:
+        if self._note is not None:
+            self._note.cancel()
+            await asyncio.gather(self._note, return_exceptions=True)
+        with contextlib.suppress(Exception):  # Redis away: the notes expire on their own
+            await self._store.forget_progress(progress_key(self.group), self.viewer)
+
+    async def ended(self) -> None:
+        """The session's process exited (called by the leader): the notes go."""
+        with contextlib.suppress(Exception):
+            await self._store.drop(progress_key(self.group))
 
     def _start_noting(self) -> None:
         if self._note is None or self._note.done():
@@ -141,58 +120,12 @@ class Audience:
 
     # --- the leader -----------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def leading(self) -> AsyncIterator[None]:
-        """While leading: counts the audience now and then, to know whether to publish."""
-        self._leading, self._alone = True, False
-        counting = asyncio.ensure_future(self._count())
-        try:
-            yield
-        finally:
-            self._leading, self._alone = False, False
-            tasks = [counting, *self._marking]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    def shared(self) -> bool:
-        """Whether output must go through the channel layer: someone else may be watching."""
-        return not self._alone
-
-    async def _count(self) -> None:
-        key = audience_key(self.group)
-        while True:
-            joins = self._joins
-            try:
-                alone = await self._store.audience(key) <= 1
-            except Exception:
-                log.warning("counting the viewers of %s failed", self.group, exc_info=True)
-                alone = False
-            if joins == self._joins:  # nobody said they joined while this counted
-                self._set_alone(alone)
-            await asyncio.sleep(self._count_every)
-
-    def _set_alone(self, alone: bool) -> None:
-        if self._leading and self._alone and not alone:
-            # What was read while alone reached this viewer's client only: say where the
-            # output ends, so whoever else now watches refills it from the agent.
-            task = asyncio.ensure_future(self._mark(self._heard()))
-            self._marking.add(task)
-            task.add_done_callback(self._marking.discard)
-        self._alone = alone
-
-    async def _mark(self, offset: int) -> None:
-        try:
-            await self._layer.group_send(self.group, {"type": MARK_EVENT, "offset": offset})
-        except Exception:  # the next output's offset shows the gap all the same
-            log.warning("publishing where the output of %s ends failed", self.group, exc_info=True)
-
     async def pace(self, end: int) -> None:
         """Returns once the viewers can take more than ``end`` bytes (see the module's docstring)."""
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            if self._alone:
+            if self._alone():
                 if end - self._offset() <= PACE_WINDOW:
                     return
             else:

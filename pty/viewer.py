@@ -1,0 +1,256 @@
+"""One viewer of one terminal session: the owner of everything a client's place in it needs.
+
+A viewer has an output cursor (pty/cursor.py: in order, exactly once, at its client's pace),
+an input pump to the host agent (pty/input.py), a presence in the session's audience
+(pty/presence.py), its part in pacing the stream (pty/pacing.py), and the lead loop: whichever
+viewer holds the session's lease (on any worker) runs the gRPC stream worker (pty/stream.py).
+``run`` starts the input pump and the lead loop in one task group and ``leave`` ends them
+together, so none outlives the viewer. The viewer talks to its client only through a
+``Client``: it knows nothing of WebSockets or dialects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from channels.db import database_sync_to_async
+from channels.layers import BaseChannelLayer
+from django.conf import settings
+
+from capsules.actions import record_terminal_exit, record_terminal_started, record_viewer
+from capsules.agents import HOST_UNREACHABLE, aio_stub_for, describe, rpc_timeout
+from protos import hostagent_pb2 as pb
+from wrenn.flow import SendWindow
+
+from .catchup import Chunk, Ended, Missed, read_output
+from .cursor import OutputCursor
+from .input import AgentStream, InputPump, Op, OpFailed
+from .leadership import keep_leading
+from .leases import lease_key, leases
+from .pacing import Pacer
+from .presence import Presence
+from .stream import ERROR_EVENT, LeaderHooks, StreamFailed, group_name, lead
+
+log = logging.getLogger(__name__)
+
+_record_started = database_sync_to_async(record_terminal_started)
+_record_viewer = database_sync_to_async(record_viewer)
+_record_exit = database_sync_to_async(record_terminal_exit)
+
+
+@dataclass(frozen=True)
+class Capsule:
+    id: str
+    status: str
+    host_address: str
+
+
+class Client(Protocol):
+    """What a viewer needs of the connection it serves."""
+
+    channel_name: str
+    channel_layer: BaseChannelLayer
+    window: SendWindow | None
+
+    async def send_control(self, kind: str, **fields: Any) -> None: ...
+    async def send_output(self, offset: int, data: bytes) -> None: ...
+    async def send_lost(self, lost: int, offset: int) -> None: ...
+    async def error(self, message: str, *, fatal: bool = False) -> None: ...
+    async def fatal(self, message: str) -> None: ...
+    async def exited(self, exit_code: int) -> None: ...
+    async def touch(self) -> None: ...
+
+
+class Viewer:
+    def __init__(self, client: Client, capsule: Capsule, tag: str, owner: str) -> None:
+        self.client = client
+        self.capsule = capsule
+        self.tag = tag
+        self.owner = owner  # who started or joined, for the admin's list ("key:wrn_…")
+        self.group = group_name(capsule.id, tag)
+        # The session exists on the agent (started, or caught up with): input may go to it.
+        self.attached = asyncio.Event()
+        self.cursor = OutputCursor(
+            self.group,
+            client.send_control,
+            client.send_output,
+            client.send_lost,
+            self._read_agent,
+            client.window,
+            self._progressed,
+            client.exited,
+        )
+        self.presence = Presence(
+            self.group,
+            client.channel_name,
+            client.channel_layer,
+            lambda: self.cursor.seen_end,
+            count_every=float(settings.PTY_VIEWER_COUNT_SECONDS),
+        )
+        self.pacer = Pacer(
+            self.group,
+            client.channel_name,
+            client.channel_layer,
+            lambda: self.cursor.next_offset,
+            lambda: self.presence.alone,
+        )
+        self.pump = InputPump(self._send_op)
+        self._agent_stream: AgentStream | None = None
+        self._request = pb.PtyAttachRequest()
+        self._joined = False
+
+    # --- the viewer's life -------------------------------------------------------------------
+
+    async def join(self) -> None:
+        """Joins the session's group before anything is read, so no byte published is missed."""
+        await self.client.channel_layer.group_add(self.group, self.client.channel_name)
+        self._joined = True
+        await self.presence.enter()
+        await _record_viewer(self.capsule.id, self.tag, 1)
+
+    async def run(self, start: pb.PtyAttachRequest | None, *, offset: int | None = None) -> None:
+        """Starts the session (``start``) or catches up with it from ``offset`` (None: the recent
+        screen), then leads it whenever its lease is free, until the process exits."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.pump.run(), name="pty-input")
+            tasks.create_task(self._follow(start, offset), name="pty-lead")
+
+    async def drain_input(self) -> None:
+        """Input already accepted still reaches the process, within the agent's deadline."""
+        try:
+            await asyncio.wait_for(self.pump.drained(), rpc_timeout())
+        except TimeoutError:
+            log.warning("pty %s: input not delivered before close", self.group)
+
+    async def leave(self) -> None:
+        """Once ``run`` has ended: leaves the session's group, audience and pacing."""
+        if self._agent_stream is not None:
+            self._agent_stream.close()
+        self.cursor.stop()
+        if self._joined:
+            await self.client.channel_layer.group_discard(self.group, self.client.channel_name)
+            await self.presence.leave()
+            await self.pacer.leave()
+            await _record_viewer(self.capsule.id, self.tag, -1)
+
+    # --- what the client sends ------------------------------------------------------------------
+
+    async def submit(self, op: Op) -> None:
+        self.pump.submit(op)
+        if op.kind == "input":
+            await self.client.touch()
+        # Hold the socket reader while the host agent is behind, instead of dropping.
+        await self.pump.wait_for_room()
+
+    # --- what the session's group says ----------------------------------------------------------
+
+    async def output(self, offset: int, data: bytes) -> None:
+        await self.cursor.output(offset, data)
+
+    def mark(self, offset: int) -> None:
+        self.cursor.mark(offset)
+
+    async def exit(self, offset: int, exit_code: int) -> None:
+        await self.cursor.exit(offset, exit_code)
+
+    def progress_asked(self) -> None:
+        self.pacer.asked()
+
+    def someone_joined(self) -> None:
+        self.presence.someone_joined()
+
+    # --- following and leading -------------------------------------------------------------------
+
+    async def _follow(self, start: pb.PtyAttachRequest | None, offset: int | None) -> None:
+        if start is None:
+            self.cursor.next_offset = offset or 0
+            # Without an offset a newcomer gets the recent screen, minus the terminal
+            # queries in it that the browser would otherwise answer into the shell.
+            try:
+                ended = await self.cursor.catch_up(None, neutralize_queries=offset is None)
+            except grpc.aio.AioRpcError as exc:
+                await self.client.fatal(describe(exc))
+                return
+            if ended is not None:
+                await self.client.exited(ended.exit_code)
+                return
+            self.attached.set()
+        await self._lead(start or pb.PtyAttachRequest())
+
+    async def _lead(self, first: pb.PtyAttachRequest) -> None:
+        """Leads the session whenever its lease is free, until the process exits."""
+        stub = aio_stub_for(self.capsule.host_address)
+        requests = [first] if first.cmd else []
+        self._request = first
+
+        async def stream() -> int:
+            # The starter's request once; after that, resume exactly where this client is.
+            request = requests.pop() if requests else None
+            if request is None:
+                request = pb.PtyAttachRequest(
+                    sandbox_id=self.capsule.id, tag=self.tag, resume=True, from_offset=self.cursor.next_offset
+                )
+            hooks = LeaderHooks(
+                started=self._started,
+                output=self.client.touch,
+                exited=self._exited,
+                pace=self.pacer.pace,
+                deliver=self._deliver,
+                shared=self.presence.shared,
+            )
+            async with self.presence.leading():
+                return await lead(stub, request, self.client.channel_layer, self.group, hooks)
+
+        try:
+            await keep_leading(leases(), lease_key(self.group), self.client.channel_name, stream)
+        except StreamFailed as exc:
+            if exc.attached or not first.cmd:
+                # Everyone watching lost the session: tell them all.
+                await self.client.channel_layer.group_send(
+                    self.group, {"type": ERROR_EVENT, "data": str(exc), "fatal": True}
+                )
+            elif str(exc) != HOST_UNREACHABLE:
+                await self.client.fatal(f"failed to start pty: {exc}")
+            else:
+                await self.client.fatal(str(exc))
+
+    async def _deliver(self, event: dict[str, Any]) -> None:
+        await self.cursor.output(event["offset"], event["data"])
+
+    async def _started(self, started: pb.PtyStarted) -> None:
+        self.attached.set()
+        await self.client.send_control("started", tag=started.tag, pid=started.pid)
+        command = " ".join([self._request.cmd, *self._request.args])
+        await _record_started(self.capsule.id, started.tag, self._request.owner, command, started.pid)
+
+    async def _exited(self, exit_code: int) -> None:
+        await _record_exit(self.capsule.id, self.tag, exit_code)
+        await self.presence.ended()
+        await self.pacer.ended()
+
+    def _progressed(self, offset: int) -> None:
+        self.pacer.moved()
+
+    def _read_agent(
+        self, offset: int, until: int | None, neutralize_queries: bool
+    ) -> AsyncIterator[Chunk | Missed | Ended]:
+        stub = aio_stub_for(self.capsule.host_address)
+        return read_output(
+            stub, self.capsule.id, self.tag, offset, until, neutralize_queries=neutralize_queries
+        )
+
+    async def _send_op(self, op: Op) -> None:
+        await self.attached.wait()
+        if self._agent_stream is None:
+            stub = aio_stub_for(self.capsule.host_address)
+            self._agent_stream = AgentStream(stub, self.capsule.id, self.tag)
+        try:
+            await self._agent_stream.send(op)
+        except OpFailed as exc:
+            verb = {"input": "send input", "resize": "resize", "kill": "kill"}[op.kind]
+            await self.client.error(f"failed to {verb}: {exc}")
