@@ -28,6 +28,15 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
 
+def unmount_below(directory: Path) -> None:
+    """Lazily unmounts every mount at or below ``directory``, the deepest first."""
+    prefix = str(directory.resolve()).rstrip("/") + "/"
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
 @dataclass
 class HostAgentProcess:
     address: str
@@ -51,6 +60,9 @@ class HostAgentProcess:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        # A stopped agent leaves its capsules' disks mounted, as a restart expects (files survive
+        # it); a test's agent must not leave them behind, or every run holds loop devices.
+        unmount_below(self.data_dir)
 
     def log(self) -> str:
         """The agent's combined stdout and stderr so far."""
