@@ -79,6 +79,9 @@ HOSTAGENT_RPC_TIMEOUT = float(_env("WRENN_HOSTAGENT_RPC_TIMEOUT", "10"))
 # Terminal sockets: keepalive ping, and how often activity is written per connection.
 PTY_KEEPALIVE_SECONDS = float(_env("WRENN_PTY_KEEPALIVE_SECONDS", "30"))
 PTY_ACTIVITY_INTERVAL_SECONDS = float(_env("WRENN_PTY_ACTIVITY_INTERVAL_SECONDS", "30"))
+# Off when empty: SIGUSR1 makes a worker write a JSON snapshot of its asyncio tasks and memory
+# to this file, "{pid}" standing for its process id (wrenn/diagnostics.py).
+DIAGNOSTICS_FILE = _env("WRENN_DIAGNOSTICS_FILE", "")
 # Bytes a WebSocket may hold unsent in daphne, and in the kernel (SO_SNDBUF; the kernel doubles
 # it), before a terminal stops relaying to that client; 0 (the default) keeps Twisted's 64 KiB
 # and the kernel's own sizing. See wrenn/flow.py and docs/protocol.md ("Flow control").
