@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from hypothesis import settings as hypothesis_settings
 
 from capsules.keys import create_api_key
 from capsules.models import Membership, Team
@@ -26,6 +27,14 @@ from tests.support.hostagent import HostAgentProcess, start_hostagent
 from tests.support.stack import Stack, running_stack
 
 _own_basetemp = pytest.StashKey[Path]()
+
+# Property tests (Hypothesis): the same examples on every run, so that a failure anybody sees is one
+# anybody reproduces; no deadline (a test that passes only on a fast machine is a defect); no example
+# database written into the work tree. WRENN_HYPOTHESIS_PROFILE=explore draws fresh, and more,
+# examples for a hunt by hand; what it finds belongs in the test as an @example.
+hypothesis_settings.register_profile("wrenn", derandomize=True, deadline=None, database=None)
+hypothesis_settings.register_profile("explore", deadline=None, database=None, max_examples=5000)
+hypothesis_settings.load_profile(os.environ.get("WRENN_HYPOTHESIS_PROFILE", "wrenn"))
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest reads the temporary directory's root

@@ -10,11 +10,15 @@ django_http = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from pty.auth import TerminalAuthMiddleware  # noqa: E402
 from pty.routing import websocket_urlpatterns  # noqa: E402
+from wrenn import diagnostics  # noqa: E402
 from wrenn.flow import FlowMiddleware  # noqa: E402
+
+diagnostics.install(settings.DIAGNOSTICS_FILE)
 
 application = ProtocolTypeRouter(
     {

@@ -89,6 +89,9 @@ if PTY_DEFAULT_DIALECT not in ("json", "raw", "binary"):
     )
 # Seconds an authenticated socket has to send `start` or `connect` before it is closed.
 PTY_FIRST_FRAME_TIMEOUT_SECONDS = float(_env("WRENN_PTY_FIRST_FRAME_TIMEOUT_SECONDS", "10"))
+# Off when empty: SIGUSR1 makes a worker write a JSON snapshot of its asyncio tasks and memory
+# to this file, "{pid}" standing for its process id (wrenn/diagnostics.py).
+DIAGNOSTICS_FILE = _env("WRENN_DIAGNOSTICS_FILE", "")
 # Bytes a WebSocket may hold unsent in daphne, and in the kernel (SO_SNDBUF; the kernel doubles
 # it), before a terminal stops relaying to that client; 0 (the default) keeps Twisted's 64 KiB
 # and the kernel's own sizing. See wrenn/flow.py and docs/protocol.md ("Flow control").
