@@ -8,17 +8,21 @@ them a way to send and to close.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from wrenn.flow import send_window
+from wrenn.flow import close_with, send_window
 
 from .auth import SCOPE_AUTH_ERROR, SCOPE_CALLER
 from .connection import Connection
 from .dialects import Frame
 from .viewer import Viewer
+
+log = logging.getLogger(__name__)
 
 
 class PtyConsumer(AsyncWebsocketConsumer):
@@ -43,7 +47,25 @@ class PtyConsumer(AsyncWebsocketConsumer):
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+        try:
+            await handler(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            # A bug, not the client's doing: logged once, and the client told, not left hanging.
+            log.exception("pty %s: %s failed", self.scope.get("path", ""), message["type"])
+            await self.connection.error("internal error", fatal=True)
+            await self.connection.close(1011, "internal error")
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # However the consumer ends (a handler's exception ends it without a disconnect), the
+        # connection's tasks end with it.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            connection: Connection | None = getattr(self, "connection", None)
+            if connection is not None:
+                await connection.closed()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None:
@@ -55,6 +77,13 @@ class PtyConsumer(AsyncWebsocketConsumer):
         await self.connection.closed()
 
     # --- connection.Socket ----------------------------------------------------------------------
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        # Channels' close goes through daphne's, which refuses protocol codes such as 1009:
+        # those go straight to the WebSocket where daphne is under it.
+        protocol_code = isinstance(code, int) and not isinstance(code, bool) and code != 1000 and code < 3000
+        if not (protocol_code and close_with(self.scope, int(code or 0), reason or "")):
+            await super().close(code=code, reason=reason)
 
     async def send_frame(self, frame: Frame) -> None:
         if isinstance(frame, bytes):

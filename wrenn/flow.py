@@ -31,8 +31,10 @@ import asyncio
 import functools
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
+from autobahn.util import encode_truncate
 from django.conf import settings
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
@@ -89,6 +91,9 @@ def attach_window(send: Any) -> SendWindow | None:
     if protocol is None:
         return None
     protocol.closeHandshakeTimeout = CLOSE_HANDSHAKE_TIMEOUT
+    # A frame over daphne's own size limit is answered with a close frame (1009) rather than a
+    # dropped connection (1006), so the client learns why.
+    protocol.failByDrop = False
     transport = protocol.transport
     size = settings.WS_SEND_BUFFER
     if size > 0:
@@ -115,7 +120,7 @@ class FlowMiddleware:
             window = attach_window(send)
             if window is not None:
                 extensions = dict(scope.get("extensions") or {})
-                extensions[FLOW] = {"window": window}
+                extensions[FLOW] = {"window": window, "close": _closer(_protocol(send))}
                 scope = dict(scope, extensions=extensions)
         return await self.app(scope, receive, send)
 
@@ -123,3 +128,26 @@ class FlowMiddleware:
 def send_window(scope: dict[str, Any]) -> SendWindow | None:
     flow = (scope.get("extensions") or {}).get(FLOW)
     return flow["window"] if flow else None
+
+
+Closer = Callable[[int, str], None]
+
+
+def _closer(protocol: Any) -> Closer:
+    """Closes with any code: daphne's own close goes through autobahn's public ``sendClose``,
+    which takes only 1000 and 3000-4999 (the browser API's rule) and raises on the others, such
+    as 1009 (crossbario/autobahn-python#1642); it also drops the reason."""
+
+    def close(code: int, reason: str) -> None:
+        protocol.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123), isReply=False)
+
+    return close
+
+
+def close_with(scope: dict[str, Any], code: int, reason: str) -> bool:
+    """Closes the WebSocket with ``code`` and ``reason`` where daphne is under it; whether it did."""
+    flow = (scope.get("extensions") or {}).get(FLOW)
+    if not flow or "close" not in flow:
+        return False
+    flow["close"](code, reason)
+    return True
