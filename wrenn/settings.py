@@ -32,8 +32,32 @@ def _env_int(name: str, default: int, low: int = 0, high: int | None = None) -> 
     return value
 
 
+def _env_seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment, refused with its name otherwise."""
+    raw = _env(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ImproperlyConfigured(f"{name} must be more than 0 seconds, got {raw}")
+    return value
+
+
+def _env_origins(name: str) -> list[str]:
+    """Comma-separated origins (`scheme://host[:port]`, the host may be `*.domain`)."""
+    origins = [o.strip() for o in _env(name, "").split(",") if o.strip()]
+    for origin in origins:
+        if not origin.startswith(("http://", "https://")):
+            raise ImproperlyConfigured(f"{name} entries must start with http:// or https://, got {origin!r}")
+    return origins
+
+
 DEBUG = _env("DJANGO_DEBUG", "0") == "1"
 ALLOWED_HOSTS = [h for h in _env("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
+# Origins besides the server's own whose pages may post forms (Django's CSRF check) and open
+# terminals on their session cookie (pty/auth.py): "https://console.example.com,https://*.example.com".
+CSRF_TRUSTED_ORIGINS = _env_origins("DJANGO_CSRF_TRUSTED_ORIGINS")
 # Raises ImproperlyConfigured on the public development key when the server is reachable from
 # other machines (HOST, the run scripts' bind address, or ALLOWED_HOSTS) and DEBUG is off.
 SECRET_KEY = secret_key.choose(
@@ -79,6 +103,10 @@ HOSTAGENT_RPC_TIMEOUT = float(_env("WRENN_HOSTAGENT_RPC_TIMEOUT", "10"))
 # Terminal sockets: keepalive ping, and how often activity is written per connection.
 PTY_KEEPALIVE_SECONDS = float(_env("WRENN_PTY_KEEPALIVE_SECONDS", "30"))
 PTY_ACTIVITY_INTERVAL_SECONDS = float(_env("WRENN_PTY_ACTIVITY_INTERVAL_SECONDS", "30"))
+# How often an open terminal socket checks that its credentials still hold (pty/credentials.py):
+# a revoked key, a user removed from the team or deactivated, an expired token or an ended session
+# closes it within this many seconds.
+PTY_CREDENTIAL_CHECK_SECONDS = _env_seconds("WRENN_PTY_CREDENTIAL_CHECK_SECONDS", 5.0)
 # Bytes a WebSocket may hold unsent in daphne, and in the kernel (SO_SNDBUF; the kernel doubles
 # it), before a terminal stops relaying to that client; 0 (the default) keeps Twisted's 64 KiB
 # and the kernel's own sizing. See wrenn/flow.py and docs/protocol.md ("Flow control").
