@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from wrenn.settings import _env_origins, _env_seconds
+from wrenn.settings import _env_origins, _env_rate, _env_seconds
 
 
 def test_origins_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,3 +47,18 @@ def test_bad_seconds(monkeypatch: pytest.MonkeyPatch, raw: str, message: str) ->
     monkeypatch.setenv("TEST_SECONDS", raw)
     with pytest.raises(ImproperlyConfigured, match=message):
         _env_seconds("TEST_SECONDS", 5.0)
+
+
+def test_rates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_RATE", raising=False)
+    assert _env_rate("TEST_RATE", "10/min") == "10/min"
+    monkeypatch.setenv("TEST_RATE", "off")
+    assert _env_rate("TEST_RATE", "10/min") == "off"
+
+
+def test_a_bad_rate_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_RATE", "10 per minute")
+    with pytest.raises(
+        ImproperlyConfigured, match=r"^TEST_RATE: '10 per minute' is not a rate: write '<count>/<period>'"
+    ):
+        _env_rate("TEST_RATE", "10/min")

@@ -12,6 +12,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from wrenn import secret_key
+from wrenn.rates import parse_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -42,6 +43,16 @@ def _env_seconds(name: str, default: float) -> float:
     if not value > 0:
         raise ImproperlyConfigured(f"{name} must be more than 0 seconds, got {raw}")
     return value
+
+
+def _env_rate(name: str, default: str) -> str:
+    """A rate such as "10/min" (wrenn/rates.py), or "off"; refused with its name when it is neither."""
+    raw = _env(name, default)
+    try:
+        parse_rate(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+    return raw
 
 
 def _env_origins(name: str) -> list[str]:
@@ -111,6 +122,15 @@ PTY_CREDENTIAL_CHECK_SECONDS = _env_seconds("WRENN_PTY_CREDENTIAL_CHECK_SECONDS"
 # it), before a terminal stops relaying to that client; 0 (the default) keeps Twisted's 64 KiB
 # and the kernel's own sizing. See wrenn/flow.py and docs/protocol.md ("Flow control").
 WS_SEND_BUFFER = int(_env("WRENN_WS_SEND_BUFFER", "0"))
+# Sign-in limits (capsules/ratelimit.py), "count/period" or "off": password attempts (POST
+# /v1/auth/login, /v1/auth/token and the admin's login page) per account and per client address,
+# and token refreshes per client address. Past one, the API answers 429 with Retry-After.
+WRENN_LOGIN_RATE = _env_rate("WRENN_LOGIN_RATE", "10/min")
+WRENN_LOGIN_ADDRESS_RATE = _env_rate("WRENN_LOGIN_ADDRESS_RATE", "30/min")
+WRENN_TOKEN_REFRESH_RATE = _env_rate("WRENN_TOKEN_REFRESH_RATE", "60/min")
+# What the cache's keys start with; one Redis may hold several deployments' caches, each with its
+# own database, so by default the database's name.
+CACHE_KEY_PREFIX = _env("WRENN_CACHE_KEY_PREFIX", "")
 # Seconds a database connection is kept for reuse (0: one per request).
 DB_CONN_MAX_AGE = int(_env("WRENN_DB_CONN_MAX_AGE", "60"))
 LOG_LEVEL = _env("WRENN_LOG_LEVEL", "INFO")
@@ -202,6 +222,22 @@ else:
             "BACKEND": "channels.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": CHANNEL_CAPACITY},
         }
+    }
+
+# The cache holds the sign-in counts (capsules/ratelimit.py): with Redis every worker shares them;
+# without it (one process, `make run`) they live in the process's memory.
+_cache_prefix = CACHE_KEY_PREFIX or f"wrenn:{DATABASES['default']['NAME']}"
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": _cache_prefix,
+        }
+    }
+else:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "KEY_PREFIX": _cache_prefix}
     }
 
 # Terminal sockets, beside the two intervals above: how long a socket without credentials has to
