@@ -118,6 +118,8 @@ PTY_ACTIVITY_INTERVAL_SECONDS = float(_env("WRENN_PTY_ACTIVITY_INTERVAL_SECONDS"
 # a revoked key, a user removed from the team or deactivated, an expired token or an ended session
 # closes it within this many seconds.
 PTY_CREDENTIAL_CHECK_SECONDS = _env_seconds("WRENN_PTY_CREDENTIAL_CHECK_SECONDS", 5.0)
+# Terminal sessions one capsule may have open at once (capsules.terminals.live_sessions counts them).
+PTY_MAX_SESSIONS_PER_CAPSULE = _env_int("WRENN_PTY_MAX_SESSIONS_PER_CAPSULE", 32, low=1)
 # Bytes a WebSocket may hold unsent in daphne, and in the kernel (SO_SNDBUF; the kernel doubles
 # it), before a terminal stops relaying to that client; 0 (the default) keeps Twisted's 64 KiB
 # and the kernel's own sizing. See wrenn/flow.py and docs/protocol.md ("Flow control").
