@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 from django.db import transaction
-from django.db.models import F, Min, QuerySet, Value
+from django.db.models import F, Min, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -29,6 +29,7 @@ from capsules.network import clean_network, default_policy
 from capsules.placement import HeadroomReserved, choose_host, is_reachable
 from capsules.quotas import QuotaExceeded, check_quota
 from capsules.services import touch_sandbox
+from capsules.terminals import close_sessions
 from capsules.validation import ValidationFailed, clean_create_params
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
@@ -323,9 +324,8 @@ def destroy_capsule(sandbox: Sandbox) -> Sandbox:
         # NOT_FOUND: already gone from the host, which is what destroy wanted.
         gone = (grpc.StatusCode.NOT_FOUND,)
         _run(capsule, previous, "destroy", lambda agent: agent.DestroySandbox, request, done_if=gone)
-    now = timezone.now()
-    open_sessions = TerminalSession.objects.filter(sandbox_id=capsule.pk, ended_at__isnull=True)
-    open_sessions.update(ended_at=now, viewers=0)
+    # Its terminals died with it: nobody will see their exits.
+    close_sessions(Q(sandbox_id=capsule.pk))
     log.info("destroyed capsule %s", capsule.pk)
     return _finish(capsule.pk, Status.STOPPING, Status.STOPPED)
 

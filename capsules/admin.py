@@ -675,3 +675,7 @@ class SandboxAdmin(admin.ModelAdmin):
         except ActionError as error:
             context["terminal_sessions_error"] = f"terminal sessions unavailable: {error.message}"
         return context
+
+
+# Registered with the admin on import: the terminal sessions across capsules.
+from capsules import admin_terminals  # noqa: E402, F401

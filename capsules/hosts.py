@@ -6,14 +6,18 @@ An agent reports in with `POST /v1/hosts/heartbeat` (see hosts_api.py) carrying 
      "runtime": "bwrap", "version": "0.2.0",   # optional
      "capacity": {"vcpus": 8, "memory_mb": 16384},   # optional; top-level vcpus/memory_mb also work
      "sandboxes": [{"id": "cl-…", "state": "running", "pty_sessions": 1,   # optional
-                    "oom_kills": 0}],                    # optional: kills since it was created
+                    "oom_kills": 0,                      # optional: kills since it was created
+                    "pty_tags": ["pty-0a1b2c3d"]}],      # optional: the live sessions' tags
      "isolation": {"network": {"on": true, "reason": ""},                  # optional
                    "limits": {"on": false, "reason": "no writable cgroup hierarchy"},
                    "seccomp": {"on": true, "reason": ""}}}
 
 Without "sandboxes" the capsules of the host are left alone; with it (even empty) the list is
-the truth about which capsules exist there. A sandbox's "oom_kills" growing records an event on
-the capsule (capsules/events.py); one that is missing or not a count (older agents) is ignored.
+the truth about which capsules exist there, and about their live terminal sessions: the rows of
+the others close (capsules/terminals.py), from "pty_tags", or for an older agent that sends no tags,
+from "pty_sessions" 0. A sandbox's "oom_kills" growing records an event on the capsule
+(capsules/events.py); one that is missing or not a count (older agents) is ignored, and so are
+"pty_tags" that are not a list of tags.
 "isolation" says which parts of isolation the host gives: parts beyond those three are kept (as
 `{"on", "reason"}`; other keys inside a part are dropped), and without it the host's earlier
 report stays.
@@ -35,10 +39,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from capsules import actions, events
+from capsules import actions, events, terminals
 from capsules.keys import hash_key
 from capsules.models import Host, Sandbox
 from capsules.validation import ValidationFailed
+from protos import rules
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ _TOKEN_RE = re.compile(r"wrh_[0-9a-f]{48}")
 # status just before that report arrived may not be in it yet.
 MISSING_GRACE = timedelta(seconds=5)
 MAX_REPORTED_SANDBOXES = 10_000
+MAX_REPORTED_TAGS = 4096
 _MAX_INT = 2**31 - 1
 MAX_ISOLATION_PARTS = 16
 MAX_ISOLATION_REASON = 500
@@ -97,6 +103,15 @@ class ReportedSandbox:
     pty_sessions: int
     # None when not reported (older agents) or not a count.
     oom_kills: int | None = None
+    # None when not reported (older agents) or not a list of tags.
+    pty_tags: frozenset[str] | None = None
+
+    @property
+    def live_tags(self) -> frozenset[str] | None:
+        """The live sessions' tags, if known: listed, or none at all when it counts 0."""
+        if self.pty_tags is not None:
+            return self.pty_tags
+        return frozenset() if self.pty_sessions == 0 else None
 
 
 @dataclass(frozen=True)
@@ -142,6 +157,7 @@ def _reported_sandbox(index: int, item: Any) -> ReportedSandbox:
         state=_text(f"{name}.state", item.get("state", ""), 16),
         pty_sessions=_count(f"{name}.pty_sessions", item.get("pty_sessions", 0)),
         oom_kills=_optional_count(f"{name}.oom_kills", item.get("oom_kills")),
+        pty_tags=_optional_tags(f"{name}.pty_tags", item.get("pty_tags")),
     )
 
 
@@ -154,6 +170,22 @@ def _optional_count(name: str, value: Any) -> int | None:
     except ValidationFailed as exc:
         log.warning("heartbeat: %s ignored (got %.40r)", exc.message, value)
         return None
+
+
+def _optional_tags(name: str, value: Any) -> frozenset[str] | None:
+    """Tags that only add to the report: malformed, they are ignored and the heartbeat counts."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, list)
+        and len(value) <= MAX_REPORTED_TAGS
+        and all(isinstance(tag, str) and rules.is_tag(tag) for tag in value)
+    ):
+        return frozenset(value)
+    log.warning(
+        "heartbeat: %s ignored: not a list of at most %d tags (got %.60r)", name, MAX_REPORTED_TAGS, value
+    )
+    return None
 
 
 def _isolation(value: Any) -> dict[str, dict[str, Any]]:
@@ -230,6 +262,7 @@ def record_heartbeat(host: Host, payload: Any) -> Host:
             _reconcile(host, beat.sandboxes, now)
             kills = {s.id: s.oom_kills for s in beat.sandboxes if s.oom_kills is not None}
             events.record_oom_kills(host, kills, now)
+            terminals.reconcile_sessions(host, {s.id: s.live_tags for s in beat.sandboxes}, now)
     return host
 
 

@@ -20,6 +20,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from capsules.api.errors import api_exception_handler, error_response
 from capsules.models import Team
+from capsules.ratelimit import check_refresh, check_sign_in
 from capsules.services import default_team_for, is_member
 from capsules.tokens import TEAM_CLAIM, team_claim, tokens_for
 
@@ -89,6 +90,7 @@ class TokenObtainView(PublicAPIView):
         serializer = TokenObtainSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        check_sign_in(request, username=data.get("username"), email=data.get("email"))
         user = _user_for_credentials(request, data)
         if user is None:
             return error_response(status.HTTP_401_UNAUTHORIZED, "unauthorized", BAD_CREDENTIALS)
@@ -105,6 +107,7 @@ class TokenRefreshView(PublicAPIView):
     def post(self, request: Request) -> Response:
         serializer = TokenRefreshSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        check_refresh(request)
         try:
             refresh = RefreshToken(serializer.validated_data["refresh"])
         except TokenError:

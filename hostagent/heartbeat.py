@@ -146,6 +146,7 @@ class Heartbeat:
                     "state": s.state,
                     "pty_sessions": s.pty_sessions,
                     "oom_kills": s.oom_kills,
+                    "pty_tags": list(s.pty_tags),
                 }
                 for s in self.statuses()
             ],

@@ -45,6 +45,8 @@ class SandboxStatus:
     state: str
     pty_sessions: int
     oom_kills: int = 0
+    # Tags of the live sessions, so that the control plane can close its rows of the others.
+    pty_tags: tuple[str, ...] = ()
 
 
 def save_policy(root: Path, policy: dict[str, Any] | None) -> None:
@@ -83,11 +85,9 @@ class Lifecycle:
         return PAUSED if self.store.paused(sandbox_id) else RUNNING
 
     def status(self, sandbox_id: str) -> SandboxStatus:
+        tags = tuple(self.registry.live_tags(sandbox_id))
         return SandboxStatus(
-            sandbox_id,
-            self.state(sandbox_id),
-            self.registry.live_count(sandbox_id),
-            self._oom_kills.get(sandbox_id, 0),
+            sandbox_id, self.state(sandbox_id), len(tags), self._oom_kills.get(sandbox_id, 0), tags
         )
 
     async def refresh_oom_kills(self) -> None:

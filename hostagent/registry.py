@@ -76,6 +76,12 @@ class SessionRegistry:
     def live_count(self, sandbox_id: str) -> int:
         return sum(1 for s in self._sessions.values() if s.sandbox_id == sandbox_id and s.exit_code is None)
 
+    def live_tags(self, sandbox_id: str) -> list[str]:
+        """Tags of the sandbox's sessions whose process has not exited, sorted."""
+        return sorted(
+            s.tag for s in self._sessions.values() if s.sandbox_id == sandbox_id and s.exit_code is None
+        )
+
     def live_pids(self, sandbox_id: str) -> list[int]:
         """Session leaders of the sandbox whose process has not exited."""
         return [s.pid for s in self._sessions.values() if s.sandbox_id == sandbox_id and s.running]

@@ -3,21 +3,25 @@
 Header credentials (``X-API-Key``, ``Authorization: Bearer``) are checked by
 ``TerminalAuthMiddleware`` before the consumer runs; browsers that cannot set
 headers send ``{"type": "auth", "token": ...}`` as their first frame instead; the
-terminal page rides on the Django session, honoured only for same-site origins.
+terminal page rides on the Django session, honoured only when the page that opened the socket
+has the socket's own origin (scheme, host and port), or one of ``CSRF_TRUSTED_ORIGINS``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
+from django.utils.http import is_same_domain
 from rest_framework.exceptions import AuthenticationFailed
+from rest_framework_simplejwt.tokens import Token
 
 from capsules.api.authentication import BAD_AUTHORIZATION, TeamJWTAuthentication, bearer_token
 from capsules.keys import authenticate_api_key
@@ -40,6 +44,11 @@ class Caller:
     method: str
     # Who this is, for the admin's list of terminal sessions ("user:alice", "key:wrn_ab12cd34").
     label: str = ""
+    # What pty.credentials.still_valid checks again while the socket is open: the API key's row,
+    # the moment the access token stops being accepted, the session's key.
+    key_id: int | None = None
+    expires_at: datetime | None = None
+    session_key: str | None = None
 
     @property
     def is_staff(self) -> bool:
@@ -57,7 +66,15 @@ def _api_key_caller(raw_key: str) -> Caller:
     key = authenticate_api_key(raw_key)
     if key is None:
         raise AuthFailed("authentication failed: invalid API key")
-    return Caller(team_id=str(key.team_id), user=None, method="api_key", label=f"key:{key.prefix}")
+    return Caller(
+        team_id=str(key.team_id), user=None, method="api_key", label=f"key:{key.prefix}", key_id=key.pk
+    )
+
+
+def token_expiry(token: Token) -> datetime:
+    """When the REST API stops accepting `token`: its `exp` claim plus SimpleJWT's leeway."""
+    expires = datetime.fromtimestamp(int(token["exp"]), tz=UTC)
+    return expires + token.get_token_backend().get_leeway()
 
 
 def _jwt_caller(raw_token: str) -> Caller:
@@ -69,7 +86,13 @@ def _jwt_caller(raw_token: str) -> Caller:
         team = jwt.get_team(user, token)
     except AuthenticationFailed as exc:
         raise AuthFailed(f"authentication failed: {exc.detail}") from None
-    return Caller(team_id=str(team.pk), user=user, method="jwt", label=f"user:{user.get_username()}")
+    return Caller(
+        team_id=str(team.pk),
+        user=user,
+        method="jwt",
+        label=f"user:{user.get_username()}",
+        expires_at=token_expiry(token),
+    )
 
 
 @database_sync_to_async
@@ -94,24 +117,91 @@ def caller_from_headers(scope: dict[str, Any]) -> Caller | None:
     return None
 
 
-def same_site_origin(scope: dict[str, Any]) -> bool:
-    """True when the socket was opened by a page of this site (cookies may be trusted)."""
-    origin = header(scope, b"origin")
-    if not origin:
+# An origin as browsers compare them: scheme, host (lowercase) and port (the scheme's default
+# when none is written).
+Origin = tuple[str, str, int]
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_origin(value: str) -> Origin | None:
+    """`scheme://host[:port]` as an Origin; None for anything else (`null`, other schemes)."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:  # a malformed IPv6 address or a port out of range
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
+
+
+def _is_secure(scope: dict[str, Any]) -> bool:
+    """`request.is_secure()` for a socket: SECURE_PROXY_SSL_HEADER when the proxy sent it, else
+    the scope's scheme (daphne only serves `wss` with a TLS endpoint of its own)."""
+    if settings.SECURE_PROXY_SSL_HEADER:
+        meta_name, secure_value = settings.SECURE_PROXY_SSL_HEADER
+        name = meta_name.removeprefix("HTTP_").lower().replace("_", "-").encode("latin1")
+        value = header(scope, name)
+        if value is not None:
+            return value.split(",", 1)[0].strip() == secure_value
+    return scope.get("scheme") in ("wss", "https")
+
+
+def own_origin(scope: dict[str, Any]) -> Origin | None:
+    """The origin the socket was opened on, as `request.get_host()` reads it (Host, or
+    X-Forwarded-Host with USE_X_FORWARDED_HOST); None when that host is not in ALLOWED_HOSTS."""
+    host = header(scope, b"x-forwarded-host") if settings.USE_X_FORWARDED_HOST else None
+    host = host or header(scope, b"host")
+    if not host:
+        return None
+    domain, _ = split_domain_port(host)
+    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        return None
+    return parse_origin(f"{'https' if _is_secure(scope) else 'http'}://{host}")
+
+
+def _trusted_origin(value: str, origin: Origin) -> bool:
+    """Whether CSRF_TRUSTED_ORIGINS lists `origin`, read as Django's CSRF check reads it: an exact
+    origin, or `scheme://*.domain` for every subdomain (the port, if any, written in the entry)."""
+    netloc = urlsplit(value.strip()).netloc.lower()
+    for entry in settings.CSRF_TRUSTED_ORIGINS:
+        if "*" in entry:
+            trusted = urlsplit(entry)
+            if trusted.scheme == origin[0] and is_same_domain(netloc, trusted.netloc.lstrip("*")):
+                return True
+        elif parse_origin(entry) == origin:
+            return True
+    return False
+
+
+def same_origin(scope: dict[str, Any]) -> bool:
+    """True when the page that opened the socket has the socket's own origin, scheme, host and
+    port alike, or a trusted one: only then may its session cookie be taken as credentials."""
+    value = header(scope, b"origin")
+    origin = parse_origin(value) if value else None
+    if value is None or origin is None:
         return False
-    hostname = urlparse(origin).hostname
-    return hostname is not None and validate_host(hostname, settings.ALLOWED_HOSTS)
+    return origin == own_origin(scope) or _trusted_origin(value, origin)
 
 
 def session_caller(scope: dict[str, Any]) -> Caller | None:
-    # A cookie rides along with any cross-site WebSocket a browser opens, so the
-    # session counts only for pages served from an allowed host.
+    # A browser sends the cookie with every WebSocket a page opens to this host, whatever the
+    # page's own origin (another port of the same host included), so the session counts only
+    # for the socket's own origin. Other sockets authenticate by header or by their first frame.
     user = scope.get("user")
     if user is None or isinstance(user, AnonymousUser) or not user.is_authenticated:
         return None
-    if not user.is_active or not same_site_origin(scope):
+    if not user.is_active or not same_origin(scope):
         return None
-    return Caller(team_id=None, user=user, method="session", label=f"user:{user.get_username()}")
+    session = scope.get("session")
+    return Caller(
+        team_id=None,
+        user=user,
+        method="session",
+        label=f"user:{user.get_username()}",
+        session_key=getattr(session, "session_key", None),
+    )
 
 
 class TerminalAuthMiddleware(BaseMiddleware):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,15 @@ def _cheap_password_hashes() -> None:
     member up or in: tests hash with MD5 (the speed-up Django's testing docs suggest). Processes the
     tests start (the stack, `manage.py`) keep the settings' hasher."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(settings: Any) -> None:
+    """Each test gets an empty in-memory cache of its own: the sign-in limits count there
+    (capsules/ratelimit.py), and one test's attempts must not count against the next one's."""
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": uuid.uuid4().hex}
+    }
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from pty.auth import TerminalAuthMiddleware  # noqa: E402
 from pty.routing import websocket_urlpatterns  # noqa: E402
 from wrenn import diagnostics  # noqa: E402
+from wrenn.denial import DenialMiddleware  # noqa: E402
 from wrenn.flow import FlowMiddleware  # noqa: E402
 
 diagnostics.install(settings.DIAGNOSTICS_FILE)
@@ -28,9 +29,10 @@ application = ProtocolTypeRouter(
         # Not AllowedHostsOriginValidator: SDK clients send no Origin and must be
         # let in. The cross-site risk is the session cookie, and pty.auth trusts
         # it only for same-site origins.
-        # FlowMiddleware first: it needs the `send` daphne made (see wrenn/flow.py).
+        # FlowMiddleware first, then DenialMiddleware: both need the `send` daphne made (see
+        # wrenn/flow.py, wrenn/denial.py), and the second hands on a `send` of its own.
         "websocket": FlowMiddleware(
-            AuthMiddlewareStack(TerminalAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            DenialMiddleware(AuthMiddlewareStack(TerminalAuthMiddleware(URLRouter(websocket_urlpatterns))))
         ),
     }
 )

@@ -12,6 +12,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from wrenn import secret_key
+from wrenn.rates import parse_rate
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -32,8 +33,42 @@ def _env_int(name: str, default: int, low: int = 0, high: int | None = None) -> 
     return value
 
 
+def _env_seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment, refused with its name otherwise."""
+    raw = _env(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ImproperlyConfigured(f"{name} must be more than 0 seconds, got {raw}")
+    return value
+
+
+def _env_rate(name: str, default: str) -> str:
+    """A rate such as "10/min" (wrenn/rates.py), or "off"; refused with its name when it is neither."""
+    raw = _env(name, default)
+    try:
+        parse_rate(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+    return raw
+
+
+def _env_origins(name: str) -> list[str]:
+    """Comma-separated origins (`scheme://host[:port]`, the host may be `*.domain`)."""
+    origins = [o.strip() for o in _env(name, "").split(",") if o.strip()]
+    for origin in origins:
+        if not origin.startswith(("http://", "https://")):
+            raise ImproperlyConfigured(f"{name} entries must start with http:// or https://, got {origin!r}")
+    return origins
+
+
 DEBUG = _env("DJANGO_DEBUG", "0") == "1"
 ALLOWED_HOSTS = [h for h in _env("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
+# Origins besides the server's own whose pages may post forms (Django's CSRF check) and open
+# terminals on their session cookie (pty/auth.py): "https://console.example.com,https://*.example.com".
+CSRF_TRUSTED_ORIGINS = _env_origins("DJANGO_CSRF_TRUSTED_ORIGINS")
 # Raises ImproperlyConfigured on the public development key when the server is reachable from
 # other machines (HOST, the run scripts' bind address, or ALLOWED_HOSTS) and DEBUG is off.
 SECRET_KEY = secret_key.choose(
@@ -92,10 +127,25 @@ PTY_FIRST_FRAME_TIMEOUT_SECONDS = float(_env("WRENN_PTY_FIRST_FRAME_TIMEOUT_SECO
 # Off when empty: SIGUSR1 makes a worker write a JSON snapshot of its asyncio tasks and memory
 # to this file, "{pid}" standing for its process id (wrenn/diagnostics.py).
 DIAGNOSTICS_FILE = _env("WRENN_DIAGNOSTICS_FILE", "")
+# How often an open terminal socket checks that its credentials still hold (pty/credentials.py):
+# a revoked key, a user removed from the team or deactivated, an expired token or an ended session
+# closes it within this many seconds.
+PTY_CREDENTIAL_CHECK_SECONDS = _env_seconds("WRENN_PTY_CREDENTIAL_CHECK_SECONDS", 5.0)
+# Terminal sessions one capsule may have open at once (capsules.terminals.live_sessions counts them).
+PTY_MAX_SESSIONS_PER_CAPSULE = _env_int("WRENN_PTY_MAX_SESSIONS_PER_CAPSULE", 32, low=1)
 # Bytes a WebSocket may hold unsent in daphne, and in the kernel (SO_SNDBUF; the kernel doubles
 # it), before a terminal stops relaying to that client; 0 (the default) keeps Twisted's 64 KiB
 # and the kernel's own sizing. See wrenn/flow.py and docs/protocol.md ("Flow control").
 WS_SEND_BUFFER = int(_env("WRENN_WS_SEND_BUFFER", "0"))
+# Sign-in limits (capsules/ratelimit.py), "count/period" or "off": password attempts (POST
+# /v1/auth/login, /v1/auth/token and the admin's login page) per account and per client address,
+# and token refreshes per client address. Past one, the API answers 429 with Retry-After.
+WRENN_LOGIN_RATE = _env_rate("WRENN_LOGIN_RATE", "10/min")
+WRENN_LOGIN_ADDRESS_RATE = _env_rate("WRENN_LOGIN_ADDRESS_RATE", "30/min")
+WRENN_TOKEN_REFRESH_RATE = _env_rate("WRENN_TOKEN_REFRESH_RATE", "60/min")
+# What the cache's keys start with; one Redis may hold several deployments' caches, each with its
+# own database, so by default the database's name.
+CACHE_KEY_PREFIX = _env("WRENN_CACHE_KEY_PREFIX", "")
 # Seconds a database connection is kept for reuse (0: one per request).
 DB_CONN_MAX_AGE = int(_env("WRENN_DB_CONN_MAX_AGE", "60"))
 LOG_LEVEL = _env("WRENN_LOG_LEVEL", "INFO")
@@ -187,6 +237,22 @@ else:
             "BACKEND": "channels.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": CHANNEL_CAPACITY},
         }
+    }
+
+# The cache holds the sign-in counts (capsules/ratelimit.py): with Redis every worker shares them;
+# without it (one process, `make run`) they live in the process's memory.
+_cache_prefix = CACHE_KEY_PREFIX or f"wrenn:{DATABASES['default']['NAME']}"
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": _cache_prefix,
+        }
+    }
+else:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "KEY_PREFIX": _cache_prefix}
     }
 
 # Terminal sockets, beside the two intervals above: how long a socket without credentials has to

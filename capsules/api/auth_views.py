@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from capsules.api.base import TeamAPIView
 from capsules.api.errors import error_response
-from capsules.api.schema import error_responses
+from capsules.api.schema import RETRY_AFTER, error_responses
 from capsules.api.serializers import (
     AccessTokenSerializer,
     LoginResponseSerializer,
@@ -20,6 +20,7 @@ from capsules.api.serializers import (
     SwitchTeamSerializer,
     TokenPairSerializer,
 )
+from capsules.ratelimit import check_sign_in
 from capsules.services import default_team_for
 from capsules.tokens import TEAM_CLAIM, tokens_for
 from capsules.views import (
@@ -47,12 +48,14 @@ class LoginView(PublicAPIView):
         tags=TAGS,
         summary="Sign in with email and password; the tokens act for the user's default team",
         request=LoginSerializer,
-        responses={200: LoginResponseSerializer, **error_responses(400, 401, 403, 415, 500)},
+        responses={200: LoginResponseSerializer, **error_responses(400, 401, 403, 415, 429, 500)},
+        parameters=[RETRY_AFTER],
         auth=[],
     )
     def post(self, request: Request) -> Response:
         serializer = LoginSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        check_sign_in(request, email=serializer.validated_data["email"])
         user = _user_for_credentials(request, serializer.validated_data)
         if user is None:
             return error_response(status.HTTP_401_UNAUTHORIZED, "unauthorized", BAD_LOGIN)
@@ -93,7 +96,8 @@ class DocumentedTokenObtainView(TokenObtainView):
         tags=TAGS,
         summary="Trade a username (or email) and password for a JWT pair, for a chosen or the default team",
         request=TokenObtainSerializer,
-        responses={200: TokenPairSerializer, **error_responses(400, 401, 403, 415, 500)},
+        responses={200: TokenPairSerializer, **error_responses(400, 401, 403, 415, 429, 500)},
+        parameters=[RETRY_AFTER],
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -105,7 +109,8 @@ class DocumentedTokenRefreshView(TokenRefreshView):
         tags=TAGS,
         summary="A new access token for the same user and team",
         request=TokenRefreshSerializer,
-        responses={200: AccessTokenSerializer, **error_responses(400, 401, 403, 415, 500)},
+        responses={200: AccessTokenSerializer, **error_responses(400, 401, 403, 415, 429, 500)},
+        parameters=[RETRY_AFTER],
         auth=[],
     )
     def post(self, request: Request) -> Response:

@@ -19,6 +19,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler, set_rollback
 
 from capsules.actions import ActionError
+from capsules.ratelimit import RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     status.HTTP_405_METHOD_NOT_ALLOWED: ("method_not_allowed",),
     status.HTTP_409_CONFLICT: ("invalid_state", "conflict"),
     status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: ("unsupported_media_type",),
+    status.HTTP_429_TOO_MANY_REQUESTS: ("rate_limited",),
     status.HTTP_500_INTERNAL_SERVER_ERROR: ("internal_error",),
     status.HTTP_502_BAD_GATEWAY: ("agent_error",),
     status.HTTP_503_SERVICE_UNAVAILABLE: ("host_unavailable",),
@@ -76,6 +78,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if isinstance(exc, ActionError):
         set_rollback()
         return error_response(ACTION_STATUS[exc.code], exc.code, exc.message)
+    if isinstance(exc, RateLimited):
+        limited = error_response(status.HTTP_429_TOO_MANY_REQUESTS, "rate_limited", exc.message)
+        limited["Retry-After"] = str(exc.retry_after)
+        return limited
     # Converted here rather than inside exception_handler so that `exc.detail` is at hand below.
     if isinstance(exc, Http404):
         exc = NotFound(*exc.args)

@@ -5,7 +5,8 @@ from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
-from drf_spectacular.utils import OpenApiResponse, extend_schema_field
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 
 from capsules.api.authentication import API_KEY_HEADER
@@ -23,10 +24,23 @@ ERROR_DESCRIPTIONS = {
     404: "No such object for the caller's team (another team's objects answer the same).",
     409: "The capsule's status does not allow this now.",
     415: "The body is not application/json.",
+    429: (
+        "Too many sign-in attempts from this address or for this account, or too many token "
+        "refreshes from this address; the Retry-After header says in how many seconds to try again."
+    ),
     500: "An unexpected error; it has been logged.",
     502: "The host agent refused or failed the operation.",
     503: "No host can take the capsule, or its host is unreachable.",
 }
+
+# The response header of a 429 from the sign-in and refresh endpoints (capsules/ratelimit.py).
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    OpenApiTypes.INT,
+    OpenApiParameter.HEADER,
+    description="Seconds to wait before the next attempt.",
+    response=[429],
+)
 
 
 class APIKeyScheme(OpenApiAuthenticationExtension):

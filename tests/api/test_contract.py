@@ -95,14 +95,23 @@ def row(team: Team, host: Host, status: str = Status.RUNNING) -> Sandbox:
 
 @pytest.mark.parametrize("path", ["/v1/auth/token", "/v1/auth/login"])
 def test_sign_in(
-    tour: Contract, anonymous: ContractClient, member: Any, other_team: Team, crash: Any, path: str
+    tour: Contract,
+    anonymous: ContractClient,
+    member: Any,
+    other_team: Team,
+    crash: Any,
+    path: str,
+    settings: Any,
 ) -> None:
+    settings.WRENN_LOGIN_RATE = "3/hour"
     who = {"username": "alice"} if path.endswith("token") else {"email": "alice@example.com"}
     assert anonymous.post(path, {**who, "password": MEMBER_PASSWORD}, format="json").status_code == 200
     assert anonymous.post(path, {}, format="json").status_code == 400
     assert anonymous.post(path, {**who, "password": "wrong"}, format="json").status_code == 401
     Membership.objects.filter(user=member).delete()
     assert anonymous.post(path, {**who, "password": MEMBER_PASSWORD}, format="json").status_code == 403
+    # The fourth attempt for the account within the hour.
+    assert anonymous.post(path, {**who, "password": MEMBER_PASSWORD}, format="json").status_code == 429
     assert anonymous.post(path, "hello", content_type="text/plain").status_code == 415
     crash()
     assert anonymous.post(path, {}, format="json").status_code == 500
@@ -111,14 +120,17 @@ def test_sign_in(
 
 @pytest.mark.parametrize("path", ["/v1/auth/refresh", "/v1/auth/token/refresh"])
 def test_refresh(
-    tour: Contract, anonymous: ContractClient, member: Any, team: Team, crash: Any, path: str
+    tour: Contract, anonymous: ContractClient, member: Any, team: Team, crash: Any, path: str, settings: Any
 ) -> None:
+    settings.WRENN_TOKEN_REFRESH_RATE = "3/hour"
     refresh = tokens_for(member, team)["refresh"]
     assert anonymous.post(path, {"refresh": refresh}, format="json").status_code == 200
     assert anonymous.post(path, {}, format="json").status_code == 400
     assert anonymous.post(path, {"refresh": "garbage"}, format="json").status_code == 401
     Membership.objects.filter(user=member).delete()
     assert anonymous.post(path, {"refresh": refresh}, format="json").status_code == 403
+    # The fourth refresh from this address within the hour.
+    assert anonymous.post(path, {"refresh": refresh}, format="json").status_code == 429
     assert anonymous.post(path, "hello", content_type="text/plain").status_code == 415
     crash()
     assert anonymous.post(path, {}, format="json").status_code == 500

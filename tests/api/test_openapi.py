@@ -151,6 +151,7 @@ def test_error_components_name_the_exact_codes(openapi: dict[str, Any]) -> None:
         "404": ["not_found"],
         "409": ["invalid_state", "conflict"],
         "415": ["unsupported_media_type"],
+        "429": ["rate_limited"],
         "500": ["internal_error"],
         "502": ["agent_error"],
         "503": ["host_unavailable"],
@@ -240,3 +241,16 @@ def test_checker_knows_which_codes_a_status_carries(contract: Contract) -> None:
         {"error": {"code": "invalid_state", "message": "capsule is paused; cannot pause"}}
     )
     assert not validator.is_valid({"error": {"code": "not_found", "message": "capsule x not found"}})
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/auth/login", "/v1/auth/token", "/v1/auth/refresh", "/v1/auth/token/refresh"]
+)
+def test_sign_in_limits_document_retry_after(openapi: dict[str, Any], path: str) -> None:
+    limited = openapi["paths"][path]["post"]["responses"]["429"]
+    assert limited["headers"] == {
+        "Retry-After": {
+            "schema": {"type": "integer"},
+            "description": "Seconds to wait before the next attempt.",
+        }
+    }

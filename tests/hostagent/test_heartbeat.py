@@ -189,15 +189,47 @@ async def test_heartbeats_report_each_sandbox_state_and_sessions(
         async with grpc.aio.insecure_channel(agent.address) as channel:
             stub = pb_grpc.HostAgentStub(channel)
             await stub.CreateSandbox(pb.CreateSandboxRequest(sandbox_id="cl-beating"), timeout=30)
-            await start_terminal(stub, "cl-beating", "/bin/cat")
+            await start_terminal(stub, "cl-beating", "/bin/cat", tag="pty-beating1")
             await stub.PauseSandbox(pb.PauseSandboxRequest(sandbox_id="cl-beating"), timeout=30)
-            expected = [{"id": "cl-beating", "state": "paused", "pty_sessions": 1, "oom_kills": 0}]
+            expected = [
+                {
+                    "id": "cl-beating",
+                    "state": "paused",
+                    "pty_sessions": 1,
+                    "oom_kills": 0,
+                    "pty_tags": ["pty-beating1"],
+                }
+            ]
             while (await asyncio.to_thread(control_plane.next_beat)).body["sandboxes"] != expected:
                 pass
     finally:
         agent.stop()
     assert "registered with the control plane" in agent.log()
     assert "as host host-1" in agent.log()
+
+
+async def test_heartbeats_list_only_the_live_sessions_tags(
+    agent_dir: Path, control_plane: ControlPlane
+) -> None:
+    control_plane.answer = {"host_id": "host-1", "interval": 0.1}
+    agent = _start_agent(agent_dir, control_plane)
+    try:
+        async with grpc.aio.insecure_channel(agent.address) as channel:
+            stub = pb_grpc.HostAgentStub(channel)
+            await stub.CreateSandbox(pb.CreateSandboxRequest(sandbox_id="cl-tags"), timeout=30)
+            await start_terminal(stub, "cl-tags", "/bin/cat", tag="pty-stays")
+            quitting, _ = await start_terminal(stub, "cl-tags", "/bin/sh", "-c", "read line", tag="pty-quits")
+            await quitting.send(b"bye\n")
+            assert await quitting.wait_exit() == 0
+            # The exited session is kept a minute for late attaches, but is not live.
+            expected = [{"id": "cl-tags", "pty_sessions": 1, "pty_tags": ["pty-stays"]}]
+            fields = ("id", "pty_sessions", "pty_tags")
+            while True:
+                sandboxes = (await asyncio.to_thread(control_plane.next_beat)).body["sandboxes"]
+                if [{key: sandbox[key] for key in fields} for sandbox in sandboxes] == expected:
+                    break
+    finally:
+        agent.stop()
 
 
 def test_the_interval_from_the_answer_is_used(agent_dir: Path, control_plane: ControlPlane) -> None:

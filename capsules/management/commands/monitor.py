@@ -1,4 +1,5 @@
-"""`manage.py monitor [--interval 5] [--once]`: declare quiet hosts unreachable and pause idle capsules.
+"""`manage.py monitor [--interval 5] [--once]`: declare quiet hosts unreachable, pause idle capsules
+and close terminal sessions left open on destroyed ones.
 
 Several monitors may run at once (one per machine, say): every change re-checks its condition
 under a row lock, so two passes never apply the same change twice.
@@ -16,6 +17,7 @@ from django.db import close_old_connections
 
 from capsules.actions import reap_idle
 from capsules.hosts import check_hosts
+from capsules.terminals import close_sessions_of_stopped_capsules
 
 log = logging.getLogger("capsules.monitor")
 
@@ -24,6 +26,9 @@ def run_pass() -> None:
     """One round of checks; what changed is logged by the functions and summed up here."""
     hosts = check_hosts()
     paused = reap_idle()
+    closed = close_sessions_of_stopped_capsules()
+    if closed:
+        log.info("monitor pass: %d terminal session(s) of destroyed capsules closed", closed)
     if hosts or paused:
         log.info(
             "monitor pass: %d host(s) declared unreachable or lost capsules, %d idle capsule(s) paused",

@@ -1,0 +1,80 @@
+"""Admin list of terminal sessions across every capsule, the live ones first to look at, with an
+action that kills the selected sessions on their hosts (a capsule's own page lists its sessions as
+its agent reports them, with a kill button each: capsules/admin.py)."""
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+
+from capsules.actions import ActionError, kill_terminal_session
+from capsules.models import TerminalSession
+from capsules.terminals import close_sessions
+
+
+class LiveFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "live"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "live"), ("no", "ended")]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[TerminalSession]
+    ) -> QuerySet[TerminalSession]:
+        if self.value() == "yes":
+            return queryset.filter(ended_at__isnull=True)
+        if self.value() == "no":
+            return queryset.filter(ended_at__isnull=False)
+        return queryset
+
+
+@admin.register(TerminalSession)
+class TerminalSessionAdmin(admin.ModelAdmin):
+    list_display = ["tag", "sandbox", "state", "started_by", "command", "viewers", "started_at", "ended_at"]
+    list_filter = [LiveFilter, "sandbox__host"]
+    list_select_related = ["sandbox"]
+    search_fields = ["tag", "sandbox__id", "started_by", "command"]
+    date_hierarchy = "started_at"
+    ordering = ["-started_at", "-pk"]
+    actions = ["kill"]
+
+    @admin.display(description="state")
+    def state(self, obj: TerminalSession) -> str:
+        if obj.ended_at is None:
+            return "live"
+        return "ended" if obj.exit_code is None else f"exited with code {obj.exit_code}"
+
+    # The rows are records the consumer and the heartbeats keep; nobody edits them by hand.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_kill_permission(self, request: HttpRequest) -> bool:
+        # Killing a terminal changes its capsule, as the kill button of the capsule's page does.
+        return bool(request.user.has_perm("capsules.change_sandbox"))
+
+    @admin.action(description="Kill selected terminal sessions", permissions=["kill"])
+    def kill(self, request: HttpRequest, queryset: QuerySet[TerminalSession]) -> None:
+        for session in queryset.select_related("sandbox__host").order_by("sandbox_id", "tag"):
+            name = f"{session.sandbox_id}/{session.tag}"
+            if session.ended_at is not None:
+                messages.info(request, f"{name}: already ended")
+                continue
+            try:
+                kill_terminal_session(session.sandbox, session.tag)
+            except ActionError as error:
+                if error.code != "not_found":
+                    messages.error(request, f"{name}: {error.message}")
+                    continue
+                # Its host has no such session any more: the row was all that was left of it.
+                close_sessions(Q(pk=session.pk))
+                messages.warning(request, f"{name}: no longer on its host; marked ended")
+            else:
+                messages.success(request, f"{name}: killed")
