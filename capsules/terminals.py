@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -28,6 +29,23 @@ def live_sessions(capsule: Sandbox | str) -> int:
     """How many terminal sessions of the capsule (a row or its id) are open."""
     capsule_id = capsule if isinstance(capsule, str) else capsule.pk
     return TerminalSession.objects.filter(sandbox_id=capsule_id, ended_at__isnull=True).count()
+
+
+def reserve_session(sandbox_id: str, tag: str, limit: int) -> int | None:
+    """Opens the row of a terminal about to start, unless the capsule already has ``limit`` open
+    ones; None when it was opened, else how many are open. The capsule's row is locked while it
+    counts, so concurrent starts cannot all slip under the limit (on PostgreSQL; SQLite runs one
+    writer at a time anyway)."""
+    with transaction.atomic():
+        if not Sandbox.objects.select_for_update().filter(pk=sandbox_id).exists():
+            return None  # gone: the start fails on its own
+        open_now = live_sessions(sandbox_id)
+        if open_now >= limit:
+            return open_now
+        TerminalSession.objects.update_or_create(
+            sandbox_id=sandbox_id, tag=tag, defaults={"ended_at": None, "exit_code": None}
+        )
+    return None
 
 
 def close_sessions(sessions: Q, now: datetime | None = None) -> int:

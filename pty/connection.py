@@ -24,6 +24,7 @@ from django.conf import settings
 from capsules.actions import record_activity
 from capsules.agents import HOST_UNREACHABLE
 from capsules.services import find_capsule
+from capsules.terminals import reserve_session
 from protos import hostagent_pb2 as pb
 from protos import rules
 from wrenn.flow import SendWindow
@@ -31,6 +32,7 @@ from wrenn.flow import SendWindow
 from . import dialects
 from . import protocol as p
 from .auth import AuthFailed, Caller, caller_from_token
+from .credentials import check_interval, still_valid
 from .dialects import Codec, DialectError, Frame
 from .input import Op
 from .viewer import Capsule, Viewer
@@ -55,7 +57,10 @@ def _find_capsule(sandbox_id: str, caller: Caller, admin_route: bool) -> Capsule
         return f"sandbox is not running (status: {sandbox.status})"
     if sandbox.host is None or not sandbox.host.address:
         return HOST_UNREACHABLE
-    return Capsule(sandbox.id, sandbox.status, sandbox.host.address)
+    return Capsule(sandbox.id, sandbox.status, sandbox.host.address, str(sandbox.team_id))
+
+
+_reserve_session = database_sync_to_async(reserve_session)
 
 
 class Socket(Protocol):
@@ -281,17 +286,40 @@ class Connection:
             return
         self.capsule, self.caller = found, caller
         self.phase = "first"
+        self._spawn("credentials", self._watch_credentials(caller, found.team_id))
         seconds = float(settings.PTY_FIRST_FRAME_TIMEOUT_SECONDS)
         self._spawn(
             "first_frame", self._deadline(seconds, f"no 'start' or 'connect' within {seconds:g} seconds")
         )
 
+    async def _watch_credentials(self, caller: Caller, team_id: str) -> None:
+        """Closes the socket once the credentials it was opened with no longer hold."""
+        while True:
+            await asyncio.sleep(check_interval())
+            try:
+                reason = await still_valid(caller, team_id, staff=self.admin)
+            except Exception:  # the database away: the next check decides
+                log.warning("pty %s: checking credentials failed", self.capsule_id, exc_info=True)
+                continue
+            if reason is not None:
+                await self.fatal(f"authentication revoked: {reason}")
+                return
+
     async def _start(self, start: p.StartRequest) -> None:
         assert self.capsule is not None  # noqa: S101 - phase "first" implies a capsule
+        tag = p.new_tag()
+        limit = int(settings.PTY_MAX_SESSIONS_PER_CAPSULE)
+        open_now = await _reserve_session(self.capsule.id, tag, limit)
+        if open_now is not None:
+            await self.fatal(
+                f"too many terminal sessions: this capsule has {open_now} (at most {limit}); "
+                "kill one or wait for one to exit"
+            )
+            return
         owner = self.caller.label if self.caller else ""
         request = pb.PtyAttachRequest(
             sandbox_id=self.capsule.id,
-            tag=p.new_tag(),
+            tag=tag,
             cmd=start.cmd,
             args=start.args,
             cols=start.cols,

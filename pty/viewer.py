@@ -21,9 +21,11 @@ import grpc
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer
 from django.conf import settings
+from django.db.models import Q
 
 from capsules.actions import record_terminal_exit, record_terminal_started, record_viewer
 from capsules.agents import HOST_UNREACHABLE, aio_stub_for, describe, rpc_timeout
+from capsules.terminals import close_sessions
 from protos import hostagent_pb2 as pb
 from wrenn.flow import SendWindow
 
@@ -43,11 +45,17 @@ _record_viewer = database_sync_to_async(record_viewer)
 _record_exit = database_sync_to_async(record_terminal_exit)
 
 
+@database_sync_to_async
+def _close_row(sandbox_id: str, tag: str) -> None:
+    close_sessions(Q(sandbox_id=sandbox_id, tag=tag))
+
+
 @dataclass(frozen=True)
 class Capsule:
     id: str
     status: str
     host_address: str
+    team_id: str
 
 
 class Client(Protocol):
@@ -214,10 +222,12 @@ class Viewer:
                 await self.client.channel_layer.group_send(
                     self.group, {"type": ERROR_EVENT, "data": str(exc), "fatal": True}
                 )
-            elif str(exc) != HOST_UNREACHABLE:
-                await self.client.fatal(f"failed to start pty: {exc}")
             else:
-                await self.client.fatal(str(exc))
+                # Never started: its row, opened for it, closes now rather than at the next heartbeat.
+                await _close_row(self.capsule.id, self.tag)
+                await self.client.fatal(
+                    str(exc) if str(exc) == HOST_UNREACHABLE else f"failed to start pty: {exc}"
+                )
 
     async def _deliver(self, event: dict[str, Any]) -> None:
         await self.cursor.output(event["offset"], event["data"])
