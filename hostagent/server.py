@@ -35,6 +35,17 @@ MAX_OWNER = 256
 STOP_GRACE = 5.0
 READ_DEFAULT = 64 * 1024
 READ_MAX = 1024 * 1024
+SERVER_OPTIONS = [
+    # Without SO_REUSEPORT a second agent on the same address fails instead of sharing the port.
+    ("grpc.so_reuseport", 0),
+    # The control plane pings its long-lived terminal streams (every 30 s); gRPC's default policy
+    # takes pings without data more often than every 5 minutes as abuse and answers GOAWAY
+    # "too_many_pings", which ended every terminal idle for about three minutes. Pings are cheap
+    # and only the control plane reaches this port: take them all.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -338,8 +349,7 @@ async def serve(config: AgentConfig) -> None:
             "set the same token here and as WRENN_HOSTAGENT_TOKEN in the control plane"
         )
     interceptors = [TokenInterceptor(config.token)] if config.token else []
-    # Without SO_REUSEPORT a second agent on the same address fails instead of sharing the port.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=interceptors)
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     pb_grpc.add_HostAgentServicer_to_server(servicer, server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
