@@ -36,7 +36,7 @@ MISSED = "missed"  # extension: {"bytes": n, "offset": o}, n bytes before o are 
 DEFAULT_CMD = "/bin/bash"
 DEFAULT_COLS = rules.DEFAULT_COLS
 DEFAULT_ROWS = rules.DEFAULT_ROWS
-# Frames above this (text, or binary with the extension) are refused with close code 1009
+# Frames above this (text, or binary in the raw and binary dialects) are refused with close code 1009
 # (daphne's own hard limit is 1 MiB); 256 KiB holds any paste a terminal is expected to take.
 MAX_FRAME_BYTES = 256 * 1024
 CLOSE_TOO_BIG = 1009
@@ -44,7 +44,7 @@ CLOSE_TOO_BIG = 1009
 MAX_OFFSET = 2**64 - 1
 
 
-# The opt-in binary extension, asked for as a WebSocket subprotocol: output then comes as binary
+# The binary dialect (pty/dialects.py), asked for as a WebSocket subprotocol: output then comes as binary
 # frames (BINARY_HEADER: the offset of the first byte, 8 bytes big-endian, then the bytes), and
 # binary frames from the client are input. Every other frame stays JSON text. It spares base64
 # and JSON on both sides, and a third of the bytes on the wire.

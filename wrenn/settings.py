@@ -109,7 +109,8 @@ WRENN_NETWORK_NEVER_ALLOW = [c.strip() for c in _env("WRENN_NETWORK_NEVER_ALLOW"
 WRENN_HOST_DEAD_AFTER_SEC = float(_env("WRENN_HOST_DEAD_AFTER_SEC", "30"))
 # The heartbeat interval the control plane asks host agents for.
 WRENN_HOST_HEARTBEAT_INTERVAL_SEC = float(_env("WRENN_HOST_HEARTBEAT_INTERVAL_SEC", "10"))
-# Deadline of lifecycle calls to host agents (create, pause, resume, destroy).
+# Deadline of calls to host agents: lifecycle (create, pause, resume, destroy), and a terminal
+# socket's input, resize and kill.
 HOSTAGENT_RPC_TIMEOUT = float(_env("WRENN_HOSTAGENT_RPC_TIMEOUT", "10"))
 # Terminal sockets: keepalive ping, and how often activity is written per connection.
 PTY_KEEPALIVE_SECONDS = float(_env("WRENN_PTY_KEEPALIVE_SECONDS", "30"))

@@ -178,7 +178,8 @@ async def test_runserver_serves_the_terminal(runserver: str, socket: Connect) ->
 
 
 def test_readme_example_client(stack: Stack, demo: dict[str, Any]) -> None:
-    """The README's example script, on the demo API key alone, runs a command and returns its exit code."""
+    """The example client (docs/protocol.md, "Try it"), on the demo API key alone, runs a command
+    and returns its exit code."""
     result = subprocess.run(
         [
             sys.executable,

@@ -1,4 +1,4 @@
-// Capsule terminal page: xterm.js wired to the capsule's PTY WebSocket (JSON frames, see docs/protocol.md).
+// Capsule terminal page: xterm.js wired to the capsule's PTY WebSocket (the JSON dialect, see docs/protocol-json.md).
 // Output is written to xterm as bytes so that a UTF-8 character split across frames stays whole.
 (function () {
   "use strict";
