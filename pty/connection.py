@@ -345,13 +345,13 @@ class Connection:
         assert self.capsule is not None  # noqa: S101 - phase "first" implies a capsule
         self._cancel("first_frame")
         self.phase = "attached"
-        viewer = Viewer(self, self.capsule, tag, self.caller.label if self.caller else "")
+        viewer = Viewer(self, self.capsule, tag, self.caller.label if self.caller else "", offset=offset or 0)
         self.viewer = viewer
         if self.codec is None:
             viewer.cursor.shut()
             self._spawn("dialect", self._default_dialect())
         await viewer.join()
-        self._spawn("viewer", viewer.run(start, offset=offset))
+        self._spawn("viewer", viewer.run(start, recent_screen=start is None and offset is None))
 
     # --- the dialect ------------------------------------------------------------------------------
 

@@ -75,7 +75,8 @@ class Client(Protocol):
 
 
 class Viewer:
-    def __init__(self, client: Client, capsule: Capsule, tag: str, owner: str) -> None:
+    def __init__(self, client: Client, capsule: Capsule, tag: str, owner: str, *, offset: int = 0) -> None:
+        """``offset``: where this viewer's output starts (0 for the starter)."""
         self.client = client
         self.capsule = capsule
         self.tag = tag
@@ -93,6 +94,9 @@ class Viewer:
             self._progressed,
             client.exited,
         )
+        # Set before the viewer joins the group: output and marks arriving from then on are
+        # measured against it (set later, a refill begun meanwhile would be sent twice).
+        self.cursor.next_offset = offset
         self.presence = Presence(
             self.group,
             client.channel_name,
@@ -121,12 +125,13 @@ class Viewer:
         await self.presence.enter()
         await _record_viewer(self.capsule.id, self.tag, 1)
 
-    async def run(self, start: pb.PtyAttachRequest | None, *, offset: int | None = None) -> None:
-        """Starts the session (``start``) or catches up with it from ``offset`` (None: the recent
-        screen), then leads it whenever its lease is free, until the process exits."""
+    async def run(self, start: pb.PtyAttachRequest | None, *, recent_screen: bool = False) -> None:
+        """Starts the session (``start``) or catches up with it from the cursor's offset
+        (``recent_screen``: a newcomer without an offset, given the screen as it is), then leads it
+        whenever its lease is free, until the process exits."""
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.pump.run(), name="pty-input")
-            tasks.create_task(self._follow(start, offset), name="pty-lead")
+            tasks.create_task(self._follow(start, recent_screen), name="pty-lead")
 
     async def drain_input(self) -> None:
         """Input already accepted still reaches the process, within the agent's deadline."""
@@ -174,13 +179,12 @@ class Viewer:
 
     # --- following and leading -------------------------------------------------------------------
 
-    async def _follow(self, start: pb.PtyAttachRequest | None, offset: int | None) -> None:
+    async def _follow(self, start: pb.PtyAttachRequest | None, recent_screen: bool) -> None:
         if start is None:
-            self.cursor.next_offset = offset or 0
             # Without an offset a newcomer gets the recent screen, minus the terminal
             # queries in it that the browser would otherwise answer into the shell.
             try:
-                ended = await self.cursor.catch_up(None, neutralize_queries=offset is None)
+                ended = await self.cursor.catch_up(None, neutralize_queries=recent_screen)
             except grpc.aio.AioRpcError as exc:
                 await self.client.fatal(describe(exc))
                 return

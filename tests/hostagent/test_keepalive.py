@@ -18,9 +18,9 @@ from capsules.agents import CHANNEL_OPTIONS
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from tests.hostagent.conftest import AgentFactory, new_sandbox_id
-from tests.support.hostagent import start_terminal
+from tests.support.hostagent import HostAgentProcess, start_terminal
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.agent]
+pytestmark = pytest.mark.timeout(60)
 
 # As the control plane's channel, but pinging every second and without the client's own brake on
 # pings without data: the strikes of gRPC's default server policy then come within seconds
@@ -32,9 +32,13 @@ OPTIONS = [
 ]
 
 
-async def test_an_idle_terminal_stream_outlives_keepalive_pings(agent_for_runtime: AgentFactory) -> None:
-    agent = agent_for_runtime("process")
-    async with grpc.aio.insecure_channel(agent.address, options=OPTIONS) as channel:
+@pytest.fixture
+def process_agent(agent_for_runtime: AgentFactory) -> HostAgentProcess:
+    return agent_for_runtime("process")  # the policy is the gRPC server's, whatever the runtime
+
+
+async def test_an_idle_terminal_stream_outlives_keepalive_pings(process_agent: HostAgentProcess) -> None:
+    async with grpc.aio.insecure_channel(process_agent.address, options=OPTIONS) as channel:
         stub = pb_grpc.HostAgentStub(channel)
         sandbox_id = new_sandbox_id()
         await stub.CreateSandbox(pb.CreateSandboxRequest(sandbox_id=sandbox_id), timeout=30)
