@@ -316,20 +316,8 @@ class Connection:
                 "kill one or wait for one to exit"
             )
             return
-        owner = self.caller.label if self.caller else ""
-        request = pb.PtyAttachRequest(
-            sandbox_id=self.capsule.id,
-            tag=tag,
-            cmd=start.cmd,
-            args=start.args,
-            cols=start.cols,
-            rows=start.rows,
-            envs=start.envs,
-            cwd=start.cwd,
-            user=start.user,
-            owner=owner,
-        )
-        await self._attach(request.tag, request, None)
+        request = start.attach_request(self.capsule.id, tag, self.caller.label if self.caller else "")
+        await self._attach(tag, request, None)
 
     async def _connect(self, tag: str, offset: int | None) -> None:
         if not rules.is_tag(tag):

@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from protos import hostagent_pb2 as pb
 from protos import rules
 
 # Client -> server
@@ -69,6 +70,21 @@ class StartRequest:
     envs: dict[str, str] = field(default_factory=dict)
     cwd: str = ""
     user: str = ""
+
+    def attach_request(self, sandbox_id: str, tag: str, owner: str) -> pb.PtyAttachRequest:
+        """The host agent's request that starts this session."""
+        return pb.PtyAttachRequest(
+            sandbox_id=sandbox_id,
+            tag=tag,
+            cmd=self.cmd,
+            args=self.args,
+            cols=self.cols,
+            rows=self.rows,
+            envs=self.envs,
+            cwd=self.cwd,
+            user=self.user,
+            owner=owner,
+        )
 
 
 @dataclass(frozen=True)

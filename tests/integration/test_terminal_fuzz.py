@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from pty import protocol as p
+from tests.pty.test_protocol_fuzz import FIELDS
 from tests.support.polling import wait_until
 from tests.support.stack import Stack, running_stack
 from wrenn import diagnostics
@@ -56,15 +57,6 @@ SHELL = ["-c", "stty raw -echo; echo fuzz-ready; exec cat >/dev/null"]
 
 # --- the frames ----------------------------------------------------------------------------------
 
-FIELDS = {
-    p.START: ["cmd", "args", "cols", "rows", "envs", "cwd", "user"],
-    p.CONNECT: ["tag", "offset"],
-    p.INPUT: ["data"],
-    p.RESIZE: ["cols", "rows"],
-    p.AUTH: ["token"],
-    p.KILL: [],
-    p.PONG: [],
-}
 ODD_VALUES: list[Any] = [
     None,
     True,

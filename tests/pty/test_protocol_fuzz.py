@@ -138,17 +138,7 @@ def test_a_parsed_message_fits_the_host_agent(frame: str) -> None:
     if message.start is not None:
         start = message.start
         _utf8(start.cmd, start.cwd, start.user, *start.args, *start.envs, *start.envs.values())
-        pb.PtyAttachRequest(
-            sandbox_id="cl-0",
-            tag=p.new_tag(),
-            cmd=start.cmd,
-            args=start.args,
-            cols=start.cols,
-            rows=start.rows,
-            envs=start.envs,
-            cwd=start.cwd,
-            user=start.user,
-        )
+        start.attach_request("cl-0", p.new_tag(), "key:wrn_0")  # what the consumer sends the agent
     if message.type == p.CONNECT:
         assert message.offset is None or 0 <= message.offset <= UINT64_MAX
         pb.PtyReadRequest(sandbox_id="cl-0", tag=message.tag, offset=message.offset or 0)
