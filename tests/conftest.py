@@ -24,7 +24,7 @@ from capsules.keys import create_api_key
 from capsules.models import Membership, Team
 from tests.capsules import MEMBER_PASSWORD
 from tests.support import lanes
-from tests.support.hostagent import HostAgentProcess, start_hostagent
+from tests.support.hostagent import HostAgentProcess, release_network_resources, start_hostagent
 from tests.support.stack import Stack, running_stack
 
 _own_basetemp = pytest.StashKey[Path]()
@@ -52,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """This run's own temporary directory goes when everything passed, and stays for a look otherwise."""
+    release_network_resources()
     basetemp = session.config.stash.get(_own_basetemp, None)
     if basetemp is not None and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         shutil.rmtree(basetemp, ignore_errors=True)

@@ -8,6 +8,7 @@ import ctypes
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -118,6 +119,25 @@ _UID_BASES = itertools.count()
 _RESOURCES_FILE = ".test-agent-resources.json"
 
 
+# The nftables tables and veth prefixes this run gave its agents (release_network_resources).
+_HANDED_OUT: list[tuple[str, str]] = []
+
+
+def release_network_resources() -> None:
+    """Deletes what this run's agents may have left of their networks (an agent killed rather
+    than stopped keeps its table and veths): once every agent is stopped, at the session's end."""
+    if shutil.which("nft") is None or shutil.which("ip") is None:
+        return
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=False).stdout
+    names = [line.split(": ")[1].split("@")[0] for line in links.splitlines() if ": " in line]
+    for table, prefix in _HANDED_OUT:
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, check=False)
+        for name in names:
+            if name.startswith(prefix):
+                subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
+    _HANDED_OUT.clear()
+
+
 def _own_host_resources(data_dir: Path, args: list[str], env: dict[str, str]) -> list[str]:
     """Options giving the agent capsule uid ranges, a network pool, an nftables table and a veth
     prefix of its own, unless `args` or `env` choose them."""
@@ -135,6 +155,7 @@ def _own_host_resources(data_dir: Path, args: list[str], env: dict[str, str]) ->
             "--network-prefix": f"w{tag[:5]}",
         }
         kept.write_text(json.dumps(chosen))
+    _HANDED_OUT.append((chosen["--network-table"], chosen["--network-prefix"]))
     variables = {"--uid-base": "HOSTAGENT_UID_BASE", "--network-pool": "HOSTAGENT_NETWORK_POOL"}
     variables |= {
         "--network-table": "HOSTAGENT_NETWORK_TABLE",
