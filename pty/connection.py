@@ -147,6 +147,7 @@ class Connection:
             await self._close_socket(1011, None)
         finally:
             self._tasks = None
+            self._ending = True  # over: nothing left to stop, nor input to wait for
             self.phase = "closed"
             if self.viewer is not None:
                 await self.viewer.leave()
@@ -173,10 +174,13 @@ class Connection:
             self._run.cancel()
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
-        if self._tasks is None:  # the connection has ended
+        if self._tasks is None or self.phase == "closed":  # the connection is ending
             coro.close()
             return
-        self._named[name] = self._tasks.create_task(coro, name=f"pty-{name}")
+        try:
+            self._named[name] = self._tasks.create_task(coro, name=f"pty-{name}")
+        except RuntimeError:  # the group is shutting down (a task of it failed)
+            coro.close()
 
     def _cancel(self, name: str) -> None:
         task = self._named.pop(name, None)
