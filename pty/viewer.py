@@ -186,6 +186,9 @@ class Viewer:
             try:
                 ended = await self.cursor.catch_up(None, neutralize_queries=recent_screen)
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    # No such session: the row joining opened for it must not count as one.
+                    await _close_row(self.capsule.id, self.tag)
                 await self.client.fatal(describe(exc))
                 return
             if ended is not None:

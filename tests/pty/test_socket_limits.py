@@ -121,3 +121,18 @@ async def test_a_start_the_agent_refuses_frees_its_place(
         assert frame["data"].startswith("failed to start pty: ")
     assert await database_sync_to_async(open_rows)(capsule) == 0
     await assert_no_sessions(capsule)
+
+
+async def test_connecting_to_sessions_that_do_not_exist_takes_no_place(
+    open_socket: Any, capsule: Sandbox, api_key: str, settings: Any
+) -> None:
+    settings.PTY_MAX_SESSIONS_PER_CAPSULE = 1
+    for number in range(3):
+        term = await terminal(open_socket, capsule, api_key)
+        await term.send(type="connect", tag=f"pty-0000000{number}")
+        frame = await term.expect("error")
+        assert frame == {"type": "error", "data": f"pty session pty-0000000{number} not found", "fatal": True}
+    assert await database_sync_to_async(open_rows)(capsule) == 0
+    term = await terminal(open_socket, capsule, api_key)
+    await term.start(cmd="/bin/echo", args=["still-room"])
+    await term.read_until(b"still-room")
