@@ -57,7 +57,7 @@ def _find_capsule(sandbox_id: str, caller: Caller, admin_route: bool) -> Capsule
         return f"sandbox is not running (status: {sandbox.status})"
     if sandbox.host is None or not sandbox.host.address:
         return HOST_UNREACHABLE
-    return Capsule(sandbox.id, sandbox.status, sandbox.host.address, str(sandbox.team_id))
+    return Capsule(sandbox.id, sandbox.host.address, str(sandbox.team_id))
 
 
 _reserve_session = database_sync_to_async(reserve_session)
@@ -213,9 +213,10 @@ class Connection:
     async def binary(self, data: bytes) -> None:
         if self.phase == "closed":
             return
-        shown = dialects.shown_by(dialects.BINARY_FRAME)
-        if self.codec is None and self.phase == "attached" and shown is not None:
-            self._choose(shown)
+        if self.codec is None and self.phase == "attached":
+            shown = dialects.shown_by(dialects.BINARY_FRAME)
+            if shown is not None:
+                self._choose(shown)
         try:
             msg = self.codec.input(data) if self.codec is not None else p.Message(type=p.INPUT, data=data)
         except p.ProtocolError as exc:

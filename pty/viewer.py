@@ -52,8 +52,9 @@ def _close_row(sandbox_id: str, tag: str) -> None:
 
 @dataclass(frozen=True)
 class Capsule:
+    """A running capsule a terminal may reach: its host's agent address and its team."""
+
     id: str
-    status: str
     host_address: str
     team_id: str
 

@@ -36,14 +36,19 @@ async def test_a_revoked_api_key_closes_its_open_terminal(
     await expect_revoked(term, "the API key was revoked")
 
 
+async def token_terminal(open_socket: Any, capsule: Sandbox, member: Any, team: Team) -> Terminal:
+    """A shell started on a socket opened with the member's access token."""
+    access = await _access_token(member, team)
+    term = Terminal.over_communicator(await open_socket(path(capsule), bearer(access)))
+    await term.start(cmd="/bin/sh", args=SHELL)
+    return term
+
+
 async def test_a_deactivated_user_loses_the_terminal_opened_with_their_token(
     open_socket: Any, capsule: Sandbox, member: Any, team: Team, settings: Any
 ) -> None:
     settings.PTY_CREDENTIAL_CHECK_SECONDS = 0.2
-    term = Terminal.over_communicator(
-        await open_socket(path(capsule), bearer(await _access_token(member, team)))
-    )
-    await term.start(cmd="/bin/sh", args=SHELL)
+    term = await token_terminal(open_socket, capsule, member, team)
     member.is_active = False
     await database_sync_to_async(member.save)()
     await expect_revoked(term, "the user was deactivated")
@@ -53,10 +58,7 @@ async def test_leaving_the_team_closes_the_terminal(
     open_socket: Any, capsule: Sandbox, member: Any, team: Team, settings: Any
 ) -> None:
     settings.PTY_CREDENTIAL_CHECK_SECONDS = 0.2
-    term = Terminal.over_communicator(
-        await open_socket(path(capsule), bearer(await _access_token(member, team)))
-    )
-    await term.start(cmd="/bin/sh", args=SHELL)
+    term = await token_terminal(open_socket, capsule, member, team)
     await database_sync_to_async(Membership.objects.filter(user=member, team=team).delete)()
     await expect_revoked(term, "the user is no longer a member of the team")
 
