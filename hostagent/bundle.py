@@ -15,6 +15,7 @@ from hostagent import disks, seccomp
 from hostagent.bwrap import (
     GROUP_TABLE,
     HOME,
+    ROOT_HOME,
     TMP,
     USER_TABLE,
     USERS,
@@ -30,6 +31,8 @@ SHM_MB = 64
 # Paths inside the capsule (not the agent's own temporary directories).
 SHM = "/dev/shm"  # noqa: S108 - a path inside the capsule
 VAR_TMP = "/var/tmp"  # noqa: S108 - a path inside the capsule
+# Where the capsule's disk appears inside it: (path inside, directory on the disk).
+DISK_MOUNTS = ((HOME, "home"), (ROOT_HOME, "root"), (TMP, "tmp"), (VAR_TMP, "tmp"))
 SYSTEM_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 # The host /etc entries a capsule sees (read-only), where they exist: what programs need to run,
 # and nothing of the host's services (their configuration may hold passwords).
@@ -146,7 +149,7 @@ def config(
         for name in OWN_ETC
     )
     disk = root / disks.MOUNT
-    for inside, name in ((HOME, "home"), (TMP, "tmp"), (VAR_TMP, "tmp")):
+    for inside, name in DISK_MOUNTS:
         mounts.append(
             {
                 "destination": inside,
@@ -213,7 +216,7 @@ def write(
     """The container's bundle: rootfs skeleton, its own /etc files, config.json. Blocking."""
     rootfs = root / "rootfs"
     rootfs.mkdir(mode=0o755, exist_ok=True)
-    for name in ("proc", "dev", "usr", "etc", "home/user", "tmp", "var/tmp"):
+    for name in ("proc", "dev", "usr", "etc", "home/user", "root", "tmp", "var/tmp"):
         (rootfs / name).mkdir(parents=True, exist_ok=True)
     for name in SYSTEM_LINKS:
         host, link = Path("/") / name, rootfs / name
@@ -260,22 +263,32 @@ def prepare_disk(root: Path, base: int, limits: Limits, enforce: bool) -> None:
         tmp.mkdir()
         os.chown(tmp, base, base)
         tmp.chmod(0o1777)
+    root_home = mount / "root"
+    if not root_home.exists():
+        root_home.mkdir()
+        os.chown(root_home, base, base)
+        root_home.chmod(0o700)
 
 
-def process(sandbox_id: str, root: Path, request: LaunchRequest, cols: int, rows: int) -> dict[str, Any]:
-    """The process file of a terminal: `runc exec --process` reads it (envs stay off command lines)."""
+def process(
+    sandbox_id: str, root: Path, request: LaunchRequest, cols: int = 0, rows: int = 0
+) -> dict[str, Any]:
+    """The process file of a terminal (or, `request.terminal` false, of a process with pipes):
+    `runc exec --process` reads it (envs stay off command lines)."""
     uid, gid, cwd, env = session_of(sandbox_id, request)
     view = SandboxView(root, [])
     disk = root / disks.MOUNT
-    view.mounts.update({HOME: str(disk / "home"), TMP: str(disk / "tmp"), VAR_TMP: str(disk / "tmp")})
+    view.mounts.update({inside: str(disk / name) for inside, name in DISK_MOUNTS})
     for name in SYSTEM_LINKS:
         if os.path.islink(f"/{name}"):
             view.links[f"/{name}"] = os.readlink(f"/{name}")
     check_startable(view, request.cmd, cwd, env.get("PATH", ""))
     caps = ROOT_CAPABILITIES if uid == 0 else []
+    terminal: dict[str, Any] = {"terminal": False}
+    if request.terminal:
+        terminal = {"terminal": True, "consoleSize": {"height": rows, "width": cols}}
     return {
-        "terminal": True,
-        "consoleSize": {"height": rows, "width": cols},
+        **terminal,
         "user": {"uid": uid, "gid": gid, "additionalGids": []},
         "args": [request.cmd, *request.args],
         "env": [f"{name}={value}" for name, value in env.items()],

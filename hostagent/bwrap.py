@@ -25,13 +25,16 @@ from hostagent.spawn import LaunchSpec
 log = logging.getLogger(__name__)
 
 HOME = "/home/user"
+# Root's own home, as in Wrenn's capsules: where exec and file calls run by default.
+ROOT_HOME = "/root"
 # The sandbox's own /tmp, bound to the capsule's tmp/, not the host's.
 TMP = "/tmp"  # noqa: S108
-# name -> (uid, gid) inside the sandbox. Both users share the capsule's one persistent home.
+# name -> (uid, gid) inside the sandbox, and each one's home (both on the capsule's disk).
 USERS = {"root": (0, 0), "user": (1000, 1000)}
+HOMES = {"root": ROOT_HOME, "user": HOME}
 # The sandbox's /etc/passwd and /etc/group.
 USER_TABLE = (
-    "root:x:0:0:root:/home/user:/bin/bash\n"
+    "root:x:0:0:root:/root:/bin/bash\n"
     "user:x:1000:1000:user:/home/user:/bin/bash\n"
     "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
 )
@@ -122,8 +125,9 @@ class BwrapRuntime(Runtime):
             path = root / name
             path.write_text(text)
             path.chmod(0o644)
+        (root / "root").mkdir(mode=0o700, exist_ok=True)
         if self.host_uid is not None and self.host_gid is not None:
-            for name in ("home", "tmp"):
+            for name in ("home", "tmp", "root"):
                 os.chown(root / name, self.host_uid, self.host_gid)
 
     def _namespace_args(self, sandbox_id: str, uid: int) -> list[str]:
@@ -143,10 +147,24 @@ class BwrapRuntime(Runtime):
         argv += ["--ro-bind", str(root / "group"), "/etc/group"]
         argv += ["--proc", "/proc", "--dev", "/dev"]
         argv += ["--bind", str(root / "home"), HOME, "--bind", str(root / "tmp"), TMP]
+        argv += ["--bind", str(root / "root"), ROOT_HOME]
         # No --new-session: the PTY must stay the controlling terminal for job control.
         argv += ["--die-with-parent", "--chdir", cwd, "--clearenv"]
         for name, value in env.items():
             argv += ["--setenv", name, value]
+        if not request.terminal:
+            # A process with pipes: the agent's child already leads a session of its own.
+            argv += ["--", request.cmd, *request.args]
+            return LaunchSpec(
+                file=self.binary,
+                argv=argv,
+                env={},
+                cwd="/",
+                uid=self.host_uid,
+                gid=self.host_gid,
+                groups=[],
+                display=request.cmd,
+            )
         # The PTY becomes the controlling terminal inside the pid namespace, by a session the
         # command leads there: had the agent's child taken it outside, the shell would find a
         # foreground process group it cannot see (0), and give the terminal back to it when it
@@ -171,8 +189,9 @@ def session_of(sandbox_id: str, request: LaunchRequest) -> tuple[int, int, str, 
     if user not in USERS:
         raise InvalidArgument(f"unknown user '{user}'")
     uid, gid = USERS[user]
-    cwd = posixpath.normpath(posixpath.join(HOME, request.cwd)) if request.cwd else HOME
-    env = {**BASE_ENV, "HOME": HOME, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash"}
+    home = HOMES[user]
+    cwd = posixpath.normpath(posixpath.join(home, request.cwd)) if request.cwd else home
+    env = {**BASE_ENV, "HOME": home, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash"}
     env["HOSTNAME"] = sandbox_id
     env.update(request.envs)
     return uid, gid, cwd, env
@@ -199,7 +218,13 @@ class SandboxView:
     """Resolves sandbox paths to host paths through the bwrap mounts, following symlinks."""
 
     def __init__(self, root: Path, system_args: list[str]) -> None:
-        self.mounts = {HOME: str(root / "home"), TMP: str(root / "tmp"), "/usr": "/usr", "/etc": "/etc"}
+        self.mounts = {
+            HOME: str(root / "home"),
+            TMP: str(root / "tmp"),
+            ROOT_HOME: str(root / "root"),
+            "/usr": "/usr",
+            "/etc": "/etc",
+        }
         self.links: dict[str, str] = {}
         for i, arg in enumerate(system_args):
             if arg == "--symlink":

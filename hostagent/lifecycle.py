@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 from hostagent.blocking import run_blocking
 from hostagent.errors import AgentError, FailedPrecondition, validate_sandbox_id
 from hostagent.freezer import Freezer
+from hostagent.processes import ProcessRegistry, ProcessSession
 from hostagent.registry import SessionRegistry
 from hostagent.runtime import Limits, Runtime
 from hostagent.sandboxes import SandboxStore
@@ -69,14 +72,24 @@ def load_policy(root: Path) -> dict[str, Any] | None:
 
 class Lifecycle:
     def __init__(
-        self, store: SandboxStore, registry: SessionRegistry, freezer: Freezer, runtime: Runtime
+        self,
+        store: SandboxStore,
+        registry: SessionRegistry,
+        freezer: Freezer,
+        runtime: Runtime,
+        processes: ProcessRegistry | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
+        self.processes = processes or ProcessRegistry()
         self.freezer = freezer
         self.runtime = runtime
         self._locks: dict[str, asyncio.Lock] = {}
         self._oom_kills: dict[str, int] = {}
+
+    def leaders(self, sandbox_id: str) -> list[int]:
+        """Host pids of the sandbox's running terminal sessions and processes (session leaders)."""
+        return [*self.registry.live_pids(sandbox_id), *self.processes.live_pids(sandbox_id)]
 
     def _lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
@@ -165,7 +178,7 @@ class Lifecycle:
         async with self._lock(sandbox_id):
             self.store.path(sandbox_id)
             if not self.store.paused(sandbox_id):
-                leaders = self.registry.live_pids(sandbox_id)
+                leaders = self.leaders(sandbox_id)
                 try:
                     await self.freezer.freeze(sandbox_id, leaders)
                     await self.store.set_paused(sandbox_id, True)
@@ -181,7 +194,7 @@ class Lifecycle:
             self.store.path(sandbox_id)
             if self.store.paused(sandbox_id):
                 try:
-                    await self.freezer.thaw(sandbox_id, self.registry.live_pids(sandbox_id))
+                    await self.freezer.thaw(sandbox_id, self.leaders(sandbox_id))
                     await self.store.set_paused(sandbox_id, False)
                 except OSError as exc:
                     raise AgentError(f"cannot resume sandbox {sandbox_id}: {exc}") from exc
@@ -197,6 +210,24 @@ class Lifecycle:
             if self.store.paused(session.sandbox_id):
                 await self.freezer.release(session.sandbox_id, pids)
 
+    async def signal_process(self, session: ProcessSession, signum: int) -> list[int]:
+        """Signal a started process's session; returns the host pids signalled."""
+        if session.exit_code is not None:
+            return []
+        async with self._lock(session.sandbox_id):
+            pids = await session.signal(signum)
+            if signum == signal.SIGKILL and self.store.paused(session.sandbox_id):
+                await self.freezer.release(session.sandbox_id, pids)
+            return pids
+
+    async def signal_pid(self, sandbox_id: str, host_pid: int, signum: int) -> None:
+        """Signal one process of the sandbox (the caller found it there)."""
+        async with self._lock(sandbox_id):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(host_pid, signum)
+            if signum == signal.SIGKILL and self.store.paused(sandbox_id):
+                await self.freezer.release(sandbox_id, [host_pid])
+
     async def destroy(self, sandbox_id: str) -> None:
         self.store.path(sandbox_id)
         async with self._lock(sandbox_id):
@@ -210,8 +241,9 @@ class Lifecycle:
 
     async def _kill_everything(self, sandbox_id: str, root: Path) -> int:
         # Killed, then thawed (a cgroup-v1-frozen process dies only once thawed), then reaped.
-        killed = await self.freezer.kill_all(sandbox_id, self.registry.live_pids(sandbox_id))
+        killed = await self.freezer.kill_all(sandbox_id, self.leaders(sandbox_id))
         await self.registry.close_sandbox(sandbox_id)
+        await self.processes.close_sandbox(sandbox_id)
         await self.freezer.remove(sandbox_id)
         await self.runtime.stop_environment(sandbox_id, root)
         return killed
@@ -239,5 +271,6 @@ class Lifecycle:
         """Kill every process of every sandbox; paused ones stay marked paused."""
         await asyncio.gather(*(self._kill_everything(i, self.store.path(i)) for i in self.store.ids()))
         await self.registry.close_all()
+        await self.processes.close_all()
         await run_blocking(self.freezer.close)
         await run_blocking(self.runtime.close)

@@ -58,7 +58,7 @@ from hostagent.runtime import (
     Limits,
     Runtime,
 )
-from hostagent.spawn import LaunchSpec, Spawned
+from hostagent.spawn import LaunchSpec, Piped, Spawned, close_quietly
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class OciRuntime(Runtime):
         try:
             probe.chmod(0o711)
             base = self.uid_base  # the first slot's range, unused until a capsule takes it
-            for name in ("home", "tmp"):
+            for name in ("home", "tmp", "root"):
                 (probe / disks.MOUNT / name).mkdir(parents=True)
             bundle.write(probe, "probe", base, Limits(1, 64, 64, 64), ["/bin/true"], self.cgroup_root, "")
             result = self._runc_sync(["run", "--no-new-keyring", "--bundle", str(probe), container])
@@ -245,17 +245,27 @@ class OciRuntime(Runtime):
             return _runc_error(result.stderr) or f"runc {args[0]} exited with {result.returncode}"
         return None
 
-    async def _runc(self, *args: str, log_file: Path | None = None) -> None:
-        """Run runc to completion; raise RuncFailed with its message if it fails."""
+    async def _runc(
+        self, *args: str, log_file: Path | None = None, stdio: tuple[int, int] | None = None
+    ) -> None:
+        """Run runc to completion; raise RuncFailed with its message if it fails.
+
+        `stdio`: the stdout and stderr runc gets, which a detached `runc exec` without a terminal
+        hands on to the process it starts (then `log_file` must take runc's own messages).
+        """
         argv = [self.runc, "--root", str(self.runc_root)]
         if log_file is not None:
             argv += ["--log", str(log_file)]
+        stdout: int = asyncio.subprocess.DEVNULL
+        stderr: int = asyncio.subprocess.DEVNULL if log_file is not None else asyncio.subprocess.PIPE
+        if stdio is not None:
+            stdout, stderr = stdio
         process = await asyncio.create_subprocess_exec(
             *argv,
             *args,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL if log_file is not None else asyncio.subprocess.PIPE,
+            stdout=stdout,
+            stderr=stderr,
         )
         try:
             _out, err = await asyncio.wait_for(process.communicate(), RUNC_TIMEOUT)
@@ -524,6 +534,58 @@ class OciRuntime(Runtime):
                 path.unlink(missing_ok=True)
         os.set_blocking(master, False)
         return Spawned(pid=pid, master_fd=master)
+
+    async def spawn_piped(
+        self, sandbox_id: str, root: Path, request: LaunchRequest, cgroup_procs: str | None
+    ) -> Piped:
+        """`runc exec --detach` the command with our pipes as its stdout and stderr: runc hands
+        them on and exits, and the process (a session leader) becomes our child (subreaper)."""
+        process = await run_blocking(bundle.process, sandbox_id, root, request)
+        name = uuid.uuid4().hex
+        process_file = self.process_dir / f"{name}.json"
+        pid_file = self.process_dir / f"{name}.pid"
+        log_file = self.process_dir / f"{name}.log"
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        try:
+            descriptor = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump(process, handle)
+            try:
+                await self._runc(
+                    "exec",
+                    "--detach",
+                    "--pid-file",
+                    str(pid_file),
+                    "--process",
+                    str(process_file),
+                    self.container(sandbox_id),
+                    log_file=log_file,
+                    stdio=(out_write, err_write),
+                )
+            except RuncFailed as exc:
+                if STOPPED_CONTAINER in exc.message:
+                    raise EnvironmentStopped(
+                        f"cannot start '{request.cmd}': capsule {sandbox_id}'s environment has stopped "
+                        "(its init exited)"
+                    ) from exc
+                raise FailedPrecondition(f"cannot start '{request.cmd}': {exc.message}") from exc
+            pid = int(pid_file.read_text())
+        except BaseException:
+            close_quietly(out_read, err_read)
+            raise
+        finally:
+            close_quietly(out_write, err_write)
+            for path in (process_file, pid_file, log_file):
+                path.unlink(missing_ok=True)
+        os.set_blocking(out_read, False)
+        os.set_blocking(err_read, False)
+        return Piped(pid=pid, stdout_fd=out_read, stderr_fd=err_read)
+
+    own_pid_namespace = True
+
+    def capsule_pids(self, sandbox_id: str, leaders: list[int]) -> list[int]:
+        return self.procs(sandbox_id)
 
 
 async def _receive_console(listener: socket.socket) -> int:

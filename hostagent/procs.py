@@ -74,3 +74,52 @@ def state_of(pid: int) -> str | None:
     except OSError:
         return None
     return stat[stat.rfind(b")") + 2 :].split()[0].decode()
+
+
+@dataclass(frozen=True)
+class ProcessView:
+    """A process as its capsule sees it: pids in the capsule's pid namespace (where it has one)."""
+
+    host_pid: int
+    pid: int
+    ppid: int
+    state: str
+    argv: list[str]
+
+
+def namespace_pid(host_pid: int) -> int | None:
+    """`host_pid` as the innermost pid namespace of the process sees it (its NSpid's last
+    field); None once it is gone."""
+    try:
+        with open(f"/proc/{host_pid}/status", "rb") as status_file:
+            for line in status_file:
+                if line.startswith(b"NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        return None
+    return host_pid  # a kernel without NSpid: no pid namespaces to translate
+
+
+def _argv(host_pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{host_pid}/cmdline", "rb") as cmdline_file:
+            raw = cmdline_file.read()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
+
+
+def describe_processes(host_pids: Iterable[int], inner: bool) -> list[ProcessView]:
+    """The processes (those still there), with pids as their capsule sees them when `inner`
+    (one pid namespace of its own), else the host's; a parent outside the capsule is 0."""
+    table = process_table()
+    pids = [pid for pid in host_pids if pid in table]
+    visible = {pid: (namespace_pid(pid) if inner else pid) for pid in pids}
+    views = []
+    for pid in pids:
+        seen = visible[pid]
+        if seen is None:
+            continue
+        parent = visible.get(table[pid].ppid) or 0
+        views.append(ProcessView(pid, seen, parent, table[pid].state, _argv(pid)))
+    return sorted(views, key=lambda view: view.pid)

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from hostagent.blocking import run_blocking
 from hostagent.errors import FailedPrecondition, InvalidArgument
-from hostagent.spawn import LaunchSpec, Spawned, spawn
+from hostagent.procs import process_trees
+from hostagent.spawn import LaunchSpec, Piped, Spawned, spawn, spawn_piped
 
 if TYPE_CHECKING:
     from hostagent.freezer import Freezer
@@ -45,6 +46,8 @@ class LaunchRequest:
     envs: dict[str, str]
     cwd: str
     user: str
+    # A terminal session (a PTY) or a process with pipes (exec).
+    terminal: bool = True
 
 
 def validate_request(request: LaunchRequest) -> None:
@@ -133,6 +136,25 @@ class Runtime(ABC):
         spec = await run_blocking(self.launch_spec, sandbox_id, root, request)
         return await spawn(spec, cols, rows, cgroup_procs)
 
+    async def spawn_piped(
+        self, sandbox_id: str, root: Path, request: LaunchRequest, cgroup_procs: str | None
+    ) -> Piped:
+        """Start the request's process with pipes for stdout and stderr and no stdin, as the
+        leader of a session of its own (a runtime may do it its own way)."""
+        spec = await run_blocking(self.launch_spec, sandbox_id, root, request)
+        return await spawn_piped(spec, cgroup_procs)
+
+    # The user a process started by the API runs as when the request names none.
+    exec_user = "root"
+    # Whether the capsule's processes share one pid namespace of their own: the pids the API
+    # shows are then the ones they see; otherwise the host's.
+    own_pid_namespace = False
+
+    def capsule_pids(self, sandbox_id: str, leaders: list[int]) -> list[int]:
+        """Host pids of every process in the capsule (blocking): the sessions the agent started
+        and everything they started."""
+        return process_trees(leaders)
+
     # A long-lived environment per capsule: only the OCI runtime has one.
 
     def isolation(self) -> dict[str, dict[str, Any]]:
@@ -202,6 +224,8 @@ class ProcessRuntime(Runtime):
     """Plain host processes: for development only, it isolates nothing."""
 
     name = "process"
+    # Root only when the agent is root; the capsule's home is a directory of the host.
+    exec_user = ""
 
     def launch_spec(self, sandbox_id: str, root: Path, request: LaunchRequest) -> LaunchSpec:
         home = root / "home"

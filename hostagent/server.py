@@ -19,6 +19,8 @@ from hostagent.errors import AgentError, InvalidArgument
 from hostagent.freezer import choose_freezer
 from hostagent.heartbeat import Heartbeat
 from hostagent.lifecycle import Lifecycle, SandboxStatus
+from hostagent.process_service import ProcessServicer
+from hostagent.processes import ProcessRegistry
 from hostagent.registry import SessionRegistry
 from hostagent.runtime import EnvironmentStopped, LaunchRequest, Runtime, validate_request
 from hostagent.runtimes import choose_runtime
@@ -95,7 +97,7 @@ def policy_of(request: pb.CreateSandboxRequest | pb.SetNetworkPolicyRequest) -> 
 MAINTAIN_EVERY = 5.0
 
 
-class HostAgentServicer(pb_grpc.HostAgentServicer):
+class HostAgentServicer(ProcessServicer, pb_grpc.HostAgentServicer):
     def __init__(
         self, store: SandboxStore, registry: SessionRegistry, runtime: Runtime, lifecycle: Lifecycle
     ) -> None:
@@ -341,7 +343,8 @@ async def serve(config: AgentConfig) -> None:
     log.info("pause mechanism: %s", freezer.describe())
     store = SandboxStore(config.data_dir, runtime)
     registry = SessionRegistry(replay_limit=config.replay_buffer)
-    lifecycle = Lifecycle(store, registry, freezer, runtime)
+    processes = ProcessRegistry(replay_limit=config.replay_buffer)
+    lifecycle = Lifecycle(store, registry, freezer, runtime, processes)
     servicer = HostAgentServicer(store, registry, runtime, lifecycle)
     if not config.token:
         log.warning(

@@ -1,4 +1,5 @@
-"""Fork a process under a new PTY and report exec failures instead of a session that exits 127.
+"""Fork a process under a new PTY (a terminal) or with pipes (exec), and report exec failures
+instead of a session that exits 127.
 
 The child reports a failed chdir or exec through a close-on-exec pipe: EOF on the pipe means
 the exec succeeded. Only `os` calls run between fork and exec.
@@ -45,6 +46,23 @@ class Spawned:
     master_fd: int
 
 
+@dataclass(frozen=True)
+class Piped:
+    """A process started with pipes: read ends of its stdout and stderr (non-blocking)."""
+
+    pid: int
+    stdout_fd: int
+    stderr_fd: int
+
+
+def close_quietly(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            continue
+
+
 def set_window_size(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
@@ -84,6 +102,38 @@ async def spawn(spec: LaunchSpec, cols: int, rows: int, cgroup_procs: str | None
         raise FailedPrecondition(_describe(spec, report))
     os.set_blocking(master, False)
     return Spawned(pid=pid, master_fd=master)
+
+
+async def spawn_piped(spec: LaunchSpec, cgroup_procs: str | None = None) -> Piped:
+    """Start `spec` as a session leader with /dev/null for stdin and a pipe each for stdout and
+    stderr; with `cgroup_procs` the child joins that cgroup before exec."""
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    try:
+        report_read, report_write = os.pipe()
+    except BaseException:
+        close_quietly(out_read, out_write, err_read, err_write)
+        raise
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child execs or exits
+        _exec_piped_child(spec, out_write, err_write, report_write, cgroup_procs)
+    close_quietly(out_write, err_write, report_write)
+    try:
+        report = await _read_to_eof(report_read)
+    except BaseException:
+        close_quietly(out_read, err_read)
+        os.kill(pid, signal.SIGKILL)
+        await run_blocking(os.waitpid, pid, 0)
+        raise
+    finally:
+        os.close(report_read)
+    if report:
+        close_quietly(out_read, err_read)
+        await run_blocking(os.waitpid, pid, 0)
+        raise FailedPrecondition(_describe(spec, report))
+    os.set_blocking(out_read, False)
+    os.set_blocking(err_read, False)
+    return Piped(pid=pid, stdout_fd=out_read, stderr_fd=err_read)
 
 
 def _describe(spec: LaunchSpec, report: bytes) -> str:
@@ -126,12 +176,32 @@ async def _read_to_eof(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _exec_child(
-    spec: LaunchSpec, slave: int, err_write: int, cgroup_procs: str | None
+def _exec_piped_child(
+    spec: LaunchSpec, out_write: int, err_write: int, report_write: int, cgroup_procs: str | None
 ) -> None:  # pragma: no cover
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_write, 1)
+        os.dup2(err_write, 2)
+        for fd in (null, out_write, err_write):
+            if fd > 2:
+                os.close(fd)
+    except BaseException:
+        os._exit(127)
+    _exec_child(spec, None, report_write, cgroup_procs)
+
+
+def _exec_child(
+    spec: LaunchSpec, slave: int | None, err_write: int, cgroup_procs: str | None
+) -> None:  # pragma: no cover
+    """Exec `spec`; with `slave`, under that PTY, else with stdio as the caller left it."""
     stage = "setup"
     try:
-        if spec.terminal_inside:
+        if slave is None:
+            pass  # stdio and the session are set (_exec_piped_child)
+        elif spec.terminal_inside:
             os.setsid()
             for fd in (0, 1, 2):
                 os.dup2(slave, fd)

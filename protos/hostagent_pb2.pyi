@@ -10,6 +10,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,21 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _OutputStream:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OutputStreamEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OutputStream.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STDOUT: _OutputStream.ValueType  # 0
+    STDERR: _OutputStream.ValueType  # 1
+
+class OutputStream(_OutputStream, metaclass=_OutputStreamEnumTypeWrapper): ...
+
+STDOUT: OutputStream.ValueType  # 0
+STDERR: OutputStream.ValueType  # 1
+Global___OutputStream: _TypeAlias = OutputStream  # noqa: Y015
 
 @_typing.final
 class Sandbox(_message.Message):
@@ -822,3 +838,351 @@ class ListPtySessionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPtySessionsResponse: _TypeAlias = ListPtySessionsResponse  # noqa: Y015
+
+@_typing.final
+class ProcessStartRequest(_message.Message):
+    """Processes (exec)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class EnvsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SANDBOX_ID_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    CMD_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    ENVS_FIELD_NUMBER: _builtins.int
+    CWD_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    BACKGROUND_FIELD_NUMBER: _builtins.int
+    sandbox_id: _builtins.str
+    tag: _builtins.str
+    cmd: _builtins.str
+    cwd: _builtins.str
+    """Empty: the user's home."""
+    user: _builtins.str
+    """Empty: the capsule's root (on the process runtime, the agent's own user)."""
+    owner: _builtins.str
+    """Who started it: free text set by the control plane, as for terminals."""
+    timeout_ms: _builtins.int
+    """0: no limit. When it passes, the process group is killed and `exited.timed_out` is set."""
+    background: _builtins.bool
+    @_builtins.property
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def envs(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        sandbox_id: _builtins.str = ...,
+        tag: _builtins.str = ...,
+        cmd: _builtins.str = ...,
+        args: _abc.Iterable[_builtins.str] | None = ...,
+        envs: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        cwd: _builtins.str = ...,
+        user: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        timeout_ms: _builtins.int = ...,
+        background: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "background", b"background", "cmd", b"cmd", "cwd", b"cwd", "envs", b"envs", "owner", b"owner", "sandbox_id", b"sandbox_id", "tag", b"tag", "timeout_ms", b"timeout_ms", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessStartRequest: _TypeAlias = ProcessStartRequest  # noqa: Y015
+
+@_typing.final
+class ProcessAttachRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_ID_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    RESUME_FIELD_NUMBER: _builtins.int
+    FROM_OFFSET_FIELD_NUMBER: _builtins.int
+    sandbox_id: _builtins.str
+    tag: _builtins.str
+    """The process: by tag, or (tag empty) by its pid as ProcessStarted gave it."""
+    pid: _builtins.int
+    resume: _builtins.bool
+    """Stream output starting at this offset instead of "now"; beyond the end is INVALID_ARGUMENT,
+    older than the replay buffer gets a `missed` event first.
+    """
+    from_offset: _builtins.int
+    def __init__(
+        self,
+        *,
+        sandbox_id: _builtins.str = ...,
+        tag: _builtins.str = ...,
+        pid: _builtins.int = ...,
+        resume: _builtins.bool = ...,
+        from_offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_offset", b"from_offset", "pid", b"pid", "resume", b"resume", "sandbox_id", b"sandbox_id", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessAttachRequest: _TypeAlias = ProcessAttachRequest  # noqa: Y015
+
+@_typing.final
+class ProcessStarted(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAG_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    tag: _builtins.str
+    pid: _builtins.int
+    """As the capsule's processes see it (in its pid namespace, where it has one)."""
+    def __init__(
+        self,
+        *,
+        tag: _builtins.str = ...,
+        pid: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pid", b"pid", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessStarted: _TypeAlias = ProcessStarted  # noqa: Y015
+
+@_typing.final
+class ProcessOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    stream: Global___OutputStream.ValueType
+    data: _builtins.bytes
+    offset: _builtins.int
+    """Offset of data[0] in everything the process wrote to stdout and stderr, in the order read."""
+    def __init__(
+        self,
+        *,
+        stream: Global___OutputStream.ValueType = ...,
+        data: _builtins.bytes = ...,
+        offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "offset", b"offset", "stream", b"stream"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessOutput: _TypeAlias = ProcessOutput  # noqa: Y015
+
+@_typing.final
+class ProcessExited(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
+    TIMED_OUT_FIELD_NUMBER: _builtins.int
+    exit_code: _builtins.int
+    """The exit status, or 128 + the signal that ended it."""
+    timed_out: _builtins.bool
+    """The process group was killed because `timeout_ms` passed."""
+    def __init__(
+        self,
+        *,
+        exit_code: _builtins.int = ...,
+        timed_out: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit_code", b"exit_code", "timed_out", b"timed_out"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessExited: _TypeAlias = ProcessExited  # noqa: Y015
+
+@_typing.final
+class ProcessEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    MISSED_FIELD_NUMBER: _builtins.int
+    EXITED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def started(self) -> Global___ProcessStarted: ...
+    @_builtins.property
+    def output(self) -> Global___ProcessOutput: ...
+    @_builtins.property
+    def missed(self) -> Global___PtyMissed: ...
+    @_builtins.property
+    def exited(self) -> Global___ProcessExited: ...
+    def __init__(
+        self,
+        *,
+        started: Global___ProcessStarted | None = ...,
+        output: Global___ProcessOutput | None = ...,
+        missed: Global___PtyMissed | None = ...,
+        exited: Global___ProcessExited | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "exited", b"exited", "missed", b"missed", "output", b"output", "started", b"started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "exited", b"exited", "missed", b"missed", "output", b"output", "started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "output", "missed", "exited"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___ProcessEvent: _TypeAlias = ProcessEvent  # noqa: Y015
+
+@_typing.final
+class ListProcessesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_ID_FIELD_NUMBER: _builtins.int
+    sandbox_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        sandbox_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sandbox_id", b"sandbox_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProcessesRequest: _TypeAlias = ListProcessesRequest  # noqa: Y015
+
+@_typing.final
+class ProcessInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PID_FIELD_NUMBER: _builtins.int
+    PPID_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    CMD_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    pid: _builtins.int
+    """As the capsule's processes see it."""
+    ppid: _builtins.int
+    tag: _builtins.str
+    """The tag of a process the API started (ProcessStart), else empty."""
+    cmd: _builtins.str
+    state: _builtins.str
+    """The one-letter state from /proc (R, S, D, T, Z…)."""
+    owner: _builtins.str
+    """Who started it (ProcessStart's owner), else empty."""
+    @_builtins.property
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        pid: _builtins.int = ...,
+        ppid: _builtins.int = ...,
+        tag: _builtins.str = ...,
+        cmd: _builtins.str = ...,
+        args: _abc.Iterable[_builtins.str] | None = ...,
+        state: _builtins.str = ...,
+        owner: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cmd", b"cmd", "owner", b"owner", "pid", b"pid", "ppid", b"ppid", "state", b"state", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessInfo: _TypeAlias = ProcessInfo  # noqa: Y015
+
+@_typing.final
+class ListProcessesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def processes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProcessInfo]: ...
+    def __init__(
+        self,
+        *,
+        processes: _abc.Iterable[Global___ProcessInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["processes", b"processes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProcessesResponse: _TypeAlias = ListProcessesResponse  # noqa: Y015
+
+@_typing.final
+class SignalProcessRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_ID_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    sandbox_id: _builtins.str
+    tag: _builtins.str
+    pid: _builtins.int
+    signal: _builtins.int
+    """A signal number; 0 means SIGKILL."""
+    def __init__(
+        self,
+        *,
+        sandbox_id: _builtins.str = ...,
+        tag: _builtins.str = ...,
+        pid: _builtins.int = ...,
+        signal: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pid", b"pid", "sandbox_id", b"sandbox_id", "signal", b"signal", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalProcessRequest: _TypeAlias = SignalProcessRequest  # noqa: Y015
+
+@_typing.final
+class SignalProcessResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PIDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def pids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The pids signalled, as the capsule's processes see them."""
+
+    def __init__(
+        self,
+        *,
+        pids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pids", b"pids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalProcessResponse: _TypeAlias = SignalProcessResponse  # noqa: Y015

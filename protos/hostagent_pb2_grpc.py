@@ -89,6 +89,26 @@ class HostAgentStub:
                 request_serializer=protos_dot_hostagent__pb2.ListPtySessionsRequest.SerializeToString,
                 response_deserializer=protos_dot_hostagent__pb2.ListPtySessionsResponse.FromString,
                 _registered_method=True)
+        self.ProcessStart = channel.unary_stream(
+                '/wrenn.hostagent.v1.HostAgent/ProcessStart',
+                request_serializer=protos_dot_hostagent__pb2.ProcessStartRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.ProcessEvent.FromString,
+                _registered_method=True)
+        self.ProcessAttach = channel.unary_stream(
+                '/wrenn.hostagent.v1.HostAgent/ProcessAttach',
+                request_serializer=protos_dot_hostagent__pb2.ProcessAttachRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.ProcessEvent.FromString,
+                _registered_method=True)
+        self.ListProcesses = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/ListProcesses',
+                request_serializer=protos_dot_hostagent__pb2.ListProcessesRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.ListProcessesResponse.FromString,
+                _registered_method=True)
+        self.SignalProcess = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/SignalProcess',
+                request_serializer=protos_dot_hostagent__pb2.SignalProcessRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.SignalProcessResponse.FromString,
+                _registered_method=True)
 
 
 class HostAgentServicer:
@@ -185,6 +205,41 @@ class HostAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProcessStart(self, request, context):
+        """Processes: commands run with pipes instead of a terminal (the API's exec), in the capsule's
+        environment as its terminals are. A process is named by its tag within a sandbox; its stdout
+        and stderr are kept in a replay buffer like a terminal's, addressed by one offset over both.
+
+        ProcessStart streams `started`, then output and `exited`; a foreground process whose stream
+        goes away before it exits is killed. With `background` the stream ends after `started` and
+        the process runs on until it exits or is signalled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProcessAttach(self, request, context):
+        """A started process's output from now (or, with `resume`, from an offset), then `exited`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProcesses(self, request, context):
+        """Every process in the sandbox, whoever started it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignalProcess(self, request, context):
+        """A signal to a started process's whole process group (by tag, or by its pid), or to any
+        other process of the sandbox (by pid). NOT_FOUND for a process not in the sandbox.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -242,6 +297,26 @@ def add_HostAgentServicer_to_server(servicer, server):
                     servicer.ListPtySessions,
                     request_deserializer=protos_dot_hostagent__pb2.ListPtySessionsRequest.FromString,
                     response_serializer=protos_dot_hostagent__pb2.ListPtySessionsResponse.SerializeToString,
+            ),
+            'ProcessStart': grpc.unary_stream_rpc_method_handler(
+                    servicer.ProcessStart,
+                    request_deserializer=protos_dot_hostagent__pb2.ProcessStartRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.ProcessEvent.SerializeToString,
+            ),
+            'ProcessAttach': grpc.unary_stream_rpc_method_handler(
+                    servicer.ProcessAttach,
+                    request_deserializer=protos_dot_hostagent__pb2.ProcessAttachRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.ProcessEvent.SerializeToString,
+            ),
+            'ListProcesses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProcesses,
+                    request_deserializer=protos_dot_hostagent__pb2.ListProcessesRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.ListProcessesResponse.SerializeToString,
+            ),
+            'SignalProcess': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignalProcess,
+                    request_deserializer=protos_dot_hostagent__pb2.SignalProcessRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.SignalProcessResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -541,6 +616,114 @@ class HostAgent:
             '/wrenn.hostagent.v1.HostAgent/ListPtySessions',
             protos_dot_hostagent__pb2.ListPtySessionsRequest.SerializeToString,
             protos_dot_hostagent__pb2.ListPtySessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProcessStart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/ProcessStart',
+            protos_dot_hostagent__pb2.ProcessStartRequest.SerializeToString,
+            protos_dot_hostagent__pb2.ProcessEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProcessAttach(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/ProcessAttach',
+            protos_dot_hostagent__pb2.ProcessAttachRequest.SerializeToString,
+            protos_dot_hostagent__pb2.ProcessEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProcesses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/ListProcesses',
+            protos_dot_hostagent__pb2.ListProcessesRequest.SerializeToString,
+            protos_dot_hostagent__pb2.ListProcessesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignalProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/SignalProcess',
+            protos_dot_hostagent__pb2.SignalProcessRequest.SerializeToString,
+            protos_dot_hostagent__pb2.SignalProcessResponse.FromString,
             options,
             channel_credentials,
             insecure,

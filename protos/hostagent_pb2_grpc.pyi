@@ -73,6 +73,23 @@ class HostAgentStub:
     ResumeSandbox: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.ResumeSandboxRequest, _hostagent_pb2.ResumeSandboxResponse]
     ListPtySessions: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.ListPtySessionsRequest, _hostagent_pb2.ListPtySessionsResponse]
     """Live and recently exited PTY sessions, of one sandbox or (sandbox_id empty) all."""
+    ProcessStart: _grpc.UnaryStreamMultiCallable[_hostagent_pb2.ProcessStartRequest, _hostagent_pb2.ProcessEvent]
+    """Processes: commands run with pipes instead of a terminal (the API's exec), in the capsule's
+    environment as its terminals are. A process is named by its tag within a sandbox; its stdout
+    and stderr are kept in a replay buffer like a terminal's, addressed by one offset over both.
+
+    ProcessStart streams `started`, then output and `exited`; a foreground process whose stream
+    goes away before it exits is killed. With `background` the stream ends after `started` and
+    the process runs on until it exits or is signalled.
+    """
+    ProcessAttach: _grpc.UnaryStreamMultiCallable[_hostagent_pb2.ProcessAttachRequest, _hostagent_pb2.ProcessEvent]
+    """A started process's output from now (or, with `resume`, from an offset), then `exited`."""
+    ListProcesses: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.ListProcessesRequest, _hostagent_pb2.ListProcessesResponse]
+    """Every process in the sandbox, whoever started it."""
+    SignalProcess: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.SignalProcessRequest, _hostagent_pb2.SignalProcessResponse]
+    """A signal to a started process's whole process group (by tag, or by its pid), or to any
+    other process of the sandbox (by pid). NOT_FOUND for a process not in the sandbox.
+    """
 
 @_typing.type_check_only
 class HostAgentAsyncStub(HostAgentStub):
@@ -116,6 +133,23 @@ class HostAgentAsyncStub(HostAgentStub):
     ResumeSandbox: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.ResumeSandboxRequest, _hostagent_pb2.ResumeSandboxResponse]  # type: ignore[assignment]
     ListPtySessions: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.ListPtySessionsRequest, _hostagent_pb2.ListPtySessionsResponse]  # type: ignore[assignment]
     """Live and recently exited PTY sessions, of one sandbox or (sandbox_id empty) all."""
+    ProcessStart: _aio.UnaryStreamMultiCallable[_hostagent_pb2.ProcessStartRequest, _hostagent_pb2.ProcessEvent]  # type: ignore[assignment]
+    """Processes: commands run with pipes instead of a terminal (the API's exec), in the capsule's
+    environment as its terminals are. A process is named by its tag within a sandbox; its stdout
+    and stderr are kept in a replay buffer like a terminal's, addressed by one offset over both.
+
+    ProcessStart streams `started`, then output and `exited`; a foreground process whose stream
+    goes away before it exits is killed. With `background` the stream ends after `started` and
+    the process runs on until it exits or is signalled.
+    """
+    ProcessAttach: _aio.UnaryStreamMultiCallable[_hostagent_pb2.ProcessAttachRequest, _hostagent_pb2.ProcessEvent]  # type: ignore[assignment]
+    """A started process's output from now (or, with `resume`, from an offset), then `exited`."""
+    ListProcesses: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.ListProcessesRequest, _hostagent_pb2.ListProcessesResponse]  # type: ignore[assignment]
+    """Every process in the sandbox, whoever started it."""
+    SignalProcess: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.SignalProcessRequest, _hostagent_pb2.SignalProcessResponse]  # type: ignore[assignment]
+    """A signal to a started process's whole process group (by tag, or by its pid), or to any
+    other process of the sandbox (by pid). NOT_FOUND for a process not in the sandbox.
+    """
 
 class HostAgentServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -222,5 +256,46 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_hostagent_pb2.ListPtySessionsResponse, _abc.Awaitable[_hostagent_pb2.ListPtySessionsResponse]]:
         """Live and recently exited PTY sessions, of one sandbox or (sandbox_id empty) all."""
+
+    @_abc_1.abstractmethod
+    def ProcessStart(
+        self,
+        request: _hostagent_pb2.ProcessStartRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_hostagent_pb2.ProcessEvent], _abc.AsyncIterator[_hostagent_pb2.ProcessEvent]]:
+        """Processes: commands run with pipes instead of a terminal (the API's exec), in the capsule's
+        environment as its terminals are. A process is named by its tag within a sandbox; its stdout
+        and stderr are kept in a replay buffer like a terminal's, addressed by one offset over both.
+
+        ProcessStart streams `started`, then output and `exited`; a foreground process whose stream
+        goes away before it exits is killed. With `background` the stream ends after `started` and
+        the process runs on until it exits or is signalled.
+        """
+
+    @_abc_1.abstractmethod
+    def ProcessAttach(
+        self,
+        request: _hostagent_pb2.ProcessAttachRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_hostagent_pb2.ProcessEvent], _abc.AsyncIterator[_hostagent_pb2.ProcessEvent]]:
+        """A started process's output from now (or, with `resume`, from an offset), then `exited`."""
+
+    @_abc_1.abstractmethod
+    def ListProcesses(
+        self,
+        request: _hostagent_pb2.ListProcessesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.ListProcessesResponse, _abc.Awaitable[_hostagent_pb2.ListProcessesResponse]]:
+        """Every process in the sandbox, whoever started it."""
+
+    @_abc_1.abstractmethod
+    def SignalProcess(
+        self,
+        request: _hostagent_pb2.SignalProcessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.SignalProcessResponse, _abc.Awaitable[_hostagent_pb2.SignalProcessResponse]]:
+        """A signal to a started process's whole process group (by tag, or by its pid), or to any
+        other process of the sandbox (by pid). NOT_FOUND for a process not in the sandbox.
+        """
 
 def add_HostAgentServicer_to_server(servicer: HostAgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -222,7 +222,7 @@ async def test_a_killed_init_is_started_again_before_the_next_terminal(
     init = int((capsule_dir(oci_agent, capsule) / "init.pid").read_text())
     # Root inside can end the capsule's init (by killing what it waits for): everything inside
     # ends, and the next terminal gets a fresh environment on the same disk, not an error.
-    await _run(oci_stub, capsule, "echo kept > ~/file; kill -9 $(pgrep -x sleep)", user="root")
+    await _run(oci_stub, capsule, "echo kept > /home/user/file; kill -9 $(pgrep -x sleep)", user="root")
     await wait_until(lambda: state_of(init) in (None, "Z"))
     code, output = await _run(
         oci_stub, capsule, "cat ~/file; ps -eo args | grep -c '^/usr/bin/sleep infinity'"
