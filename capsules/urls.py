@@ -4,7 +4,7 @@ from django.urls import URLPattern, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework.permissions import AllowAny
 
-from capsules.api import auth_views, key_views, views
+from capsules.api import auth_views, key_views, process_views, views
 from capsules.api.errors import unknown_endpoint
 from capsules.api.host_views import DocumentedHeartbeatView
 
@@ -20,6 +20,13 @@ urlpatterns: list[URLPattern] = [
     path("capsules/<str:capsule_id>/resume", views.CapsuleResumeView.as_view(), name="capsule-resume"),
     path("capsules/<str:capsule_id>/ping", views.CapsulePingView.as_view(), name="capsule-ping"),
     path("capsules/<str:capsule_id>/network", views.CapsuleNetworkView.as_view(), name="capsule-network"),
+    path("capsules/<str:capsule_id>/exec", process_views.ExecView.as_view(), name="capsule-exec"),
+    path("capsules/<str:capsule_id>/processes", process_views.ProcessListView.as_view(), name="process-list"),
+    path(
+        "capsules/<str:capsule_id>/processes/<str:selector>",
+        process_views.ProcessDetailView.as_view(),
+        name="process-detail",
+    ),
     path("api-keys", key_views.APIKeyListView.as_view(), name="api-key-list"),
     path("api-keys/<int:key_id>", key_views.APIKeyDetailView.as_view(), name="api-key-detail"),
     path("hosts/heartbeat", DocumentedHeartbeatView.as_view(), name="host-heartbeat"),

@@ -15,12 +15,13 @@ from typing import Any
 import grpc
 
 from hostagent.blocking import run_blocking
-from hostagent.errors import AgentError, InvalidArgument, NotFound
+from hostagent.errors import AgentError, FailedPrecondition, InvalidArgument, NotFound
 from hostagent.lifecycle import Lifecycle
 from hostagent.processes import Chunk, Ended, Listener, ProcessOrigin, ProcessSession
 from hostagent.procs import ProcessView, describe_processes, namespace_pid
 from hostagent.runtime import EnvironmentStopped, LaunchRequest, Runtime, validate_request
 from hostagent.sandboxes import SandboxStore
+from hostagent.spawn import Piped
 from hostagent.subscribers import Missed
 from protos import hostagent_pb2 as pb
 from protos import rules
@@ -119,12 +120,23 @@ class ProcessServicer:
             return await self.lifecycle.processes.start(
                 sandbox_id,
                 request.tag,
-                lambda: self.runtime.spawn_piped(sandbox_id, root, launch, cgroup_procs),
+                lambda: self._spawn_piped(sandbox_id, root, launch, cgroup_procs),
                 self._visible_pid,
                 origin,
                 request.timeout_ms / 1000,
                 listen=not request.background,
             )
+
+    async def _spawn_piped(
+        self, sandbox_id: str, root: Path, launch: LaunchRequest, cgroup_procs: str | None
+    ) -> Piped:
+        try:
+            return await self.runtime.spawn_piped(sandbox_id, root, launch, cgroup_procs)
+        except EnvironmentStopped:
+            raise
+        except FailedPrecondition as exc:
+            # A command or directory the capsule does not have: the request's fault, not the state.
+            raise InvalidArgument(exc.message) from exc
 
     def _visible_pid(self, host_pid: int) -> int:
         if not self.runtime.own_pid_namespace:
@@ -154,8 +166,9 @@ class ProcessServicer:
             await _abort(context, error)
             return
         try:
-            # Headers tell the caller it now receives every byte written.
-            await context.send_initial_metadata(())
+            # First the process it found (a selector by pid names its tag here, and the reverse);
+            # from then on the caller receives every byte written.
+            yield pb.ProcessEvent(started=pb.ProcessStarted(tag=session.tag, pid=session.visible_pid))
             async for message in _relay(listener):
                 yield message
         finally:

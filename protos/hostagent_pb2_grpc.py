@@ -219,7 +219,8 @@ class HostAgentServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ProcessAttach(self, request, context):
-        """A started process's output from now (or, with `resume`, from an offset), then `exited`.
+        """`started` (naming the process found), then its output from now (or, with `resume`, from an
+        offset), then `exited`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -83,7 +83,9 @@ class HostAgentStub:
     the process runs on until it exits or is signalled.
     """
     ProcessAttach: _grpc.UnaryStreamMultiCallable[_hostagent_pb2.ProcessAttachRequest, _hostagent_pb2.ProcessEvent]
-    """A started process's output from now (or, with `resume`, from an offset), then `exited`."""
+    """`started` (naming the process found), then its output from now (or, with `resume`, from an
+    offset), then `exited`.
+    """
     ListProcesses: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.ListProcessesRequest, _hostagent_pb2.ListProcessesResponse]
     """Every process in the sandbox, whoever started it."""
     SignalProcess: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.SignalProcessRequest, _hostagent_pb2.SignalProcessResponse]
@@ -143,7 +145,9 @@ class HostAgentAsyncStub(HostAgentStub):
     the process runs on until it exits or is signalled.
     """
     ProcessAttach: _aio.UnaryStreamMultiCallable[_hostagent_pb2.ProcessAttachRequest, _hostagent_pb2.ProcessEvent]  # type: ignore[assignment]
-    """A started process's output from now (or, with `resume`, from an offset), then `exited`."""
+    """`started` (naming the process found), then its output from now (or, with `resume`, from an
+    offset), then `exited`.
+    """
     ListProcesses: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.ListProcessesRequest, _hostagent_pb2.ListProcessesResponse]  # type: ignore[assignment]
     """Every process in the sandbox, whoever started it."""
     SignalProcess: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.SignalProcessRequest, _hostagent_pb2.SignalProcessResponse]  # type: ignore[assignment]
@@ -278,7 +282,9 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
         request: _hostagent_pb2.ProcessAttachRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_hostagent_pb2.ProcessEvent], _abc.AsyncIterator[_hostagent_pb2.ProcessEvent]]:
-        """A started process's output from now (or, with `resume`, from an offset), then `exited`."""
+        """`started` (naming the process found), then its output from now (or, with `resume`, from an
+        offset), then `exited`.
+        """
 
     @_abc_1.abstractmethod
     def ListProcesses(

@@ -11,6 +11,7 @@ from django.urls import re_path
 from wrenn.denial import refuse
 
 from .consumers import AdminPtyConsumer, PtyConsumer
+from .processes import ExecStreamConsumer, ProcessStreamConsumer
 
 NO_ROUTE = "no WebSocket route for this path"
 
@@ -24,6 +25,11 @@ async def no_route(scope: dict[str, Any], receive: Any, send: Any) -> None:
 websocket_urlpatterns = [
     re_path(r"^(?:api/)?v1/capsules/(?P<capsule_id>[^/]+)/pty/?$", PtyConsumer.as_asgi()),
     re_path(r"^(?:api/)?v1/admin/capsules/(?P<capsule_id>[^/]+)/pty/?$", AdminPtyConsumer.as_asgi()),
+    re_path(r"^(?:api/)?v1/capsules/(?P<capsule_id>[^/]+)/exec/stream/?$", ExecStreamConsumer.as_asgi()),
+    re_path(
+        r"^(?:api/)?v1/capsules/(?P<capsule_id>[^/]+)/processes/(?P<selector>[^/]+)/stream/?$",
+        ProcessStreamConsumer.as_asgi(),
+    ),
     # Last: every other path.
     re_path(r"^", no_route),  # type: ignore[arg-type]  # an ASGI application, as URLRouter takes
 ]

@@ -134,6 +134,10 @@ DIAGNOSTICS_FILE = _env("WRENN_DIAGNOSTICS_FILE", "")
 PTY_CREDENTIAL_CHECK_SECONDS = _env_seconds("WRENN_PTY_CREDENTIAL_CHECK_SECONDS", 5.0)
 # Terminal sessions one capsule may have open at once (capsules.terminals.live_sessions counts them).
 PTY_MAX_SESSIONS_PER_CAPSULE = _env_int("WRENN_PTY_MAX_SESSIONS_PER_CAPSULE", 32, low=1)
+# Exec (capsules/processes.py): the bytes of each stream a foreground command's answer keeps (its
+# last bytes; the answer says how many came before), and the longest timeout_sec it may ask for.
+WRENN_EXEC_OUTPUT_LIMIT_BYTES = _env_int("WRENN_EXEC_OUTPUT_LIMIT_BYTES", 1048576, low=1)
+WRENN_EXEC_MAX_TIMEOUT_SECONDS = _env_int("WRENN_EXEC_MAX_TIMEOUT_SECONDS", 3600, low=1)
 # Bytes a WebSocket may hold unsent in daphne, and in the kernel (SO_SNDBUF; the kernel doubles
 # it), before a terminal stops relaying to that client; 0 (the default) keeps Twisted's 64 KiB
 # and the kernel's own sizing. See wrenn/flow.py and docs/protocol.md ("Flow control").

@@ -19,6 +19,7 @@ from .hostagent import REPO_ROOT
 
 SDK_VERSIONS = ("0.2.0", "0.3.0")
 DRIVER = REPO_ROOT / "tests" / "sdk" / "driver.py"
+SCRIPT = REPO_ROOT / "tests" / "sdk" / "script.py"
 # A whole run; each step of the driver has its own, shorter bound (driver.py: STEP_TIMEOUT).
 RUN_TIMEOUT = 150.0
 BUILD_TIMEOUT = 900
@@ -201,6 +202,34 @@ class Sdk:
             partial = self._result(-1, exc.stdout or b"", exc.stderr or b"")
             raise AssertionError(f"no end within {RUN_TIMEOUT} s: {partial}") from None
         return self._result(result.returncode, result.stdout, result.stderr)
+
+    def script(self, code: str, expect_failure: bool = False) -> list[dict[str, Any]]:
+        """Run `code` with the SDK (tests/sdk/script.py); its emitted lines, the last `done`
+        (or, with `expect_failure`, `failed`)."""
+        plan = json.dumps({"capsule_id": self.capsule_id, "code": code}).encode()
+        try:
+            result = subprocess.run(
+                [str(self.python), "-I", str(SCRIPT)],
+                cwd=self.workdir,
+                env=self._env(),
+                input=plan,
+                capture_output=True,
+                timeout=RUN_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(
+                f"the SDK script did not end within {RUN_TIMEOUT} s: {exc.stdout!r}"
+            ) from None
+        lines = [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
+        report = f"{lines}\n{result.stderr.decode(errors='replace')[-3000:]}"
+        assert lines[:1] == [{"sdk": self.version}], report
+        if expect_failure:
+            assert "failed" in lines[-1], report
+            return lines[1:]
+        assert result.returncode == 0, report
+        assert lines[-1] == {"done": True}, report
+        return lines[1:-1]
 
     async def arun(self, *steps: dict[str, Any]) -> SdkRun:
         """``run`` beside other work on the test's event loop."""
