@@ -152,24 +152,15 @@ class BwrapRuntime(Runtime):
         argv += ["--die-with-parent", "--chdir", cwd, "--clearenv"]
         for name, value in env.items():
             argv += ["--setenv", name, value]
-        if not request.terminal:
+        if request.terminal:
+            # The PTY becomes the controlling terminal inside the pid namespace, by a session the
+            # command leads there: had the agent's child taken it outside, the shell would find a
+            # foreground process group it cannot see (0), and give the terminal back to it when
+            # it execs, failing: `exec bash` in dash ended with "Cannot set tty process group".
+            argv += ["--", SETSID, "--ctty", request.cmd, *request.args]
+        else:
             # A process with pipes: the agent's child already leads a session of its own.
             argv += ["--", request.cmd, *request.args]
-            return LaunchSpec(
-                file=self.binary,
-                argv=argv,
-                env={},
-                cwd="/",
-                uid=self.host_uid,
-                gid=self.host_gid,
-                groups=[],
-                display=request.cmd,
-            )
-        # The PTY becomes the controlling terminal inside the pid namespace, by a session the
-        # command leads there: had the agent's child taken it outside, the shell would find a
-        # foreground process group it cannot see (0), and give the terminal back to it when it
-        # execs, failing: `exec bash` in dash ended with "Cannot set tty process group".
-        argv += ["--", SETSID, "--ctty", request.cmd, *request.args]
         return LaunchSpec(
             file=self.binary,
             argv=argv,
@@ -179,7 +170,7 @@ class BwrapRuntime(Runtime):
             gid=self.host_gid,
             groups=[],
             display=request.cmd,
-            terminal_inside=True,
+            terminal_inside=request.terminal,
         )
 
 

@@ -42,3 +42,12 @@ def validate_sandbox_id(sandbox_id: str) -> str:
     if not rules.is_sandbox_id(sandbox_id):
         raise InvalidArgument(rules.bad_sandbox_id(sandbox_id))
     return sandbox_id
+
+
+def validate_tag(tag: str) -> str:
+    """A terminal's or a process's tag, or INVALID_ARGUMENT saying what a tag may be."""
+    if not tag:
+        raise InvalidArgument("tag is required")
+    if not rules.is_tag(tag):
+        raise InvalidArgument(rules.bad_tag(tag))
+    return tag

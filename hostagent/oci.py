@@ -476,7 +476,53 @@ class OciRuntime(Runtime):
             with contextlib.suppress(OSError):
                 await run_blocking((root / "cgroup.procs").write_text, str(pid))
 
-    # Terminals
+    # Terminals and processes
+
+    async def _runc_exec(
+        self,
+        sandbox_id: str,
+        request: LaunchRequest,
+        process: dict[str, Any],
+        options: list[str],
+        stdio: tuple[int, int] | None = None,
+    ) -> int:
+        """`runc exec --detach` of `process` into the capsule, with `options`; its host pid.
+
+        The process file is 0600 before a byte of the environment is in it: envs appear on no
+        command line. The process becomes our child once runc exits (we are a subreaper).
+        """
+        name = uuid.uuid4().hex
+        process_file = self.process_dir / f"{name}.json"
+        pid_file = self.process_dir / f"{name}.pid"
+        log_file = self.process_dir / f"{name}.log"
+        try:
+            descriptor = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump(process, handle)
+            try:
+                await self._runc(
+                    "exec",
+                    "--detach",
+                    *options,
+                    "--pid-file",
+                    str(pid_file),
+                    "--process",
+                    str(process_file),
+                    self.container(sandbox_id),
+                    log_file=log_file,
+                    stdio=stdio,
+                )
+            except RuncFailed as exc:
+                if STOPPED_CONTAINER in exc.message:
+                    raise EnvironmentStopped(
+                        f"cannot start '{request.cmd}': capsule {sandbox_id}'s environment has stopped "
+                        "(its init exited)"
+                    ) from exc
+                raise FailedPrecondition(f"cannot start '{request.cmd}': {exc.message}") from exc
+            return int(pid_file.read_text())
+        finally:
+            for path in (process_file, pid_file, log_file):
+                path.unlink(missing_ok=True)
 
     async def spawn(
         self,
@@ -489,49 +535,21 @@ class OciRuntime(Runtime):
     ) -> Spawned:
         """`runc exec` the command under a terminal of the capsule's own devpts; we get its master."""
         process = await run_blocking(bundle.process, sandbox_id, root, request, cols, rows)
-        name = uuid.uuid4().hex
-        process_file = self.process_dir / f"{name}.json"
-        pid_file = self.process_dir / f"{name}.pid"
         # An abstract socket: no path length limit (a deep data directory), nothing to delete, and
         # out of every capsule's reach (each has a network namespace of its own).
-        console = f"wrenn-console-{name}"
-        log_file = self.process_dir / f"{name}.log"
+        console = f"wrenn-console-{uuid.uuid4().hex}"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            # 0600 before a byte of the environment is in it: envs appear on no command line.
-            descriptor = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump(process, handle)
             listener.bind("\0" + console)
             listener.listen(1)
             listener.setblocking(False)
-            try:
-                await self._runc(
-                    "exec",
-                    "--detach",
-                    "--tty",
-                    "--console-socket",
-                    "@" + console,  # Go's spelling of an abstract address
-                    "--pid-file",
-                    str(pid_file),
-                    "--process",
-                    str(process_file),
-                    self.container(sandbox_id),
-                    log_file=log_file,
-                )
-            except RuncFailed as exc:
-                if STOPPED_CONTAINER in exc.message:
-                    raise EnvironmentStopped(
-                        f"cannot start '{request.cmd}': capsule {sandbox_id}'s environment has stopped "
-                        "(its init exited)"
-                    ) from exc
-                raise FailedPrecondition(f"cannot start '{request.cmd}': {exc.message}") from exc
-            pid = int(pid_file.read_text())
+            # "@": Go's spelling of an abstract address.
+            pid = await self._runc_exec(
+                sandbox_id, request, process, ["--tty", "--console-socket", "@" + console]
+            )
             master = await asyncio.wait_for(_receive_console(listener), CONSOLE_TIMEOUT)
         finally:
             listener.close()
-            for path in (process_file, pid_file, log_file):
-                path.unlink(missing_ok=True)
         os.set_blocking(master, False)
         return Spawned(pid=pid, master_fd=master)
 
@@ -541,43 +559,15 @@ class OciRuntime(Runtime):
         """`runc exec --detach` the command with our pipes as its stdout and stderr: runc hands
         them on and exits, and the process (a session leader) becomes our child (subreaper)."""
         process = await run_blocking(bundle.process, sandbox_id, root, request)
-        name = uuid.uuid4().hex
-        process_file = self.process_dir / f"{name}.json"
-        pid_file = self.process_dir / f"{name}.pid"
-        log_file = self.process_dir / f"{name}.log"
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:
-            descriptor = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump(process, handle)
-            try:
-                await self._runc(
-                    "exec",
-                    "--detach",
-                    "--pid-file",
-                    str(pid_file),
-                    "--process",
-                    str(process_file),
-                    self.container(sandbox_id),
-                    log_file=log_file,
-                    stdio=(out_write, err_write),
-                )
-            except RuncFailed as exc:
-                if STOPPED_CONTAINER in exc.message:
-                    raise EnvironmentStopped(
-                        f"cannot start '{request.cmd}': capsule {sandbox_id}'s environment has stopped "
-                        "(its init exited)"
-                    ) from exc
-                raise FailedPrecondition(f"cannot start '{request.cmd}': {exc.message}") from exc
-            pid = int(pid_file.read_text())
+            pid = await self._runc_exec(sandbox_id, request, process, [], stdio=(out_write, err_write))
         except BaseException:
             close_quietly(out_read, err_read)
             raise
         finally:
             close_quietly(out_write, err_write)
-            for path in (process_file, pid_file, log_file):
-                path.unlink(missing_ok=True)
         os.set_blocking(out_read, False)
         os.set_blocking(err_read, False)
         return Piped(pid=pid, stdout_fd=out_read, stderr_fd=err_read)

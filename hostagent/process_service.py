@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from hostagent.blocking import run_blocking
-from hostagent.errors import AgentError, FailedPrecondition, InvalidArgument, NotFound
+from hostagent.errors import AgentError, FailedPrecondition, InvalidArgument, NotFound, validate_tag
 from hostagent.lifecycle import Lifecycle
 from hostagent.processes import Chunk, Ended, Listener, ProcessOrigin, ProcessSession
 from hostagent.procs import ProcessView, describe_processes, namespace_pid
@@ -24,7 +24,6 @@ from hostagent.sandboxes import SandboxStore
 from hostagent.spawn import Piped
 from hostagent.subscribers import Missed
 from protos import hostagent_pb2 as pb
-from protos import rules
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -32,14 +31,6 @@ MAX_OWNER = 256
 # Ten days: longer than any foreground call should wait, short enough to stay a sane timer.
 MAX_TIMEOUT_MS = 10 * 24 * 3600 * 1000
 MAX_SIGNAL = 64
-
-
-def validate_process_tag(tag: str) -> str:
-    if not tag:
-        raise InvalidArgument("tag is required")
-    if not rules.is_tag(tag):
-        raise InvalidArgument(rules.bad_tag(tag))
-    return tag
 
 
 def event_message(event: Chunk | Missed | Ended) -> pb.ProcessEvent:
@@ -89,7 +80,7 @@ class ProcessServicer:
         self, root: Path, request: pb.ProcessStartRequest
     ) -> tuple[ProcessSession, Listener | None]:
         self.lifecycle.check_startable(request.sandbox_id)
-        validate_process_tag(request.tag)
+        validate_tag(request.tag)
         if not request.cmd:
             raise InvalidArgument("cmd is required")
         if len(request.owner) > MAX_OWNER:
@@ -148,7 +139,7 @@ class ProcessServicer:
     def _find(self, sandbox_id: str, tag: str, pid: int) -> ProcessSession:
         self.store.path(sandbox_id)
         if tag:
-            return self.lifecycle.processes.get(sandbox_id, validate_process_tag(tag))
+            return self.lifecycle.processes.get(sandbox_id, validate_tag(tag))
         if not pid:
             raise InvalidArgument("name the process by tag or by pid")
         session = self.lifecycle.processes.by_pid(sandbox_id, pid)

@@ -24,6 +24,7 @@ from hostagent.blocking import run_blocking
 from hostagent.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from hostagent.procs import process_table, session_members
 from hostagent.replay import DEFAULT_LIMIT
+from hostagent.retention import RETAIN_EXITED, Key, Retaining
 from hostagent.spawn import Piped, close_quietly
 from hostagent.subscribers import SUBSCRIBER_QUEUE_BYTES, Missed
 
@@ -38,8 +39,6 @@ BACKLOG_CHUNK = 64 * 1024
 # have been quiet this long, or after DRAIN_MAX of continuous output (as for terminals).
 DRAIN_IDLE = 0.1
 DRAIN_MAX = 2.0
-RETAIN_EXITED = 60.0
-KILL_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -317,6 +316,9 @@ class ProcessSession:
 
     # Signals
 
+    async def kill(self, closing: bool = False) -> list[int]:
+        return await self.signal(signal.SIGKILL, closing)
+
     async def signal(self, signum: int, closing: bool = False) -> list[int]:
         """Send `signum` to the process's group and every process of its session (background
         jobs too); returns the host pids signalled. `closing` (the sandbox or the agent goes
@@ -343,18 +345,15 @@ def _signal_members(sid: int, signum: int) -> list[int]:
     return pids
 
 
-Key = tuple[str, str]
-
-
-class ProcessRegistry:
+class ProcessRegistry(Retaining[ProcessSession]):
     """Processes by (sandbox_id, tag); exited ones are kept RETAIN_EXITED for late attaches."""
 
+    kind = "processes"
+
     def __init__(self, retain_exited: float = RETAIN_EXITED, replay_limit: int = DEFAULT_LIMIT) -> None:
-        self._retain = retain_exited
+        super().__init__(retain_exited)
         self._replay_limit = replay_limit
-        self._processes: dict[Key, ProcessSession] = {}
         self._starting: set[Key] = set()
-        self._expiry: dict[Key, asyncio.TimerHandle] = {}
 
     async def start(
         self,
@@ -368,7 +367,7 @@ class ProcessRegistry:
     ) -> tuple[ProcessSession, Listener | None]:
         """Start a process; with `listen`, a listener is attached before its first byte is read."""
         key = (sandbox_id, tag)
-        if key in self._processes or key in self._starting:
+        if key in self._items or key in self._starting:
             raise AlreadyExists(f"process {tag} already exists")
         self._starting.add(key)
         try:
@@ -394,14 +393,14 @@ class ProcessRegistry:
             await run_blocking(os.waitpid, piped.pid, 0)
             close_quietly(piped.stdout_fd, piped.stderr_fd)
             raise ResourceExhausted(f"cannot start '{origin.cmd}': {exc.strerror or exc}") from exc
-        self._processes[key] = session
+        self._items[key] = session
         listener = session.listen() if listen else None
         session.update_readers()
         log.info("process %s/%s started: pid %d, %s", sandbox_id, tag, piped.pid, origin.cmd)
         return session, listener
 
     def get(self, sandbox_id: str, tag: str) -> ProcessSession:
-        session = self._processes.get((sandbox_id, tag))
+        session = self._items.get((sandbox_id, tag))
         if session is None:
             raise NotFound(f"process {tag} not found")
         return session
@@ -409,49 +408,16 @@ class ProcessRegistry:
     def by_pid(self, sandbox_id: str, visible_pid: int) -> ProcessSession | None:
         """The process started with this pid, the running one first."""
         found = [
-            s for s in self._processes.values() if s.sandbox_id == sandbox_id and s.visible_pid == visible_pid
+            s for s in self._items.values() if s.sandbox_id == sandbox_id and s.visible_pid == visible_pid
         ]
         found.sort(key=lambda s: (not s.running, -s.started_at_ms))
         return found[0] if found else None
 
     def processes(self, sandbox_id: str) -> list[ProcessSession]:
         return sorted(
-            (s for s in self._processes.values() if s.sandbox_id == sandbox_id),
+            (s for s in self._items.values() if s.sandbox_id == sandbox_id),
             key=lambda s: (s.started_at_ms, s.tag),
         )
 
     def live_pids(self, sandbox_id: str) -> list[int]:
-        return [s.pid for s in self._processes.values() if s.sandbox_id == sandbox_id and s.running]
-
-    def _on_finish(self, session: ProcessSession) -> None:
-        key = (session.sandbox_id, session.tag)
-        self._expiry[key] = asyncio.get_running_loop().call_later(self._retain, self._forget, key, session)
-
-    def _forget(self, key: Key, session: ProcessSession) -> None:
-        self._expiry.pop(key, None)
-        if self._processes.get(key) is session:
-            del self._processes[key]
-
-    async def close_sandbox(self, sandbox_id: str) -> None:
-        await self._close([k for k in self._processes if k[0] == sandbox_id])
-
-    async def close_all(self) -> None:
-        await self._close(list(self._processes))
-
-    async def _close(self, keys: list[Key]) -> None:
-        sessions = [self._processes[k] for k in keys]
-        for session in sessions:
-            await session.signal(signal.SIGKILL, closing=True)
-        waits = [asyncio.create_task(s.finished.wait()) for s in sessions if s.exit_code is None]
-        if waits:
-            _done, pending = await asyncio.wait(waits, timeout=KILL_TIMEOUT)
-            for task in pending:
-                task.cancel()
-            if pending:
-                log.warning("%d processes did not end within %ss of SIGKILL", len(pending), KILL_TIMEOUT)
-        for key, session in zip(keys, sessions, strict=True):
-            timer = self._expiry.pop(key, None)
-            if timer is not None:
-                timer.cancel()
-            if self._processes.get(key) is session:
-                del self._processes[key]
+        return [s.pid for s in self._items.values() if s.sandbox_id == sandbox_id and s.running]

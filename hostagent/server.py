@@ -15,7 +15,7 @@ import grpc
 from hostagent.auth import TokenInterceptor
 from hostagent.config import AgentConfig
 from hostagent.egress import Policy
-from hostagent.errors import AgentError, InvalidArgument
+from hostagent.errors import AgentError, InvalidArgument, validate_tag
 from hostagent.freezer import choose_freezer
 from hostagent.heartbeat import Heartbeat
 from hostagent.lifecycle import Lifecycle, SandboxStatus
@@ -50,14 +50,6 @@ SERVER_OPTIONS = [
 ]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def validate_tag(tag: str) -> str:
-    if not tag:
-        raise InvalidArgument("tag is required")
-    if not rules.is_tag(tag):
-        raise InvalidArgument(rules.bad_tag(tag))
-    return tag
 
 
 def validate_size(cols: int, rows: int) -> None:
