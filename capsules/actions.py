@@ -122,11 +122,7 @@ def _invalid_state(status: str, verb: str) -> ActionError:
 
 
 def _agent_failure(exc: grpc.RpcError, verb: str) -> ActionError:
-    code, detail = agents.status_of(exc)
-    if agents.host_down(code):
-        return ActionError("host_unavailable", agents.describe_status(code, detail))
-    name = code.name if code is not None else "error"
-    return ActionError("agent_error", f"the host agent could not {verb} the capsule ({name}: {detail})")
+    return ActionError(*agents.failure(exc, f"{verb} the capsule"))
 
 
 def _locked(sandbox_id: str) -> Sandbox:

@@ -111,3 +111,26 @@ def describe_status(code: grpc.StatusCode | None, details: str | None) -> str:
 
 def describe(error: grpc.RpcError) -> str:
     return describe_status(*status_of(error))
+
+
+# An agent's refusals that are the request's or the capsule's doing, as the API's error codes
+# (capsules/api/errors.py gives each its HTTP status); any other failure is the agent's own.
+REFUSALS = {
+    grpc.StatusCode.INVALID_ARGUMENT: "invalid_request",
+    grpc.StatusCode.NOT_FOUND: "not_found",
+    grpc.StatusCode.ALREADY_EXISTS: "conflict",
+    grpc.StatusCode.FAILED_PRECONDITION: "invalid_state",
+}
+
+
+def failure(error: grpc.RpcError, doing: str, refusals: bool = False) -> tuple[str, str]:
+    """(error code, message) for a failed call: `host_unavailable` when the agent did not answer;
+    with `refusals`, the agent's own words under the code of REFUSALS; else `agent_error` saying
+    what the agent could not do (`doing`: "pause the capsule")."""
+    code, detail = status_of(error)
+    if host_down(code):
+        return "host_unavailable", describe_status(code, detail)
+    if refusals and code in REFUSALS:
+        return REFUSALS[code], detail
+    name = code.name if code is not None else "error"
+    return "agent_error", f"the host agent could not {doing} ({name}: {detail})"

@@ -43,14 +43,6 @@ SIGNALS = {
     )
 }
 DEFAULT_SIGNAL = "SIGKILL"
-# The agent's refusals that are the request's or the capsule's doing, as the API answers them;
-# any other failure is the agent's (502).
-REFUSALS = {
-    grpc.StatusCode.INVALID_ARGUMENT: "invalid_request",
-    grpc.StatusCode.NOT_FOUND: "not_found",
-    grpc.StatusCode.ALREADY_EXISTS: "conflict",
-    grpc.StatusCode.FAILED_PRECONDITION: "invalid_state",
-}
 
 
 def new_process_tag() -> str:
@@ -93,14 +85,7 @@ def parse_signal(value: str | None) -> int:
 
 def agent_refusal(exc: grpc.RpcError, what: str) -> ActionError:
     """What a failed call to the agent about a command or a process answers the caller."""
-    code, detail = agents.status_of(exc)
-    if agents.host_down(code):
-        return ActionError("host_unavailable", agents.describe_status(code, detail))
-    mapped = REFUSALS.get(code) if code is not None else None
-    if mapped is not None:
-        return ActionError(mapped, detail)
-    name = code.name if code is not None else "error"
-    return ActionError("agent_error", f"the host agent could not {what} ({name}: {detail})")
+    return ActionError(*agents.failure(exc, what, refusals=True))
 
 
 def agent_address(sandbox: Sandbox, verb: str) -> str:
