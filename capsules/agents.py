@@ -120,6 +120,8 @@ REFUSALS = {
     grpc.StatusCode.NOT_FOUND: "not_found",
     grpc.StatusCode.ALREADY_EXISTS: "conflict",
     grpc.StatusCode.FAILED_PRECONDITION: "invalid_state",
+    # A limit of the agent's (too many processes): the caller can free room, as for a tag in use.
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "conflict",
 }
 
 

@@ -23,6 +23,7 @@ from hostagent.network import (
     pool_argument,
 )
 from hostagent.oci import MAX_SLOTS, UID_BASE, UID_RANGE, UID_TOP
+from hostagent.processes import MAX_PROCESSES, PROCESS_BUFFER
 from hostagent.replay import DEFAULT_LIMIT
 from hostagent.runtime import Defaults
 from hostagent.runtimes import RUNTIMES, RuntimeUnavailable
@@ -151,7 +152,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="recent output each PTY session keeps, for clients that resume or replay it "
         f"(env HOSTAGENT_REPLAY_BUFFER; default {DEFAULT_LIMIT}, 1 MiB)",
     )
+    parser.add_argument(
+        "--process-buffer",
+        type=int,
+        default=env.get("HOSTAGENT_PROCESS_BUFFER", str(PROCESS_BUFFER)),
+        metavar="BYTES",
+        help="recent output each process of the API (exec) keeps, for streams that attach late or "
+        f"resume (env HOSTAGENT_PROCESS_BUFFER; default {PROCESS_BUFFER}, 256 KiB)",
+    )
+    parser.add_argument(
+        "--max-processes",
+        type=int,
+        default=env.get("HOSTAGENT_MAX_PROCESSES", str(MAX_PROCESSES)),
+        metavar="N",
+        help="processes of the API (exec) one sandbox may run at once, and ended ones it keeps "
+        f"for late attaches (env HOSTAGENT_MAX_PROCESSES; default {MAX_PROCESSES})",
+    )
     args = parser.parse_args(argv)
+    if args.process_buffer < 0:
+        parser.error("--process-buffer must be a number of bytes, 0 or more")
+    if not 1 <= args.max_processes <= 65536:
+        parser.error("--max-processes must be between 1 and 65536")
     if args.replay_buffer < 0:
         parser.error("--replay-buffer must be a number of bytes, 0 or more")
     if not 16 <= args.pids_limit <= 4_194_304:
@@ -223,6 +244,8 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         cgroup_root=args.cgroup_root,
         heartbeat=heartbeat,
         replay_buffer=args.replay_buffer,
+        process_buffer=args.process_buffer,
+        max_processes=args.max_processes,
         limits=Defaults(pids=args.pids_limit, disk_mb=args.default_disk_mb),
         uid_base=args.uid_base,
         network=NetworkConfig(pool=args.network_pool, table=args.network_table, prefix=args.network_prefix),

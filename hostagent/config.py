@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hostagent.heartbeat import HeartbeatConfig
 from hostagent.network import NetworkConfig
+from hostagent.processes import MAX_PROCESSES, PROCESS_BUFFER
 from hostagent.replay import DEFAULT_LIMIT
 from hostagent.runtime import Defaults
 
@@ -28,6 +29,10 @@ class AgentConfig:
     heartbeat: HeartbeatConfig | None = None
     # Bytes of recent output each PTY session keeps for resuming and replaying.
     replay_buffer: int = DEFAULT_LIMIT
+    # Processes the API runs (exec): the recent output each keeps, how many may run at once in
+    # one sandbox, and how many ended ones it keeps for late attaches.
+    process_buffer: int = PROCESS_BUFFER
+    max_processes: int = MAX_PROCESSES
     # What a capsule gets when its create leaves a limit at 0, and the per-capsule process limit.
     limits: Defaults = field(default_factory=Defaults)
     network: NetworkConfig = field(default_factory=NetworkConfig)

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 STDOUT = 0
 STDERR = 1
 READ_CHUNK = 64 * 1024
+# The agent's defaults (--process-buffer, --max-processes): what a sandbox's processes may make
+# the agent hold is about MAX_PROCESSES * 2 (running and ended) * PROCESS_BUFFER, 32 MiB.
+PROCESS_BUFFER = 256 * 1024
+MAX_PROCESSES = 64
 # Replayed output goes out in pieces no larger than this.
 BACKLOG_CHUNK = 64 * 1024
 # Once the process has exited, descendants may still hold its pipes open: stop reading once they
@@ -350,10 +354,37 @@ class ProcessRegistry(Retaining[ProcessSession]):
 
     kind = "processes"
 
-    def __init__(self, retain_exited: float = RETAIN_EXITED, replay_limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(
+        self,
+        retain_exited: float = RETAIN_EXITED,
+        replay_limit: int = PROCESS_BUFFER,
+        max_live: int = MAX_PROCESSES,
+    ) -> None:
         super().__init__(retain_exited)
         self._replay_limit = replay_limit
+        # Running processes per sandbox, and ended ones kept: each holds up to replay_limit bytes.
+        self._max_live = max_live
         self._starting: set[Key] = set()
+
+    def _check_room(self, sandbox_id: str) -> None:
+        running = sum(1 for s in self._items.values() if s.sandbox_id == sandbox_id and s.running)
+        running += sum(1 for key in self._starting if key[0] == sandbox_id)
+        if running >= self._max_live:
+            raise ResourceExhausted(
+                f"too many processes: sandbox {sandbox_id} runs {running} started by the API "
+                f"(at most {self._max_live}); wait for one to exit or kill one"
+            )
+
+    def _on_finish(self, item: ProcessSession) -> None:
+        super()._on_finish(item)
+        ended = [s for s in self._items.values() if s.sandbox_id == item.sandbox_id and not s.running]
+        ended.sort(key=lambda s: s.started_at_ms)
+        for old in ended[: max(0, len(ended) - self._max_live)]:
+            key = (old.sandbox_id, old.tag)
+            timer = self._expiry.pop(key, None)
+            if timer is not None:
+                timer.cancel()
+            self._forget(key, old)
 
     async def start(
         self,
@@ -369,6 +400,7 @@ class ProcessRegistry(Retaining[ProcessSession]):
         key = (sandbox_id, tag)
         if key in self._items or key in self._starting:
             raise AlreadyExists(f"process {tag} already exists")
+        self._check_room(sandbox_id)
         self._starting.add(key)
         try:
             piped = await start()

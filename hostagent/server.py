@@ -335,7 +335,7 @@ async def serve(config: AgentConfig) -> None:
     log.info("pause mechanism: %s", freezer.describe())
     store = SandboxStore(config.data_dir, runtime)
     registry = SessionRegistry(replay_limit=config.replay_buffer)
-    processes = ProcessRegistry(replay_limit=config.replay_buffer)
+    processes = ProcessRegistry(replay_limit=config.process_buffer, max_live=config.max_processes)
     lifecycle = Lifecycle(store, registry, freezer, runtime, processes)
     servicer = HostAgentServicer(store, registry, runtime, lifecycle)
     if not config.token:

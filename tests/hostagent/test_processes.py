@@ -142,7 +142,7 @@ async def test_attaching_by_pid_finds_the_started_process(stub: Any, capsule: st
 
 @pytest.mark.agent
 async def test_resuming_before_the_kept_output_is_told_what_it_missed(tmp_path: Any) -> None:
-    agent = start_hostagent(tmp_path / "agent", runtime="process", args=["--replay-buffer", "4096"])
+    agent = start_hostagent(tmp_path / "agent", runtime="process", args=["--process-buffer", "4096"])
     try:
         async with grpc.aio.insecure_channel(agent.address) as channel:
             stub = pb_grpc.HostAgentStub(channel)
@@ -387,3 +387,35 @@ async def test_a_slow_reader_throttles_the_writer_instead_of_losing_bytes(stub: 
 
 async def _found(lookup: Any) -> bool:
     return await lookup() is not None
+
+
+@pytest.mark.agent
+async def test_a_sandbox_runs_and_keeps_at_most_max_processes(tmp_path: Any) -> None:
+    """A caller starting process after process cannot make the agent hold more than its limit."""
+    agent = start_hostagent(tmp_path / "agent", runtime="process", args=["--max-processes", "2"])
+    try:
+        async with grpc.aio.insecure_channel(agent.address) as channel:
+            stub = pb_grpc.HostAgentStub(channel)
+            await stub.CreateSandbox(pb.CreateSandboxRequest(sandbox_id="cap-capped"), timeout=30)
+            for tag in ("proc-cap00001", "proc-cap00002"):
+                await run(stub, "cap-capped", "sleep", "30", tag=tag, background=True)
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await run(stub, "cap-capped", "true", tag="proc-cap00003")
+            assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "too many processes" in (failure.value.details() or "")
+            assert "at most 2" in (failure.value.details() or "")
+            for tag in ("proc-cap00001", "proc-cap00002"):
+                await stub.SignalProcess(pb.SignalProcessRequest(sandbox_id="cap-capped", tag=tag))
+                ended = pb.ProcessAttachRequest(sandbox_id="cap-capped", tag=tag)
+                assert exited([e async for e in stub.ProcessAttach(ended, timeout=10)]).exit_code == 137
+            # Ended ones are kept for late attaches, the newest two of them.
+            for number in range(3, 7):
+                await run(stub, "cap-capped", "/bin/sh", "-c", f"exit {number}", tag=f"proc-cap0000{number}")
+            kept = pb.ProcessAttachRequest(sandbox_id="cap-capped", tag="proc-cap00006")
+            assert exited([e async for e in stub.ProcessAttach(kept, timeout=10)]).exit_code == 6
+            gone = pb.ProcessAttachRequest(sandbox_id="cap-capped", tag="proc-cap00003")
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                _ = [e async for e in stub.ProcessAttach(gone, timeout=10)]
+            assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        agent.stop()
