@@ -76,6 +76,10 @@ def state_of(pid: int) -> str | None:
     return stat[stat.rfind(b")") + 2 :].split()[0].decode()
 
 
+# Bytes of a process's arguments a listing reads.
+ARGV_MAX = 4096
+
+
 @dataclass(frozen=True)
 class ProcessView:
     """A process as its capsule sees it: pids in the capsule's pid namespace (where it has one)."""
@@ -101,12 +105,17 @@ def namespace_pid(host_pid: int) -> int | None:
 
 
 def _argv(host_pid: int) -> list[str]:
+    """The process's arguments, their first ARGV_MAX bytes: a capsule's processes choose their
+    own (megabytes each, by the thousand), and a listing must not cost the agent that much."""
     try:
         with open(f"/proc/{host_pid}/cmdline", "rb") as cmdline_file:
-            raw = cmdline_file.read()
+            raw = cmdline_file.read(ARGV_MAX + 1)
     except OSError:
         return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
+    parts = raw[:ARGV_MAX].split(b"\0")
+    if len(raw) <= ARGV_MAX:
+        parts = parts[:-1]  # the terminating NUL
+    return [part.decode(errors="replace") for part in parts]
 
 
 def describe_processes(host_pids: Iterable[int], inner: bool) -> list[ProcessView]:

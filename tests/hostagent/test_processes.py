@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
+from hostagent.procs import ARGV_MAX
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from tests.hostagent.conftest import CapsuleFactory
@@ -386,7 +387,7 @@ async def test_a_slow_reader_throttles_the_writer_instead_of_losing_bytes(stub: 
 
 
 async def _found(lookup: Any) -> bool:
-    return await lookup() is not None
+    return bool(await lookup())
 
 
 @pytest.mark.agent
@@ -419,3 +420,20 @@ async def test_a_sandbox_runs_and_keeps_at_most_max_processes(tmp_path: Any) -> 
             assert failure.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         agent.stop()
+
+
+async def test_a_process_with_huge_arguments_is_listed_by_their_start(stub: Any, capsule: str) -> None:
+    """Arguments are the capsule's to choose: a listing reads only the first ARGV_MAX bytes."""
+    # A shell that waits, its own arguments 100 kB of x (`;:` keeps it from exec'ing sleep).
+    script = 'sh -c "sleep 30;:" huge "$(head -c 100000 /dev/zero | tr "\\0" x)" & wait'
+    await run(stub, capsule, "/bin/sh", "-c", script, tag="proc-huge0001", background=True)
+
+    async def huge() -> list[Any]:
+        found = (await stub.ListProcesses(pb.ListProcessesRequest(sandbox_id=capsule))).processes
+        return [p for p in found if p.args[:3] == ["-c", "sleep 30;:", "huge"]]
+
+    await wait_until(lambda: _found(huge), within=10)
+    [waiter] = await huge()
+    assert waiter.args[3].startswith("xxxx")
+    assert len(waiter.cmd) + sum(len(a) + 1 for a in waiter.args) <= ARGV_MAX
+    await stub.SignalProcess(pb.SignalProcessRequest(sandbox_id=capsule, tag="proc-huge0001"))
