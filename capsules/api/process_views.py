@@ -22,7 +22,9 @@ from capsules.processes import Command
 from protos import rules
 
 TAGS = ["processes"]
-ERRORS = error_responses(400, 401, 404, 409, 415, 500, 502, 503)
+EXEC_ERRORS = error_responses(400, 401, 404, 409, 415, 500, 502, 503)
+LIST_ERRORS = error_responses(401, 404, 409, 500, 502, 503)
+SIGNAL_ERRORS = error_responses(400, 401, 404, 409, 500, 502, 503)
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -137,7 +139,7 @@ class ExecView(CapsuleAPIView):
         tags=TAGS,
         summary="Run a command in a running capsule",
         request=ExecRequestSerializer,
-        responses={200: EXEC_RESPONSE, 202: BACKGROUND_RESPONSE, **ERRORS},
+        responses={200: EXEC_RESPONSE, 202: BACKGROUND_RESPONSE, **EXEC_ERRORS},
     )
     def post(self, request: Request, capsule_id: str) -> Response:
         sandbox = self.get_object()
@@ -158,7 +160,7 @@ class ProcessListView(CapsuleAPIView):
         summary="Every process in the capsule; `tag` is set for those exec started",
         responses={
             200: inline_serializer("ProcessList", {"processes": serializers.ListField(child=PROCESS)}),
-            **ERRORS,
+            **LIST_ERRORS,
         },
     )
     def get(self, request: Request, capsule_id: str) -> Response:
@@ -176,7 +178,7 @@ class ProcessDetailView(CapsuleAPIView):
                 description=f"One of {', '.join(processes.SIGNALS)} (default SIGKILL).",
             )
         ],
-        responses={204: None, **ERRORS},
+        responses={204: None, **SIGNAL_ERRORS},
     )
     def delete(self, request: Request, capsule_id: str, selector: str) -> Response:
         sandbox = self.get_object()

@@ -369,3 +369,81 @@ def test_heartbeat(tour: Contract, anonymous: ContractClient, host: Host, crash:
     crash()
     assert anonymous.post(path, beat, format="json", HTTP_AUTHORIZATION=token).status_code == 500
     covered(tour, path, "post")
+
+
+# Exec and processes
+
+
+def test_exec(
+    tour: Contract,
+    anonymous: ContractClient,
+    keyed: ContractClient,
+    capsule: Sandbox,
+    other_capsule: Sandbox,
+    team: Team,
+    host: Host,
+    guarded_agent: HostAgentProcess,
+    crash: Any,
+) -> None:
+    path = f"/v1/capsules/{capsule.id}/exec"
+    assert keyed.post(path, {"cmd": "true"}, format="json").status_code == 200
+    assert (
+        keyed.post(path, {"cmd": "sleep", "args": ["1"], "background": True}, format="json").status_code
+        == 202
+    )
+    assert keyed.post(path, {"cmd": ""}, format="json").status_code == 400
+    assert keyed.post(path, "cmd=true", content_type="text/plain").status_code == 415
+    assert anonymous.post(path, {"cmd": "true"}, format="json").status_code == 401
+    assert (
+        keyed.post(f"/v1/capsules/{other_capsule.id}/exec", {"cmd": "true"}, format="json").status_code == 404
+    )
+    paused = row(team, host, Status.PAUSED)
+    assert keyed.post(f"/v1/capsules/{paused.id}/exec", {"cmd": "true"}, format="json").status_code == 409
+    refused = row(team, Host.objects.create(address=guarded_agent.address))
+    assert keyed.post(f"/v1/capsules/{refused.id}/exec", {"cmd": "true"}, format="json").status_code == 502
+    unreachable(host)
+    assert keyed.post(path, {"cmd": "true"}, format="json").status_code == 503
+    crash()
+    assert keyed.post(path, {"cmd": "true"}, format="json").status_code == 500
+    covered(tour, "/v1/capsules/{capsule_id}/exec", "post")
+
+
+def test_list_and_signal_processes(
+    tour: Contract,
+    anonymous: ContractClient,
+    keyed: ContractClient,
+    capsule: Sandbox,
+    other_capsule: Sandbox,
+    team: Team,
+    host: Host,
+    guarded_agent: HostAgentProcess,
+    crash: Any,
+) -> None:
+    listing = f"/v1/capsules/{capsule.id}/processes"
+    started = keyed.post(
+        f"/v1/capsules/{capsule.id}/exec", {"cmd": "sleep", "args": ["60"], "background": True}, format="json"
+    )
+    one = f"{listing}/{started.json()['tag']}"
+    assert keyed.get(listing).status_code == 200
+    assert keyed.delete(f"{one}?signal=SIGTERM").status_code == 204
+    assert keyed.delete(f"{listing}/0042").status_code == 400
+    assert keyed.delete(f"{listing}/proc-00000000").status_code == 404
+    for request in (anonymous.get, anonymous.delete):
+        assert request(listing if request == anonymous.get else one).status_code == 401
+    others = f"/v1/capsules/{other_capsule.id}/processes"
+    assert keyed.get(others).status_code == 404
+    assert keyed.delete(f"{others}/1").status_code == 404
+    paused = f"/v1/capsules/{row(team, host, Status.PAUSED).id}/processes"
+    assert keyed.get(paused).status_code == 409
+    assert keyed.delete(f"{paused}/1").status_code == 409
+    refused = f"/v1/capsules/{row(team, Host.objects.create(address=guarded_agent.address)).id}/processes"
+    assert keyed.get(refused).status_code == 502
+    assert keyed.delete(f"{refused}/1").status_code == 502
+    unreachable(host)
+    assert keyed.get(listing).status_code == 503
+    assert keyed.delete(one).status_code == 503
+    crash()
+    assert keyed.get(listing).status_code == 500
+    assert keyed.delete(one).status_code == 500
+    covered(tour, "/v1/capsules/{capsule_id}/processes", "get")
+    covered(tour, "/v1/capsules/{capsule_id}/processes/{selector}", "delete")
