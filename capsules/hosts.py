@@ -42,7 +42,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from capsules import actions, events, metrics, terminals
+from capsules import actions, events, live, metrics, terminals
 from capsules.keys import hash_key
 from capsules.models import Host, Sandbox
 from capsules.validation import ValidationFailed
@@ -255,6 +255,7 @@ def record_heartbeat(host: Host, payload: Any) -> Host:
     now = timezone.now()
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
+        came_back = host.status == Host.Status.UNREACHABLE
         host.last_heartbeat_at = now
         if host.status != Host.Status.DRAINING:
             host.status = Host.Status.ONLINE
@@ -275,6 +276,8 @@ def record_heartbeat(host: Host, payload: Any) -> Host:
             events.record_oom_kills(host, kills, now)
             terminals.reconcile_sessions(host, {s.id: s.live_tags for s in beat.sandboxes}, now)
             metrics.record_samples(host, [_reading(s) for s in beat.sandboxes], now)
+        if came_back:
+            live.host_event(live.HOST_UP, host)
     # Outside the host's transaction: the other hosts' heartbeats need not wait for these.
     metrics.take_team_samples(now)
     metrics.prune(now)
@@ -326,6 +329,7 @@ def check_hosts(now: datetime | None = None) -> list[Host]:
             if went_down:
                 host.status = Host.Status.UNREACHABLE
                 host.save(update_fields=["status"])
+                live.host_event(live.HOST_DOWN, host)
             lost = actions.mark_missing(Sandbox.objects.filter(host=host), timezone.now())
         if went_down or lost:
             log.warning(

@@ -324,6 +324,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "capsules.api.schema.close_objects",
         "capsules.api.schema.add_host_token_scheme",
+        "capsules.api.schema.add_event_stream",
     ],
     "ENUM_NAME_OVERRIDES": {"CapsuleStatusEnum": "capsules.models.Sandbox.Status"},
 }
