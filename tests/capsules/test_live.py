@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from capsules import actions, hosts, live
@@ -32,6 +32,13 @@ def team(transactional_db: None) -> Team:
 @pytest.fixture
 def other_team(transactional_db: None) -> Team:
     return Team.objects.create(name="Globex", slug="globex")
+
+
+@pytest.fixture(autouse=True)
+async def _close_thread_connections() -> AsyncIterator[None]:
+    """The worker thread's connection closes with the test, so that the test database can be dropped."""
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
