@@ -279,8 +279,7 @@ def record_heartbeat(host: Host, payload: Any) -> Host:
         if came_back:
             live.host_event(live.HOST_UP, host)
     # Outside the host's transaction: the other hosts' heartbeats need not wait for these.
-    metrics.take_team_samples(now)
-    metrics.prune(now)
+    metrics.housekeeping(now)
     return host
 
 

@@ -159,13 +159,20 @@ def reserved_by(team: Team) -> tuple[int, int, int]:
     return totals["running"], totals["vcpus"], totals["memory_mb"]
 
 
-def take_team_samples(now: datetime) -> int:
-    """A TeamSample for each team that holds capsules, unless one was taken within most of an
-    interval (every host's heartbeat calls this; the first one in each interval takes them).
-    Returns how many were taken. Two hosts racing may both take one: the series take the
-    largest value of each slice, so a duplicate changes nothing."""
+def housekeeping(now: datetime) -> bool:
+    """Once per interval (every host's heartbeat calls this; the first one in each interval does
+    the work): a TeamSample of each team that holds capsules, then pruning. Returns whether this
+    call did it. Two hosts racing may both take samples: the series take the largest value of
+    each slice, so a duplicate changes nothing."""
     if TeamSample.objects.filter(at__gt=now - interval() * 0.9).exists():
-        return 0
+        return False
+    take_team_samples(now)
+    prune(now)
+    return True
+
+
+def take_team_samples(now: datetime) -> int:
+    """A TeamSample for each team that holds capsules; how many."""
     samples = [
         TeamSample(team_id=team_id, at=now, running=running, vcpus=vcpus, memory_mb=memory_mb)
         for team_id, (running, vcpus, memory_mb) in reserved_by_team().items()

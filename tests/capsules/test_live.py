@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from capsules import actions, hosts, live
 from capsules.models import Host, Sandbox, Team
+from tests.support.hostagent import free_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -132,7 +133,7 @@ async def test_an_idle_pause_that_fails_at_the_agent_says_so(
     layer: BaseChannelLayer, team: Team, ours: str
 ) -> None:
     # Nobody listens at this address: the agent call fails, the capsule goes back to running.
-    host = await Host.objects.acreate(address="127.0.0.1:9", last_heartbeat_at=timezone.now())
+    host = await Host.objects.acreate(address=f"127.0.0.1:{free_port()}", last_heartbeat_at=timezone.now())
     capsule = await Sandbox.objects.acreate(
         team=team, host=host, status=Status.RUNNING, timeout_sec=60, started_at=timezone.now()
     )

@@ -145,13 +145,16 @@ def test_memory_is_not_counted_across_a_gap_the_host_was_away(
 # Team samples and retention
 
 
-def test_team_samples_are_taken_once_per_interval(team: Team, other_team: Team, reporting_host: Host) -> None:
+def test_team_samples_and_pruning_happen_once_per_interval(
+    team: Team, other_team: Team, reporting_host: Host
+) -> None:
     Sandbox.objects.create(team=team, host=reporting_host, status=Status.RUNNING, vcpus=2, memory_mb=1024)
     Sandbox.objects.create(team=team, host=reporting_host, status=Status.PAUSED, vcpus=1, memory_mb=512)
     Sandbox.objects.create(team=other_team, host=reporting_host, status=Status.STOPPED)
-    assert metrics.take_team_samples(T0) == 1
-    assert metrics.take_team_samples(T0 + timedelta(seconds=5)) == 0
-    assert metrics.take_team_samples(T0 + timedelta(seconds=10)) == 1
+    assert metrics.housekeeping(T0)
+    assert not metrics.housekeeping(T0 + timedelta(seconds=5))
+    assert metrics.housekeeping(T0 + timedelta(seconds=10))
+    assert TeamSample.objects.filter(team=team).count() == 2
     row = TeamSample.objects.filter(team=team).latest("at")
     assert (row.running, row.vcpus, row.memory_mb) == (1, 3, 1536)
 
