@@ -412,8 +412,12 @@ def set_network_policy(sandbox: Sandbox, network: Any) -> Sandbox:
 def mark_missing(capsules: QuerySet[Sandbox], now: datetime) -> int:
     """Those of `capsules` that are lost with their host go `missing`, remembering the status they
     had; how many. Each one's team hears of it (`capsule.state.changed`)."""
-    lost = capsules.filter(status__in=states.LOST_WITH_HOST)
-    before = dict(lost.values_list("pk", "status"))
+    # Read first, for the events: when nothing is lost (every heartbeat, nearly) that read is
+    # the only query, as the UPDATE alone was.
+    before = dict(capsules.filter(status__in=states.LOST_WITH_HOST).values_list("pk", "status"))
+    if not before:
+        return 0
+    lost = Sandbox.objects.filter(pk__in=list(before), status__in=states.LOST_WITH_HOST)
     count = lost.update(status_before_missing=F("status"), status=Status.MISSING, last_updated=now)
     for sandbox_id, status in before.items():
         _state_changed(sandbox_id, status, Status.MISSING, "host_failure")

@@ -278,8 +278,6 @@ def record_heartbeat(host: Host, payload: Any) -> Host:
             metrics.record_samples(host, [_reading(s) for s in beat.sandboxes], now)
         if came_back:
             live.host_event(live.HOST_UP, host)
-    # Outside the host's transaction: the other hosts' heartbeats need not wait for these.
-    metrics.housekeeping(now)
     return host
 
 

@@ -5,8 +5,8 @@ A heartbeat reports each capsule's cumulative CPU time, memory in use and disk a
 since its previous sample (0-100), computed from the two cumulative readings; memory and disk as
 reported. Its CPU seconds and memory-minutes are added to the team's `DailyUsage` of that UTC day
 at once, so that usage needs no samples older than the metrics' longest range. Once per heartbeat
-interval, whichever host reports first also takes a `TeamSample` of every team's reservations
-(the stats series and peaks) and prunes what is past its retention.
+interval the monitor (`manage.py monitor`) takes a `TeamSample` of every team's reservations (the
+stats series and peaks) and prunes what is past its retention, off the heartbeats' path.
 
 A reading the host does not give (a runtime without a cgroup per capsule) stays null all the way
 to the API, which then says "not measured" instead of showing a zero.
@@ -20,8 +20,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
+from django.db.models import Case, Count, F, FloatField, OuterRef, Q, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 
 from capsules.models import CapsuleSample, DailyUsage, Host, Sandbox, Team, TeamSample
@@ -115,22 +114,29 @@ def record_samples(host: Host, readings: Iterable[Reading], now: datetime) -> in
         if reading.mem_bytes is not None and elapsed <= every * MAX_GAP_INTERVALS:
             mb_minutes[team_id] += reading.mem_bytes / MIB * elapsed.total_seconds() / 60
     CapsuleSample.objects.bulk_create(samples)
-    for team_id in cpu_seconds.keys() | mb_minutes.keys():
-        _add_usage(team_id, now, cpu_seconds[team_id] / 60, mb_minutes[team_id])
+    _add_usage(now, {team: cpu_seconds[team] / 60 for team in cpu_seconds}, mb_minutes)
     return len(samples)
 
 
-def _add_usage(team_id: UUID, now: datetime, cpu_minutes: float, ram_mb_minutes: float) -> None:
-    """Add to the team's usage of today (UTC); an UPDATE of the sums, so that two hosts reporting
-    at once both count."""
+def _add_usage(now: datetime, cpu_minutes: dict[UUID, float], ram_mb_minutes: dict[UUID, float]) -> None:
+    """Add to each team's usage of today (UTC), in two queries however many teams: make the rows
+    that are missing, then one UPDATE adding to the sums, so that two hosts reporting at once
+    both count."""
+    teams = sorted(cpu_minutes.keys() | ram_mb_minutes.keys())
+    if not teams:
+        return
     day = now.date()
-    try:
-        with transaction.atomic():
-            DailyUsage.objects.get_or_create(team_id=team_id, day=day)
-    except IntegrityError:
-        pass  # another heartbeat made the row first
-    DailyUsage.objects.filter(team_id=team_id, day=day).update(
-        cpu_minutes=F("cpu_minutes") + cpu_minutes, ram_mb_minutes=F("ram_mb_minutes") + ram_mb_minutes
+    DailyUsage.objects.bulk_create(
+        [DailyUsage(team_id=team, day=day) for team in teams], ignore_conflicts=True
+    )
+
+    def per_team(amounts: dict[UUID, float]) -> Case:
+        whens = [When(team_id=team, then=Value(amounts.get(team, 0.0))) for team in teams]
+        return Case(*whens, default=Value(0.0), output_field=FloatField())
+
+    DailyUsage.objects.filter(day=day, team_id__in=teams).update(
+        cpu_minutes=F("cpu_minutes") + per_team(cpu_minutes),
+        ram_mb_minutes=F("ram_mb_minutes") + per_team(ram_mb_minutes),
     )
 
 
@@ -160,10 +166,10 @@ def reserved_by(team: Team) -> tuple[int, int, int]:
 
 
 def housekeeping(now: datetime) -> bool:
-    """Once per interval (every host's heartbeat calls this; the first one in each interval does
-    the work): a TeamSample of each team that holds capsules, then pruning. Returns whether this
-    call did it. Two hosts racing may both take samples: the series take the largest value of
-    each slice, so a duplicate changes nothing."""
+    """Once per interval (each pass of every monitor calls this; the first one in each interval
+    does the work): a TeamSample of each team that holds capsules, then pruning. Returns whether
+    this call did it. Two monitors racing may both take samples: the series take the largest
+    value of each slice, so a duplicate changes nothing."""
     if TeamSample.objects.filter(at__gt=now - interval() * 0.9).exists():
         return False
     take_team_samples(now)

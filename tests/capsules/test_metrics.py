@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
 from capsules import metrics
@@ -174,3 +175,25 @@ def test_pruning_keeps_each_kind_for_its_retention(
     assert [now - at for at in CapsuleSample.objects.values_list("at", flat=True)] == [timedelta(hours=23)]
     assert [now - at for at in TeamSample.objects.values_list("at", flat=True)] == [timedelta(days=29)]
     assert list(DailyUsage.objects.values_list("day", flat=True)) == [(now - timedelta(days=29)).date()]
+
+
+def test_each_monitor_pass_does_the_housekeeping(team: Team, reporting_host: Host) -> None:
+    Sandbox.objects.create(team=team, host=reporting_host, status=Status.RUNNING, vcpus=2, memory_mb=256)
+    call_command("monitor", "--once")
+    [row] = TeamSample.objects.filter(team=team)
+    assert (row.running, row.vcpus, row.memory_mb) == (1, 2, 256)
+
+
+def test_a_heartbeats_samples_cost_a_few_queries_however_many_capsules_and_teams(
+    reporting_host: Host, django_assert_max_num_queries: Any
+) -> None:
+    teams = [Team.objects.create(name=f"t{n}", slug=f"t{n}") for n in range(4)]
+    capsules = [Sandbox.objects.create(team=team, host=reporting_host) for team in teams for _ in range(3)]
+    Sandbox.objects.filter(pk__in=[c.pk for c in capsules]).update(status=Status.RUNNING)
+    readings = [metrics.Reading(c.pk, 1_000, MIB, MIB) for c in capsules]
+    metrics.record_samples(reporting_host, readings, T0)
+    later = [metrics.Reading(c.pk, 2_000_000, MIB, MIB) for c in capsules]
+    # The capsules with their previous samples, the new samples, the days' rows, their sums.
+    with django_assert_max_num_queries(4):
+        assert metrics.record_samples(reporting_host, later, T0 + timedelta(seconds=10)) == 12
+    assert {round(d.cpu_minutes, 6) for d in DailyUsage.objects.all()} == {round(3 * 1.999 / 60, 6)}
