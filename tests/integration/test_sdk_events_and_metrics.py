@@ -1,13 +1,19 @@
-"""Wrenn's published SDK 0.3.0 against the stack (daphne with Redis, a host agent heartbeating, the
-monitor): its `events.stream()` says `connected`, then sees the capsule it creates, pauses, resumes
-and destroys; its `capsules.metrics`, `capsules.stats` and `capsules.usage` parse what the API
-answers (tests/sdk/events_driver.py drives it)."""
+"""Events and metrics on the real stack (daphne with Redis, a host agent heartbeating, the monitor).
+
+Wrenn's published SDK 0.3.0: its `events.stream()` says `connected`, then sees the capsule it
+creates, pauses, resumes and destroys; its `capsules.metrics`, `capsules.stats` and
+`capsules.usage` parse what the API answers (tests/sdk/events_driver.py drives it). And across
+processes: a stream on one daphne worker sees a pause made through another, and the host going
+down and up as the monitor and the heartbeats find it."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +21,14 @@ import pytest
 
 from tests.support.hostagent import REPO_ROOT
 from tests.support.sdk import sdk_python
-from tests.support.stack import Stack
+from tests.support.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(240)]
 
 DRIVER = REPO_ROOT / "tests" / "sdk" / "events_driver.py"
 RUN_TIMEOUT = 200.0
+# Against hangs only: a read that waits this long has failed.
+WAIT = 30.0
 
 
 def run_driver(stack: Stack, demo: dict[str, Any], workdir: Path) -> list[dict[str, Any]]:
@@ -72,3 +80,72 @@ def test_the_sdk_streams_the_lifecycle_and_parses_metrics_stats_and_usage(
     assert stats["labels"] >= 1
     [usage] = [line["usage"] for line in lines if "usage" in line]
     assert usage["points"] == 30
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(Path(tmp_path_factory.mktemp("events")), workers=2) as stack:
+        yield stack
+
+
+class EventStream:
+    """`GET /v1/events/stream` on one worker, read event by event with the standard library."""
+
+    def __init__(self, port: int, api_key: str) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+        self.connection.request("GET", "/v1/events/stream", headers={"X-API-Key": api_key})
+        self.response = self.connection.getresponse()
+        assert self.response.status == 200, self.response.read()
+
+    def next_event(self) -> dict[str, Any]:
+        data = None
+        while True:
+            line = self.response.readline().decode()
+            assert line, "the stream ended"
+            if line.startswith("data: "):
+                data = json.loads(line.removeprefix("data: "))
+            elif line == "\n" and data is not None:
+                return data
+
+    def until(self, kind: str, resource: str | None = None) -> dict[str, Any]:
+        """The next event of `kind` (about `resource`, when given)."""
+        while True:
+            event = self.next_event()
+            if event["event"] == kind and resource in (None, event.get("resource", {}).get("id")):
+                return event
+
+
+def call(port: int, api_key: str, method: str, path: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method=method,
+        headers={"X-API-Key": api_key},
+        data=b"" if method == "POST" else None,
+    )
+    with urllib.request.urlopen(request, timeout=WAIT) as response:  # noqa: S310 - as above
+        body: dict[str, Any] = json.loads(response.read() or b"{}")
+        return body
+
+
+def test_a_stream_sees_changes_made_by_other_processes(two_workers: Stack) -> None:
+    demo = two_workers.demo()
+    key, capsule_id = demo["api_key"], demo["capsule_id"]
+    (first, _), (second, _) = two_workers.workers
+    stream = EventStream(second, key)
+    assert stream.next_event()["event"] == "connected"
+    # A pause through the other worker.
+    call(first, key, "POST", f"/v1/capsules/{capsule_id}/pause")
+    paused = stream.until("capsule.pause", capsule_id)
+    assert (paused["outcome"], paused["sandbox"]["status"]) == ("success", "paused")
+    # The host going quiet, as the monitor finds it; and back, as its heartbeats say.
+    assert two_workers.agent is not None
+    two_workers.agent.stop()
+    down = stream.until("host.down")
+    assert (down["resource"]["type"], down["actor"]) == ("host", {"type": "system"})
+    lost = stream.until("capsule.state.changed", capsule_id)
+    assert lost["metadata"] == {"from": "paused", "to": "missing", "reason": "host_failure"}
+    two_workers.start_agent()
+    back = stream.until("capsule.state.changed", capsule_id)
+    assert back["metadata"] == {"from": "missing", "to": "paused", "reason": "host_back"}
+    assert stream.until("host.up", down["resource"]["id"])["metadata"] == {"status": "online"}
+    stream.connection.close()
