@@ -155,3 +155,18 @@ def test_an_event_body_leaves_out_what_it_does_not_have() -> None:
     actor = live.Actor("api_key", "wrn_ab12cd34", "ci")
     body = live.event_body(live.CAPSULE_CREATE, actor=actor, outcome=live.SUCCESS, at=at)
     assert body["actor"] == {"type": "api_key", "id": "wrn_ab12cd34", "name": "ci"}
+
+
+async def test_host_events_go_to_the_teams_with_capsules_there_only(
+    layer: BaseChannelLayer, team: Team, other_team: Team, ours: str, theirs: str
+) -> None:
+    host = await Host.objects.acreate(address="10.0.0.4:50071", last_heartbeat_at=timezone.now())
+    elsewhere = await Host.objects.acreate(address="10.0.0.5:50071", last_heartbeat_at=timezone.now())
+    await Sandbox.objects.acreate(team=team, host=host, status=Status.RUNNING)
+    await Sandbox.objects.acreate(team=other_team, host=elsewhere, status=Status.RUNNING)
+    await Host.objects.filter(pk=host.pk).aupdate(last_heartbeat_at=timezone.now() - hosts.dead_after() * 2)
+    await sync_to_async(hosts.check_hosts)()
+    assert (await next_event(layer, ours))["event"] == live.HOST_DOWN
+    # The other team's first event is a marker sent after: the host's events did not reach it.
+    await sync_to_async(live.publish)([other_team.pk], live.event_body(live.CONNECTED))
+    assert (await next_event(layer, theirs))["event"] == live.CONNECTED
