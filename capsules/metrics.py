@@ -74,10 +74,12 @@ def cpu_share(
 
 
 def record_samples(host: Host, readings: Iterable[Reading], now: datetime) -> int:
-    """Sample the capsules of `host` that hold resources and were reported with readings; returns
-    how many. A capsule sampled less than half an interval ago (an early retry of the heartbeat)
-    is skipped, so that samples follow the heartbeat interval."""
-    reported = {r.sandbox_id: r for r in readings if (r.cpu_usec, r.mem_bytes, r.disk_bytes) != (None,) * 3}
+    """Sample the capsules of `host` that hold resources and were reported; returns how many. A
+    capsule reported without readings (its runtime has no cgroup per capsule, or its agent is
+    older) gets samples of nulls, so that its metrics say "not measured" rather than nothing. A
+    capsule sampled less than half an interval ago (an early retry of the heartbeat) is skipped,
+    so that samples follow the heartbeat interval."""
+    reported = {reading.sandbox_id: reading for reading in readings}
     if not reported:
         return 0
     latest = CapsuleSample.objects.filter(sandbox=OuterRef("pk")).order_by("-at")
@@ -110,7 +112,8 @@ def record_samples(host: Host, readings: Iterable[Reading], now: datetime) -> in
                 disk_bytes=reading.disk_bytes,
             )
         )
-        cpu_seconds[team_id] += used or 0.0
+        if used is not None:
+            cpu_seconds[team_id] += used
         if reading.mem_bytes is not None and elapsed <= every * MAX_GAP_INTERVALS:
             mb_minutes[team_id] += reading.mem_bytes / MIB * elapsed.total_seconds() / 60
     CapsuleSample.objects.bulk_create(samples)

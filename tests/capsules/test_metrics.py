@@ -103,9 +103,16 @@ def test_an_early_heartbeat_takes_no_second_sample(reporting_host: Host, two_vcp
     assert sample(reporting_host, two_vcpu_capsule, T0 + timedelta(seconds=6), cpu_usec=3) == 1
 
 
-def test_a_capsule_without_readings_gets_no_sample(reporting_host: Host, two_vcpu_capsule: Sandbox) -> None:
-    assert sample(reporting_host, two_vcpu_capsule, T0) == 0
-    assert not CapsuleSample.objects.exists()
+def test_a_capsule_without_readings_gets_samples_that_say_so(
+    team: Team, reporting_host: Host, two_vcpu_capsule: Sandbox
+) -> None:
+    assert sample(reporting_host, two_vcpu_capsule, T0) == 1
+    assert sample(reporting_host, two_vcpu_capsule, T0 + timedelta(seconds=10)) == 1
+    assert set(CapsuleSample.objects.values_list("cpu_pct", "mem_bytes", "disk_bytes")) == {
+        (None, None, None)
+    }
+    # Nothing measured adds nothing to the team's usage, not even a row of zeros.
+    assert not DailyUsage.objects.exists()
 
 
 def test_only_capsules_of_the_reporting_host_that_hold_resources_are_sampled(
