@@ -357,8 +357,16 @@ def destroy_capsule(sandbox: Sandbox, actor: live.Actor | None = None) -> Sandbo
         request = pb.DestroySandboxRequest(sandbox_id=capsule.pk)
         # NOT_FOUND: already gone from the host, which is what destroy wanted.
         gone = (grpc.StatusCode.NOT_FOUND,)
-        destroy = (live.CAPSULE_DESTROY, actor, capsule, previous, "destroy")
-        _run_announced(*destroy, lambda agent: agent.DestroySandbox, request, done_if=gone)
+        _run_announced(
+            live.CAPSULE_DESTROY,
+            actor,
+            capsule,
+            previous,
+            "destroy",
+            lambda agent: agent.DestroySandbox,
+            request,
+            done_if=gone,
+        )
     # Its terminals died with it: nobody will see their exits.
     close_sessions(Q(sandbox_id=capsule.pk))
     log.info("destroyed capsule %s", capsule.pk)
