@@ -22,7 +22,7 @@ from django.db.models import F, Min, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from capsules import agents, states
+from capsules import agents, live, states
 from capsules.agents import HOST_UNREACHABLE
 from capsules.models import Host, Sandbox, Team, TerminalSession
 from capsules.network import clean_network, default_policy
@@ -216,6 +216,29 @@ def _run(
         raise
 
 
+def _run_announced(
+    kind: str,
+    actor: live.Actor | None,
+    capsule: Sandbox,
+    previous: str,
+    verb: str,
+    method: Callable[[pb_grpc.HostAgentStub], "grpc.UnaryUnaryMultiCallable[Request, Any]"],
+    request: Request,
+    done_if: tuple[grpc.StatusCode, ...] = (),
+) -> None:
+    """`_run`, and when the agent fails, an event `kind` with outcome `error` on the team's streams."""
+    try:
+        _run(capsule, previous, verb, method, request, done_if)
+    except ActionError as exc:
+        live.capsule_event(kind, capsule.pk, actor=actor, outcome=live.ERROR, error=exc.message)
+        raise
+
+
+def _announce(kind: str, capsule: Sandbox, actor: live.Actor | None, **metadata: str) -> Sandbox:
+    live.capsule_event(kind, capsule.pk, actor=actor, outcome=live.SUCCESS, metadata=metadata)
+    return capsule
+
+
 # Lifecycle
 
 
@@ -229,6 +252,7 @@ def create_capsule(
     metadata: dict[str, Any] | None = None,
     network: dict[str, Any] | None = None,
     host: Host | None = None,
+    actor: live.Actor | None = None,
 ) -> Sandbox:
     """A new running capsule for `team` on the least loaded host that fits it, or on `host`.
 
@@ -287,31 +311,41 @@ def create_capsule(
         network=network_message(capsule.network),
     )
     # A capsule the agent may or may not have made ends in `error`, from which it can be destroyed.
-    _run(capsule, Status.ERROR, "create", lambda agent: agent.CreateSandbox, request)
+    create = live.CAPSULE_CREATE
+    _run_announced(create, actor, capsule, Status.ERROR, "create", lambda agent: agent.CreateSandbox, request)
     now = timezone.now()
     log.info("created capsule %s on %s", capsule.pk, host.address)
-    return _finish(capsule.pk, Status.STARTING, Status.RUNNING, started_at=now, last_active_at=now)
+    created = _finish(capsule.pk, Status.STARTING, Status.RUNNING, started_at=now, last_active_at=now)
+    return _announce(create, created, actor)
 
 
-def pause_capsule(sandbox: Sandbox) -> Sandbox:
-    return _pause(sandbox.pk)
+def pause_capsule(sandbox: Sandbox, actor: live.Actor | None = None) -> Sandbox:
+    return _pause(sandbox.pk, actor=actor)
 
 
-def _pause(sandbox_id: str, check: Callable[[Sandbox], None] | None = None) -> Sandbox:
+def _pause(
+    sandbox_id: str,
+    check: Callable[[Sandbox], None] | None = None,
+    actor: live.Actor | None = None,
+    **metadata: str,
+) -> Sandbox:
     capsule, previous = _begin(sandbox_id, _PAUSE, check)
     request = pb.PauseSandboxRequest(sandbox_id=capsule.pk)
-    _run(capsule, previous, "pause", lambda agent: agent.PauseSandbox, request)
-    return _finish(capsule.pk, Status.PAUSING, Status.PAUSED)
+    pause = live.CAPSULE_PAUSE
+    _run_announced(pause, actor, capsule, previous, "pause", lambda agent: agent.PauseSandbox, request)
+    return _announce(pause, _finish(capsule.pk, Status.PAUSING, Status.PAUSED), actor, **metadata)
 
 
-def resume_capsule(sandbox: Sandbox) -> Sandbox:
+def resume_capsule(sandbox: Sandbox, actor: live.Actor | None = None) -> Sandbox:
     capsule, previous = _begin(sandbox.pk, _RESUME)
     request = pb.ResumeSandboxRequest(sandbox_id=capsule.pk)
-    _run(capsule, previous, "resume", lambda agent: agent.ResumeSandbox, request)
-    return _finish(capsule.pk, Status.RESUMING, Status.RUNNING, last_active_at=timezone.now())
+    resume = live.CAPSULE_RESUME
+    _run_announced(resume, actor, capsule, previous, "resume", lambda agent: agent.ResumeSandbox, request)
+    resumed = _finish(capsule.pk, Status.RESUMING, Status.RUNNING, last_active_at=timezone.now())
+    return _announce(resume, resumed, actor)
 
 
-def destroy_capsule(sandbox: Sandbox) -> Sandbox:
+def destroy_capsule(sandbox: Sandbox, actor: live.Actor | None = None) -> Sandbox:
     """Destroy the capsule on its host and mark it stopped; the row stays as a record."""
     # A capsule that never got a host exists nowhere but in this table.
     capsule, previous = _begin(sandbox.pk, _DESTROY, allow_no_host=True)
@@ -319,11 +353,20 @@ def destroy_capsule(sandbox: Sandbox) -> Sandbox:
         request = pb.DestroySandboxRequest(sandbox_id=capsule.pk)
         # NOT_FOUND: already gone from the host, which is what destroy wanted.
         gone = (grpc.StatusCode.NOT_FOUND,)
-        _run(capsule, previous, "destroy", lambda agent: agent.DestroySandbox, request, done_if=gone)
+        _run_announced(
+            live.CAPSULE_DESTROY,
+            actor,
+            capsule,
+            previous,
+            "destroy",
+            lambda agent: agent.DestroySandbox,
+            request,
+            done_if=gone,
+        )
     # Its terminals died with it: nobody will see their exits.
     close_sessions(Q(sandbox_id=capsule.pk))
     log.info("destroyed capsule %s", capsule.pk)
-    return _finish(capsule.pk, Status.STOPPING, Status.STOPPED)
+    return _announce(live.CAPSULE_DESTROY, _finish(capsule.pk, Status.STOPPING, Status.STOPPED), actor)
 
 
 # Network policy
@@ -372,10 +415,22 @@ def set_network_policy(sandbox: Sandbox, network: Any) -> Sandbox:
 
 def mark_missing(capsules: QuerySet[Sandbox], now: datetime) -> int:
     """Those of `capsules` that are lost with their host go `missing`, remembering the status they
-    had; how many."""
-    return capsules.filter(status__in=states.LOST_WITH_HOST).update(
-        status_before_missing=F("status"), status=Status.MISSING, last_updated=now
-    )
+    had; how many. Each one's team hears of it (`capsule.state.changed`)."""
+    # Read first, for the events: when nothing is lost (every heartbeat, nearly) that read is
+    # the only query, as the UPDATE alone was.
+    before = dict(capsules.filter(status__in=states.LOST_WITH_HOST).values_list("pk", "status"))
+    if not before:
+        return 0
+    lost = Sandbox.objects.filter(pk__in=list(before), status__in=states.LOST_WITH_HOST)
+    count = lost.update(status_before_missing=F("status"), status=Status.MISSING, last_updated=now)
+    for sandbox_id, status in before.items():
+        _state_changed(sandbox_id, status, Status.MISSING, "host_failure")
+    return count
+
+
+def _state_changed(sandbox_id: str, was: str, now: str, reason: str) -> None:
+    metadata = {"from": was, "to": now, "reason": reason}
+    live.capsule_event(live.CAPSULE_STATE_CHANGED, sandbox_id, metadata=metadata)
 
 
 def restore_capsule(capsule: Sandbox, reported_state: str) -> None:
@@ -391,6 +446,7 @@ def restore_capsule(capsule: Sandbox, reported_state: str) -> None:
     _move(capsule, to)
     capsule.status_before_missing = ""
     capsule.save(update_fields=["status", "status_before_missing", "last_updated"])
+    _state_changed(capsule.pk, Status.MISSING, to, "host_back")
 
 
 def record_activity(sandbox_id: str) -> None:
@@ -433,7 +489,7 @@ def reap_idle(now: datetime | None = None) -> list[str]:
     paused = []
     for sandbox_id in due:
         try:
-            _pause(sandbox_id, still_idle)
+            _pause(sandbox_id, still_idle, live.SYSTEM, reason="idle_timeout")
         except _Skip:
             continue
         except ActionError as exc:

@@ -7,6 +7,8 @@ An agent reports in with `POST /v1/hosts/heartbeat` (see hosts_api.py) carrying 
      "capacity": {"vcpus": 8, "memory_mb": 16384},   # optional; top-level vcpus/memory_mb also work
      "sandboxes": [{"id": "cl-…", "state": "running", "pty_sessions": 1,   # optional
                     "oom_kills": 0,                      # optional: kills since it was created
+                    "cpu_usec": 1234, "mem_bytes": 5678,  # optional: CPU time used (cumulative),
+                    "disk_bytes": 4096,                   # memory in use, disk image allocated
                     "pty_tags": ["pty-0a1b2c3d"]}],      # optional: the live sessions' tags
      "isolation": {"network": {"on": true, "reason": ""},                  # optional
                    "limits": {"on": false, "reason": "no writable cgroup hierarchy"},
@@ -17,7 +19,8 @@ the truth about which capsules exist there, and about their live terminal sessio
 the others close (capsules/terminals.py), from "pty_tags", or for an older agent that sends no tags,
 from "pty_sessions" 0. A sandbox's "oom_kills" growing records an event on the capsule
 (capsules/events.py); one that is missing or not a count (older agents) is ignored, and so are
-"pty_tags" that are not a list of tags.
+"pty_tags" that are not a list of tags. "cpu_usec", "mem_bytes" and "disk_bytes" become the
+capsule's metrics samples (capsules/metrics.py); one missing or malformed is taken as not measured.
 "isolation" says which parts of isolation the host gives: parts beyond those three are kept (as
 `{"on", "reason"}`; other keys inside a part are dropped), and without it the host's earlier
 report stays.
@@ -39,7 +42,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from capsules import actions, events, terminals
+from capsules import actions, events, live, metrics, terminals
 from capsules.keys import hash_key
 from capsules.models import Host, Sandbox
 from capsules.validation import ValidationFailed
@@ -57,6 +60,7 @@ MISSING_GRACE = timedelta(seconds=5)
 MAX_REPORTED_SANDBOXES = 10_000
 MAX_REPORTED_TAGS = 4096
 _MAX_INT = 2**31 - 1
+_MAX_BIG = 2**63 - 1
 MAX_ISOLATION_PARTS = 16
 MAX_ISOLATION_REASON = 500
 _PART_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -105,6 +109,10 @@ class ReportedSandbox:
     oom_kills: int | None = None
     # None when not reported (older agents) or not a list of tags.
     pty_tags: frozenset[str] | None = None
+    # Resource readings (hostagent/usage.py); None when not reported (no cgroup, older agents).
+    cpu_usec: int | None = None
+    mem_bytes: int | None = None
+    disk_bytes: int | None = None
 
     @property
     def live_tags(self) -> frozenset[str] | None:
@@ -125,8 +133,8 @@ class Heartbeat:
     isolation: dict[str, dict[str, Any]] | None = None
 
 
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT:
+def _count(name: str, value: Any, most: int = _MAX_INT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
         raise ValidationFailed(f"{name} must be a non-negative integer")
     return value
 
@@ -158,15 +166,18 @@ def _reported_sandbox(index: int, item: Any) -> ReportedSandbox:
         pty_sessions=_count(f"{name}.pty_sessions", item.get("pty_sessions", 0)),
         oom_kills=_optional_count(f"{name}.oom_kills", item.get("oom_kills")),
         pty_tags=_optional_tags(f"{name}.pty_tags", item.get("pty_tags")),
+        cpu_usec=_optional_count(f"{name}.cpu_usec", item.get("cpu_usec"), _MAX_BIG),
+        mem_bytes=_optional_count(f"{name}.mem_bytes", item.get("mem_bytes"), _MAX_BIG),
+        disk_bytes=_optional_count(f"{name}.disk_bytes", item.get("disk_bytes"), _MAX_BIG),
     )
 
 
-def _optional_count(name: str, value: Any) -> int | None:
+def _optional_count(name: str, value: Any, most: int = _MAX_INT) -> int | None:
     """A count that only adds to the report: when it is malformed the heartbeat still counts."""
     if value is None:
         return None
     try:
-        return _count(name, value)
+        return _count(name, value, most)
     except ValidationFailed as exc:
         log.warning("heartbeat: %s ignored (got %.40r)", exc.message, value)
         return None
@@ -244,6 +255,7 @@ def record_heartbeat(host: Host, payload: Any) -> Host:
     now = timezone.now()
     with transaction.atomic():
         host = Host.objects.select_for_update().get(pk=host.pk)
+        came_back = host.status == Host.Status.UNREACHABLE
         host.last_heartbeat_at = now
         if host.status != Host.Status.DRAINING:
             host.status = Host.Status.ONLINE
@@ -263,7 +275,14 @@ def record_heartbeat(host: Host, payload: Any) -> Host:
             kills = {s.id: s.oom_kills for s in beat.sandboxes if s.oom_kills is not None}
             events.record_oom_kills(host, kills, now)
             terminals.reconcile_sessions(host, {s.id: s.live_tags for s in beat.sandboxes}, now)
+            metrics.record_samples(host, [_reading(s) for s in beat.sandboxes], now)
+        if came_back:
+            live.host_event(live.HOST_UP, host)
     return host
+
+
+def _reading(sandbox: ReportedSandbox) -> metrics.Reading:
+    return metrics.Reading(sandbox.id, sandbox.cpu_usec, sandbox.mem_bytes, sandbox.disk_bytes)
 
 
 def _reconcile(host: Host, reported: list[ReportedSandbox], now: datetime) -> None:
@@ -307,6 +326,7 @@ def check_hosts(now: datetime | None = None) -> list[Host]:
             if went_down:
                 host.status = Host.Status.UNREACHABLE
                 host.save(update_fields=["status"])
+                live.host_event(live.HOST_DOWN, host)
             lost = actions.mark_missing(Sandbox.objects.filter(host=host), timezone.now())
         if went_down or lost:
             log.warning(

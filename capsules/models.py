@@ -163,3 +163,62 @@ class TerminalSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sandbox_id}/{self.tag}"
+
+
+class CapsuleSample(models.Model):
+    """What a running or paused capsule used at one heartbeat of its host (capsules/metrics.py)."""
+
+    sandbox = models.ForeignKey(Sandbox, on_delete=models.CASCADE, related_name="samples")
+    at = models.DateTimeField()
+    # The host's cumulative reading, kept to compute the next sample's share; null when the host
+    # cannot read it (a runtime without a cgroup per capsule).
+    cpu_usec = models.BigIntegerField(null=True)
+    # CPU used since the previous sample: seconds, and percent of the capsule's vCPUs (0-100);
+    # null on the first sample, after a gap, or when the host cannot read it.
+    cpu_seconds = models.FloatField(null=True)
+    cpu_pct = models.FloatField(null=True)
+    mem_bytes = models.BigIntegerField(null=True)
+    disk_bytes = models.BigIntegerField(null=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["sandbox", "at"], name="sample_sandbox_at"),
+            models.Index(fields=["at"], name="sample_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sandbox_id} at {self.at}"
+
+
+class TeamSample(models.Model):
+    """What a team's capsules held at one moment: the stats series and peaks (capsules/metrics.py)."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="samples")
+    at = models.DateTimeField()
+    running = models.PositiveIntegerField()
+    vcpus = models.PositiveIntegerField()
+    memory_mb = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["team", "at"], name="teamsample_team_at"),
+            models.Index(fields=["at"], name="teamsample_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} at {self.at}"
+
+
+class DailyUsage(models.Model):
+    """A team's CPU minutes and RAM MB-minutes of one UTC day, added to at every sample."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="daily_usage")
+    day = models.DateField()
+    cpu_minutes = models.FloatField(default=0.0)
+    ram_mb_minutes = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "day"], name="unique_team_day")]
+
+    def __str__(self) -> str:
+        return f"{self.team_id} on {self.day}"

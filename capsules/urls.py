@@ -4,7 +4,7 @@ from django.urls import URLPattern, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework.permissions import AllowAny
 
-from capsules.api import auth_views, key_views, process_views, views
+from capsules.api import auth_views, event_views, key_views, metrics_views, process_views, views
 from capsules.api.errors import unknown_endpoint
 from capsules.api.host_views import DocumentedHeartbeatView
 
@@ -15,6 +15,10 @@ urlpatterns: list[URLPattern] = [
     path("auth/refresh", auth_views.DocumentedTokenRefreshView.as_view(), name="auth-refresh"),
     path("auth/switch-team", auth_views.SwitchTeamView.as_view(), name="auth-switch-team"),
     path("capsules", views.CapsuleListView.as_view(), name="capsule-list"),
+    # Before capsules/<capsule_id>, which would take these words for ids (capsule ids start with
+    # "cl-", so no capsule is ever hidden by them: tests/api/test_metrics.py).
+    path("capsules/stats", metrics_views.CapsuleStatsView.as_view(), name="capsule-stats"),
+    path("capsules/usage", metrics_views.CapsuleUsageView.as_view(), name="capsule-usage"),
     path("capsules/<str:capsule_id>", views.CapsuleDetailView.as_view(), name="capsule-detail"),
     path("capsules/<str:capsule_id>/pause", views.CapsulePauseView.as_view(), name="capsule-pause"),
     path("capsules/<str:capsule_id>/resume", views.CapsuleResumeView.as_view(), name="capsule-resume"),
@@ -27,6 +31,12 @@ urlpatterns: list[URLPattern] = [
         process_views.ProcessDetailView.as_view(),
         name="process-detail",
     ),
+    path(
+        "capsules/<str:capsule_id>/metrics",
+        metrics_views.CapsuleMetricsView.as_view(),
+        name="capsule-metrics",
+    ),
+    path("events/stream", event_views.event_stream, name="events-stream"),
     path("api-keys", key_views.APIKeyListView.as_view(), name="api-key-list"),
     path("api-keys/<int:key_id>", key_views.APIKeyDetailView.as_view(), name="api-key-detail"),
     path("hosts/heartbeat", DocumentedHeartbeatView.as_view(), name="host-heartbeat"),

@@ -72,6 +72,15 @@ def attach(root: Path, size_mb: int, owner: int, enforce: bool) -> Path:
     return mount
 
 
+def allocated_bytes(root: Path) -> int | None:
+    """Host disk the capsule's image takes (its sparse file's allocated blocks), or None without
+    an image (sizes not enforced: the capsule writes to a plain directory). Blocking."""
+    try:
+        return (root / IMAGE).stat().st_blocks * 512
+    except OSError:
+        return None
+
+
 def detach(root: Path) -> None:
     """Unmount the capsule's disk if it is mounted (the loop device goes with it). Blocking."""
     mount = root / MOUNT

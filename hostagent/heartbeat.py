@@ -147,6 +147,8 @@ class Heartbeat:
                     "pty_sessions": s.pty_sessions,
                     "oom_kills": s.oom_kills,
                     "pty_tags": list(s.pty_tags),
+                    # cpu_usec, mem_bytes, disk_bytes: those the runtime can read.
+                    **s.readings.report(),
                 }
                 for s in self.statuses()
             ],

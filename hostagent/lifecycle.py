@@ -22,10 +22,11 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hostagent import disks
 from hostagent.blocking import run_blocking
 from hostagent.errors import AgentError, FailedPrecondition, validate_sandbox_id
 from hostagent.freezer import Freezer
@@ -34,6 +35,7 @@ from hostagent.registry import SessionRegistry
 from hostagent.runtime import Limits, Runtime
 from hostagent.sandboxes import SandboxStore
 from hostagent.sessions import PtySession
+from hostagent.usage import Readings
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class SandboxStatus:
     oom_kills: int = 0
     # Tags of the live sessions, so that the control plane can close its rows of the others.
     pty_tags: tuple[str, ...] = ()
+    readings: Readings = field(default_factory=Readings)
 
 
 def save_policy(root: Path, policy: dict[str, Any] | None) -> None:
@@ -86,6 +89,7 @@ class Lifecycle:
         self.runtime = runtime
         self._locks: dict[str, asyncio.Lock] = {}
         self._oom_kills: dict[str, int] = {}
+        self._readings: dict[str, Readings] = {}
 
     def leaders(self, sandbox_id: str) -> list[int]:
         """Host pids of the sandbox's running terminal sessions and processes (session leaders)."""
@@ -100,7 +104,12 @@ class Lifecycle:
     def status(self, sandbox_id: str) -> SandboxStatus:
         tags = tuple(self.registry.live_tags(sandbox_id))
         return SandboxStatus(
-            sandbox_id, self.state(sandbox_id), len(tags), self._oom_kills.get(sandbox_id, 0), tags
+            sandbox_id,
+            self.state(sandbox_id),
+            len(tags),
+            self._oom_kills.get(sandbox_id, 0),
+            tags,
+            self._readings.get(sandbox_id, Readings()),
         )
 
     async def refresh_oom_kills(self) -> None:
@@ -108,6 +117,18 @@ class Lifecycle:
         ids = self.store.ids()
         counts = await run_blocking(lambda: {i: self.runtime.oom_kills(i) for i in ids})
         self._oom_kills = counts
+
+    async def refresh_reports(self) -> None:
+        """Read what each sandbox's heartbeat entry reports (in a thread): its OOM kills and its
+        resource readings."""
+        ids = self.store.ids()
+        await self.refresh_oom_kills()
+        self._readings = await run_blocking(lambda: {i: self._read(i) for i in ids})
+
+    def _read(self, sandbox_id: str) -> Readings:
+        cpu, memory = self.runtime.cpu_and_memory(sandbox_id)
+        # The store's root, not store.path(): a sandbox destroyed since ids() reads as nothing.
+        return Readings(cpu, memory, disks.allocated_bytes(self.store.root / sandbox_id))
 
     def statuses(self) -> list[SandboxStatus]:
         return [self.status(sandbox_id) for sandbox_id in self.store.ids()]

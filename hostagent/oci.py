@@ -45,7 +45,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hostagent import bundle, disks, seccomp
+from hostagent import bundle, disks, seccomp, usage
 from hostagent.blocking import run_blocking
 from hostagent.bundle import UID_RANGE
 from hostagent.errors import AgentError, FailedPrecondition, ResourceExhausted
@@ -458,6 +458,9 @@ class OciRuntime(Runtime):
             if key == "oom_kill" and value.strip().isdigit():
                 return int(value)
         return 0
+
+    def cpu_and_memory(self, sandbox_id: str) -> tuple[int | None, int | None]:
+        return usage.cgroup_readings(self.cgroup_root, sandbox_id, self.cgroups)
 
     async def pause(self, sandbox_id: str) -> None:
         await self._runc("pause", self.container(sandbox_id))

@@ -212,6 +212,11 @@ class Runtime(ABC):
     def oom_kills(self, sandbox_id: str) -> int:
         return 0
 
+    def cpu_and_memory(self, sandbox_id: str) -> tuple[int | None, int | None]:
+        """(CPU microseconds used, memory bytes in use) from the capsule's cgroup; (None, None)
+        for a runtime that gives it none (blocking)."""
+        return None, None
+
 
 def _own_user_name() -> str:
     try:

@@ -371,7 +371,7 @@ async def serve(config: AgentConfig) -> None:
                 runtime.name,
                 lifecycle.statuses,
                 runtime.isolation,
-                lifecycle.refresh_oom_kills,
+                lifecycle.refresh_reports,
             )
             heartbeats = asyncio.create_task(heartbeat.run(), name="heartbeats")
         await stop.wait()

@@ -109,6 +109,13 @@ WRENN_NETWORK_NEVER_ALLOW = [c.strip() for c in _env("WRENN_NETWORK_NEVER_ALLOW"
 WRENN_HOST_DEAD_AFTER_SEC = float(_env("WRENN_HOST_DEAD_AFTER_SEC", "30"))
 # The heartbeat interval the control plane asks host agents for.
 WRENN_HOST_HEARTBEAT_INTERVAL_SEC = float(_env("WRENN_HOST_HEARTBEAT_INTERVAL_SEC", "10"))
+# Metrics and events (capsules/metrics.py, capsules/live.py): samples follow the heartbeat
+# interval. Each capsule's samples are kept this many hours (the metrics' longest range is 24h);
+# each team's reservations and daily usage this many days (stats peaks look back 30).
+WRENN_METRICS_RETENTION_HOURS = _env_int("WRENN_METRICS_RETENTION_HOURS", 25, low=24)
+WRENN_USAGE_RETENTION_DAYS = _env_int("WRENN_USAGE_RETENTION_DAYS", 93, low=30)
+# Seconds between the keepalive comments of an idle event stream, so that proxies keep it open.
+WRENN_EVENTS_KEEPALIVE_SEC = _env_seconds("WRENN_EVENTS_KEEPALIVE_SEC", 15)
 # Deadline of calls to host agents: lifecycle (create, pause, resume, destroy), and a terminal
 # socket's input, resize and kill.
 HOSTAGENT_RPC_TIMEOUT = float(_env("WRENN_HOSTAGENT_RPC_TIMEOUT", "10"))
@@ -321,6 +328,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "capsules.api.schema.close_objects",
         "capsules.api.schema.add_host_token_scheme",
+        "capsules.api.schema.add_event_stream",
     ],
     "ENUM_NAME_OVERRIDES": {"CapsuleStatusEnum": "capsules.models.Sandbox.Status"},
 }

@@ -16,6 +16,7 @@ from capsules.api.authentication import (
     TeamJWTAuthentication,
 )
 from capsules.api.errors import api_exception_handler
+from capsules.live import Actor
 from capsules.models import Team
 
 
@@ -44,6 +45,13 @@ class TeamAPIView(GenericAPIView[Any]):
     @property
     def team(self) -> Team:
         return self.caller.team
+
+    @property
+    def actor(self) -> Actor:
+        """Who the team's event streams say made a change: the API key or the signed-in person."""
+        if self.caller.api_key is not None:
+            return Actor("api_key", self.caller.api_key.prefix, self.caller.api_key.name)
+        return Actor("user", str(self.request.user.pk), self.request.user.get_username())
 
     @property
     def person(self) -> Any | None:

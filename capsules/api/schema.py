@@ -113,3 +113,84 @@ def add_host_token_scheme(result: dict[str, Any], **kwargs: Any) -> dict[str, An
         HOST_TOKEN_SECURITY
     )
     return result
+
+
+EVENT_STREAM_PATH = "/v1/events/stream"
+EVENT_KINDS = [
+    "connected",
+    "capsule.create",
+    "capsule.pause",
+    "capsule.resume",
+    "capsule.destroy",
+    "capsule.state.changed",
+    "host.up",
+    "host.down",
+]
+# One SSE message's `data:` line (the SDK's SSEEvent); the `event:` line repeats `event`.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["event", "timestamp"],
+    "properties": {
+        "event": {"type": "string", "enum": EVENT_KINDS},
+        "outcome": {
+            "type": "string",
+            "enum": ["success", "error"],
+            "description": "Capsule actions only (not state.changed, host or connected events).",
+        },
+        "resource": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"id": {"type": "string"}, "type": {"type": "string", "enum": ["capsule", "host"]}},
+        },
+        "actor": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "type": {"type": "string", "enum": ["user", "api_key", "system"]},
+                "id": {"type": "string"},
+                "name": {"type": "string"},
+            },
+        },
+        "metadata": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "reason (idle_timeout, host_failure, host_back), from and to for "
+            "capsule.state.changed, status for host events.",
+        },
+        "error": {"type": "string", "description": "Why an action failed; only with outcome error."},
+        "sandbox": {"$ref": "#/components/schemas/Capsule"},
+        "timestamp": {"type": "string", "format": "date-time"},
+    },
+}
+
+
+def add_event_stream(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: the event stream, a plain async view that drf-spectacular does not see."""
+
+    def error(http_status: int) -> dict[str, Any]:
+        return {
+            "description": ERROR_DESCRIPTIONS[http_status],
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/Error{http_status}"}}},
+        }
+
+    result.setdefault("components", {}).setdefault("schemas", {})["SSEEvent"] = SSE_EVENT_SCHEMA
+    result.setdefault("paths", {})[EVENT_STREAM_PATH] = {
+        "get": {
+            "operationId": "events_stream_retrieve",
+            "summary": "The team's lifecycle events as server-sent events, `connected` first",
+            "description": "Each message is `event: <kind>` and `data: <SSEEvent JSON>`; lines starting "
+            'with `:` are keepalive comments. See docs/api.md, "Events".',
+            "tags": ["events"],
+            "security": [{"ApiKeyAuth": []}, {"BearerAuth": []}],
+            "responses": {
+                "200": {
+                    "description": "An endless stream of events.",
+                    "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/SSEEvent"}}},
+                },
+                "401": error(401),
+                "500": error(500),
+            },
+        }
+    }
+    return result

@@ -69,7 +69,7 @@ class CapsuleListView(CapsuleAPIView):
     def post(self, request: Request) -> Response:
         serializer = CapsuleCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        sandbox = actions.create_capsule(self.team, **serializer.validated_data)
+        sandbox = actions.create_capsule(self.team, actor=self.actor, **serializer.validated_data)
         return self.respond(sandbox, status.HTTP_201_CREATED)
 
 
@@ -93,7 +93,7 @@ class CapsuleDetailView(CapsuleAPIView):
         responses={204: None, **CAPSULE_ERRORS, **AGENT_ERRORS},
     )
     def delete(self, request: Request, capsule_id: str) -> Response:
-        actions.destroy_capsule(self.get_object())
+        actions.destroy_capsule(self.get_object(), self.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -111,7 +111,7 @@ class CapsulePauseView(CapsuleAPIView):
 
     @_change_schema("Pause a running capsule")
     def post(self, request: Request, capsule_id: str) -> Response:
-        return self.respond(actions.pause_capsule(self.get_object()))
+        return self.respond(actions.pause_capsule(self.get_object(), self.actor))
 
 
 class CapsuleResumeView(CapsuleAPIView):
@@ -119,7 +119,7 @@ class CapsuleResumeView(CapsuleAPIView):
 
     @_change_schema("Resume a paused capsule")
     def post(self, request: Request, capsule_id: str) -> Response:
-        return self.respond(actions.resume_capsule(self.get_object()))
+        return self.respond(actions.resume_capsule(self.get_object(), self.actor))
 
 
 class CapsulePingView(CapsuleAPIView):

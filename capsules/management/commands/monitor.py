@@ -1,5 +1,6 @@
-"""`manage.py monitor [--interval 5] [--once]`: declare quiet hosts unreachable, pause idle capsules
-and close terminal sessions left open on destroyed ones.
+"""`manage.py monitor [--interval 5] [--once]`: declare quiet hosts unreachable, pause idle capsules,
+close terminal sessions left open on destroyed ones, and sample the teams' reservations and prune
+old metrics once per heartbeat interval (capsules/metrics.py).
 
 Several monitors may run at once (one per machine, say): every change re-checks its condition
 under a row lock, so two passes never apply the same change twice.
@@ -14,7 +15,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
+from django.utils import timezone
 
+from capsules import metrics
 from capsules.actions import reap_idle
 from capsules.hosts import check_hosts
 from capsules.terminals import close_sessions_of_stopped_capsules
@@ -27,6 +30,7 @@ def run_pass() -> None:
     hosts = check_hosts()
     paused = reap_idle()
     closed = close_sessions_of_stopped_capsules()
+    metrics.housekeeping(timezone.now())
     if closed:
         log.info("monitor pass: %d terminal session(s) of destroyed capsules closed", closed)
     if hosts or paused:
