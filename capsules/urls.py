@@ -1,6 +1,6 @@
 """Public API routes of the capsules app, mounted under /v1/ and /api/v1/."""
 
-from django.urls import URLPattern, path, re_path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework.permissions import AllowAny
 
@@ -8,7 +8,7 @@ from capsules.api import auth_views, key_views, views
 from capsules.api.errors import unknown_endpoint
 from capsules.api.host_views import DocumentedHeartbeatView
 
-urlpatterns: list[URLPattern] = [
+urlpatterns: list[URLPattern | URLResolver] = [
     path("auth/token", auth_views.DocumentedTokenObtainView.as_view(), name="token-obtain"),
     path("auth/token/refresh", auth_views.DocumentedTokenRefreshView.as_view(), name="token-refresh"),
     path("auth/login", auth_views.LoginView.as_view(), name="auth-login"),
@@ -20,6 +20,8 @@ urlpatterns: list[URLPattern] = [
     path("capsules/<str:capsule_id>/resume", views.CapsuleResumeView.as_view(), name="capsule-resume"),
     path("capsules/<str:capsule_id>/ping", views.CapsulePingView.as_view(), name="capsule-ping"),
     path("capsules/<str:capsule_id>/network", views.CapsuleNetworkView.as_view(), name="capsule-network"),
+    # Preview links and public ports (the previews app).
+    path("capsules/<str:capsule_id>/previews", include("previews.urls")),
     path("api-keys", key_views.APIKeyListView.as_view(), name="api-key-list"),
     path("api-keys/<int:key_id>", key_views.APIKeyDetailView.as_view(), name="api-key-detail"),
     path("hosts/heartbeat", DocumentedHeartbeatView.as_view(), name="host-heartbeat"),
