@@ -21,7 +21,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("capsules/<str:capsule_id>/ping", views.CapsulePingView.as_view(), name="capsule-ping"),
     path("capsules/<str:capsule_id>/network", views.CapsuleNetworkView.as_view(), name="capsule-network"),
     # Preview links and public ports (the previews app).
-    path("capsules/<str:capsule_id>/previews", include("previews.urls")),
+    path("capsules/<str:capsule_id>/", include("previews.urls")),
     path("api-keys", key_views.APIKeyListView.as_view(), name="api-key-list"),
     path("api-keys/<int:key_id>", key_views.APIKeyDetailView.as_view(), name="api-key-detail"),
     path("hosts/heartbeat", DocumentedHeartbeatView.as_view(), name="host-heartbeat"),

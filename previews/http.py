@@ -18,7 +18,7 @@ import contextlib
 import functools
 import logging
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote_plus
 
 import h11
 from django.conf import settings
@@ -65,15 +65,17 @@ def filter_cookie_header(value: str) -> str:
 
 
 def query_without_token(scope: Scope) -> str:
+    """The query string as sent, less the preview token's parameter (the rest byte for byte)."""
     query = bytes(scope.get("query_string") or b"").decode("latin1")
-    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != TOKEN_PARAM]
-    return urlencode(pairs)
+    kept = [part for part in query.split("&") if unquote_plus(part.split("=", 1)[0]) != TOKEN_PARAM]
+    return "&".join(part for part in kept if part)
 
 
-def request_target(scope: Scope, strip_token: bool) -> bytes:
+def request_target(scope: Scope) -> bytes:
+    """Path and query for the capsule's server: never with a preview token in it."""
     path = scope.get("raw_path") or scope["path"].encode("utf-8")
-    query = query_without_token(scope).encode("latin1") if strip_token else scope.get("query_string") or b""
-    return bytes(path) + (b"?" + bytes(query) if query else b"")
+    query = query_without_token(scope)
+    return bytes(path) + (b"?" + query.encode("latin1") if query else b"")
 
 
 def forwarded_headers(scope: Scope, secure: bool) -> Headers:
@@ -248,7 +250,7 @@ async def proxy_http(scope: Scope, receive: Any, send: Any, access: Access) -> N
     exchange = Exchange(scope, receive, send, upstream)
     request = h11.Request(
         method=scope["method"],
-        target=request_target(scope, strip_token=access.link_token is not None),
+        target=request_target(scope),
         headers=forwarded_headers(scope, is_secure(scope, headers)),
     )
     failure: Denied | None = None

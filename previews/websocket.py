@@ -27,7 +27,7 @@ from websockets.uri import parse_uri
 
 from previews.access import Access, Denied, headers_of
 from previews.hosts import PreviewTarget
-from previews.http import filter_cookie_header
+from previews.http import filter_cookie_header, request_target
 from previews.responses import refuse_websocket
 from previews.upstream import Upstream
 from wrenn.flow import close_with, send_window
@@ -199,9 +199,8 @@ async def proxy_websocket(
     except Denied as denied:
         await refuse_websocket(send, denied)
         return
-    path = scope.get("raw_path") or scope["path"].encode()
-    query = scope.get("query_string") or b""
-    resource = bytes(path).decode("latin1") + (f"?{bytes(query).decode('latin1')}" if query else "")
+    # The link's token, if it came as a parameter, is the platform's: the capsule never sees it.
+    resource = request_target(scope).decode("latin1")
     subprotocols = [Subprotocol(s) for s in scope.get("subprotocols") or []]
     protocol = ClientProtocol(
         parse_uri(f"ws://{target.host}{resource}"), subprotocols=subprotocols or None, max_size=MAX_MESSAGE
