@@ -8,6 +8,8 @@
     GET  /ws        a WebSocket echo: text and binary echoed; the text "close:<code>" makes the
                     server close with that code; a client's close is answered with its own code
     GET  /last-close  the close code the WebSocket echo last received from a client
+    GET  /endless   64 KiB chunks for as long as the client takes them
+    GET  /written   how many body bytes /endless has written so far (the kernel took them)
 
 Usage: python3 preview_server.py PORT
 """
@@ -25,6 +27,7 @@ BIG_SIZE = 3 * 1024 * 1024 + 17
 PATTERN = bytes(range(256))
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 last_close = {"code": "none"}
+endless = {"written": 0}
 
 
 def big_body() -> bytes:
@@ -91,8 +94,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 chunk = body[start : start + 50_000]
                 self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
             self.wfile.write(b"0\r\n\r\n")
-        elif path == "/last-close":
-            body = last_close["code"].encode()
+        elif path == "/endless":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = PATTERN * 256
+            try:
+                while True:
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    endless["written"] += len(chunk)
+            except OSError:
+                self.close_connection = True
+        elif path in ("/last-close", "/written"):
+            body = (last_close["code"] if path == "/last-close" else str(endless["written"])).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

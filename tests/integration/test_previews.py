@@ -10,6 +10,7 @@ import asyncio
 import base64
 import http.client
 import json
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,9 @@ from tests.support.terminal import JSON_DIALECT, Terminal
 pytestmark = [pytest.mark.timeout(180)]
 
 PORT = 8080
+MIB = 1024 * 1024
+WRITTEN_AHEAD_BOUND = 24 * MIB
+DAPHNE_BOUND = 16 * MIB
 SERVER = Path(__file__).with_name("preview_server.py")
 Response = tuple[int, dict[str, list[str]], bytes]
 
@@ -201,6 +205,40 @@ def test_a_large_request_body_goes_up_intact(stack: Stack, demo: dict[str, Any],
     )
     assert status == 200
     assert body == payload
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_a_slow_reader_holds_the_capsules_server_back_in_bounded_memory(
+    stack: Stack, demo: dict[str, Any], capsule: str
+) -> None:
+    # The server writes as fast as it is let; the client reads 8 MiB at about 2 MiB/s. Without
+    # backpressure on every hop, daphne would take the server's output as fast as it comes.
+    daphne = stack.workers[0][1].pid
+    host = preview_host(stack, capsule)
+    headers = {"Host": host, "X-API-Key": demo["api_key"]}
+    before = peak = rss(daphne)
+    connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=60)
+    try:
+        connection.request("GET", "/endless", headers=headers)
+        response = connection.getresponse()
+        assert response.status == 200
+        read = 0
+        while read < 8 * MIB:
+            read += len(response.read(64 * 1024))
+            time.sleep(0.03)
+            peak = max(peak, rss(daphne))
+        written = int(fetch(stack, host, "/written", headers={"X-API-Key": demo["api_key"]})[2])
+    finally:
+        connection.close()
+    # Ahead of the reader: the kernel's socket buffers on each side, gRPC's windows, a chunk or two.
+    assert written - read < WRITTEN_AHEAD_BOUND, (written, read)
+    assert peak - before < DAPHNE_BOUND, (before, peak)
 
 
 def test_the_capsule_sets_only_host_only_cookies_of_its_own(
