@@ -25,6 +25,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from rest_framework.exceptions import AuthenticationFailed
 
+from capsules import actions
 from capsules.agents import HOST_UNREACHABLE
 from capsules.api.authentication import TeamJWTAuthentication, bearer_token
 from capsules.keys import authenticate_api_key
@@ -35,6 +36,7 @@ from previews.hosts import PreviewTarget
 
 TOKEN_PARAM = "wrenn_preview_token"  # noqa: S105 - a query parameter's name, not a secret
 COOKIE_NAME = "wrenn_preview"
+ACTIVITY_EVERY = 30.0
 SECURE_COOKIE_NAME = "__Host-wrenn_preview"
 MISSING_CREDENTIALS = (
     "this preview needs credentials: an X-API-Key or Authorization: Bearer header of the capsule's "
@@ -182,6 +184,14 @@ def _running(sandbox: Sandbox) -> str:
     return host.address
 
 
+def _record_activity(sandbox: Sandbox) -> None:
+    # A preview in use is the capsule in use: the idle reaper must not pause it under a visitor.
+    # At most one write per ACTIVITY_EVERY (a page loads many files; a WebSocket is rechecked).
+    last = sandbox.last_active_at
+    if last is None or (timezone.now() - last).total_seconds() >= ACTIVITY_EVERY:
+        actions.record_activity(sandbox.pk)
+
+
 def authorize(scope: dict[str, Any], target: PreviewTarget) -> Access:
     """Let the request in, or raise Denied. Blocking (the database): call it in a thread."""
     headers = headers_of(scope)
@@ -191,7 +201,9 @@ def authorize(scope: dict[str, Any], target: PreviewTarget) -> Access:
     def access(method: str, **fields: Any) -> Access:
         if sandbox is None:
             raise not_found
-        return Access(sandbox.pk, target.port, _running(sandbox), method, **fields)
+        address = _running(sandbox)
+        _record_activity(sandbox)
+        return Access(sandbox.pk, target.port, address, method, **fields)
 
     def for_team(team_id: str, method: str) -> Access:
         if sandbox is None or str(sandbox.team_id) != team_id:
