@@ -115,20 +115,27 @@ async def open_port(
     return await asyncio.open_connection(sock=sock, limit=CHUNK)
 
 
+async def _nothing() -> AsyncIterator[pb.PortForwardRequest]:
+    return
+    yield  # an async generator that yields nothing
+
+
 async def relay(
     requests: AsyncIterator[pb.PortForwardRequest],
     context: grpc.aio.ServicerContext[Any, Any],
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     what: str,
+    write_closed: bool = False,
 ) -> None:
     """Bytes both ways until each direction is closed; one chunk in flight each way.
 
-    `what` names the port in errors ("port 3000 of capsule cl-…").
+    `what` names the port in errors ("port 3000 of capsule cl-…"); `write_closed`: the caller
+    half-closed in its first request already.
     """
 
     async def to_capsule() -> None:
-        async for request in requests:
+        async for request in requests if not write_closed else _nothing():
             if request.data:
                 writer.write(request.data)
                 await writer.drain()  # the capsule's server reads slower: the caller waits

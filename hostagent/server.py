@@ -344,7 +344,7 @@ class HostAgentServicer(pb_grpc.HostAgentServicer):
         if first.data:
             writer.write(first.data)
         try:
-            await relay(requests, context, reader, writer, what)
+            await relay(requests, context, reader, writer, what, write_closed=first.close_write)
         except PortUnavailable as error:
             await context.abort(error.code, error.message, trailing_metadata=((REFUSED_KEY, "1"),))
 

@@ -834,7 +834,9 @@ class PortForwardRequest(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     CLOSE_WRITE_FIELD_NUMBER: _builtins.int
     sandbox_id: _builtins.str
-    """First request only (ignored later): the sandbox and a TCP port of its loopback, 1-65535."""
+    """First request only (ignored later): the sandbox and a TCP port of its loopback, 1-65535.
+    The first request may carry data and close_write too.
+    """
     port: _builtins.int
     data: _builtins.bytes
     """Bytes for the sandbox's server, in order."""

@@ -165,3 +165,22 @@ async def test_a_runtime_in_the_hosts_network_refuses(host_network_agent: HostAg
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "previews need a capsule with a network of its own" in (error.details() or "")
     assert f"the {runtime} runtime runs capsules in the host's network" in (error.details() or "")
+
+
+async def test_the_first_request_may_carry_data_and_the_half_close(
+    oci_stub: Any, oci_capsules: CapsuleFactory
+) -> None:
+    capsule = await oci_capsules()
+    server = await serve_http(oci_stub, capsule)
+    call = oci_stub.PortForward(timeout=60)
+    request = b"GET / HTTP/1.0\r\nHost: x\r\n\r\n"
+    await call.write(
+        pb.PortForwardRequest(sandbox_id=capsule, port=SERVER_PORT, data=request, close_write=True)
+    )
+    await call.done_writing()
+    assert (await call.read()).connected
+    received = bytearray()
+    while not (response := await call.read()).eof:
+        received += response.data
+    assert bytes(received).startswith(b"HTTP/1.0 200")
+    await server.kill()
