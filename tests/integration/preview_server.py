@@ -10,6 +10,7 @@
     GET  /last-close  the close code the WebSocket echo last received from a client
     GET  /endless   64 KiB chunks for as long as the client takes them
     GET  /written   how many body bytes /endless has written so far (the kernel took them)
+    GET  /ws-written  how many bytes of messages the WebSocket's "flood" has written so far
 
 Usage: python3 preview_server.py PORT
 """
@@ -27,7 +28,7 @@ BIG_SIZE = 3 * 1024 * 1024 + 17
 PATTERN = bytes(range(256))
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 last_close = {"code": "none"}
-endless = {"written": 0}
+endless = {"written": 0, "ws": 0}
 
 
 def big_body() -> bytes:
@@ -105,8 +106,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     endless["written"] += len(chunk)
             except OSError:
                 self.close_connection = True
-        elif path in ("/last-close", "/written"):
-            body = (last_close["code"] if path == "/last-close" else str(endless["written"])).encode()
+        elif path in ("/last-close", "/written", "/ws-written"):
+            counts = {"/written": str(endless["written"]), "/ws-written": str(endless["ws"])}
+            body = counts.get(path, last_close["code"]).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -151,13 +153,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     return
                 if opcode == 9:  # ping
                     write_frame(sock, 10, payload)
+                elif opcode == 1 and payload == b"flood":  # binary messages for as long as taken
+                    while True:
+                        write_frame(sock, 2, PATTERN * 256)
+                        endless["ws"] += len(PATTERN) * 256
                 elif opcode == 1 and payload.startswith(b"close:"):
                     write_frame(sock, 8, struct.pack("!H", int(payload[6:])))
                     read_frame(sock)  # the client's answer
                     return
                 elif opcode in (1, 2):
                     write_frame(sock, opcode, payload)
-        except ConnectionError:
+        except OSError:
             return
 
 

@@ -496,6 +496,35 @@ async def test_a_websocket_echo_server_answers_through_the_preview(
         assert closed.value.rcvd.code == 4321
 
 
+async def test_a_slow_websocket_reader_holds_the_capsules_server_back(
+    stack: Stack, demo: dict[str, Any], capsule: str
+) -> None:
+    daphne = stack.workers[0][1].pid
+    host = preview_host(stack, capsule)
+    headers = {"X-API-Key": demo["api_key"]}
+    before = peak = rss(daphne)
+    async with asyncio.timeout(120):
+        async with connect(
+            f"ws://{host}/ws",
+            host="127.0.0.1",
+            port=stack.port,
+            additional_headers=list(headers.items()),
+            max_queue=4,
+        ) as websocket:
+            await websocket.send("flood")
+            read = 0
+            # Slower than the flood, fast enough to answer the test stack's 2 s pings in time
+            # (a ping waits behind what the kernel holds for this socket).
+            while read < 16 * MIB:
+                read += len(await websocket.recv())
+                await asyncio.sleep(0.005)
+                peak = max(peak, rss(daphne))
+            response = await asyncio.to_thread(fetch, stack, host, "/ws-written", headers=headers)
+    written = int(response[2])
+    assert written - read < WRITTEN_AHEAD_BOUND, (written, read)
+    assert peak - before < DAPHNE_BOUND, (before, peak)
+
+
 async def test_a_clients_close_code_reaches_the_capsule(
     stack: Stack, demo: dict[str, Any], capsule: str
 ) -> None:
