@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import logging
 import os
 import socket
 import threading
@@ -28,6 +29,8 @@ import grpc
 from hostagent.blocking import run_blocking
 from hostagent.errors import AgentError, InvalidArgument
 from protos import hostagent_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
 MAX_PORT = 65535
@@ -45,6 +48,10 @@ class PortUnavailable(AgentError):
     """Nothing accepted the connection on the capsule's port."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class CallerGone(Exception):
+    """The control plane ended the call (its client left): nobody is left to answer."""
 
 
 def validate_port(port: int) -> int:
@@ -146,10 +153,17 @@ async def relay(
             if writer.can_write_eof():
                 writer.write_eof()
 
+    async def send(response: pb.PortForwardResponse) -> None:
+        try:
+            await context.write(response)
+        except Exception as exc:
+            # A write fails with gRPC's own (private) error once the caller cancelled the call.
+            raise CallerGone from exc
+
     async def from_capsule() -> None:
         while data := await reader.read(CHUNK):
-            await context.write(pb.PortForwardResponse(data=data))
-        await context.write(pb.PortForwardResponse(eof=True))
+            await send(pb.PortForwardResponse(data=data))
+        await send(pb.PortForwardResponse(eof=True))
 
     reset = False
     try:
@@ -158,6 +172,8 @@ async def relay(
             group.create_task(from_capsule())
     except* ConnectionError:
         reset = True
+    except* CallerGone:
+        log.debug("the caller left the preview connection to %s", what)
     finally:
         writer.close()
         with contextlib.suppress(OSError):

@@ -147,6 +147,13 @@ def http_window(send: Any) -> tuple[SendWindow | None, Any]:
     return window, request
 
 
+def release_window(request: Any) -> None:
+    """Unregister the window's producer, unless the client left (Twisted then dropped the
+    request's channel, and the producer with it)."""
+    if request is not None and getattr(request, "channel", None) is not None and request.producer:
+        request.unregisterProducer()
+
+
 async def exchange_link(scope: Scope, send: Any, access: Access, target: PreviewTarget) -> None:
     """A link's first visit: its token becomes a cookie of this preview host, and the browser is
     sent to the same address without it (so it is not left in the history, nor sent on)."""
@@ -228,8 +235,7 @@ class Exchange:
                 elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                     break
         finally:
-            if request is not None:
-                request.unregisterProducer()
+            release_window(request)
         await self.send({"type": "http.response.body", "body": b""})
 
 
