@@ -6,6 +6,9 @@ when it cannot connect.
 from __future__ import annotations
 
 import asyncio
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,7 +18,13 @@ from hostagent.ports import REFUSED_KEY
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from tests.hostagent.conftest import AgentFactory, CapsuleFactory
-from tests.support.hostagent import HostAgentProcess, Terminal, start_terminal
+from tests.support.hostagent import (
+    HostAgentProcess,
+    Terminal,
+    start_hostagent,
+    start_terminal,
+    token_metadata,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -184,3 +193,25 @@ async def test_the_first_request_may_carry_data_and_the_half_close(
         received += response.data
     assert bytes(received).startswith(b"HTTP/1.0 200")
     await server.kill()
+
+
+@pytest.fixture(scope="module")
+def guarded_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostAgentProcess]:
+    agent = start_hostagent(Path(tmp_path_factory.mktemp("guarded")), token=secrets.token_hex(16))
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
+@pytest.mark.parametrize("metadata", [(), token_metadata("wrong")])
+async def test_a_call_without_the_token_is_refused(
+    guarded_agent: HostAgentProcess, metadata: tuple[tuple[str, str], ...]
+) -> None:
+    async with grpc.aio.insecure_channel(guarded_agent.address) as channel:
+        call = pb_grpc.HostAgentStub(channel).PortForward(None, metadata=metadata, timeout=30)
+        await call.write(pb.PortForwardRequest(sandbox_id="cap-any", port=3000))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call.read()
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.details() == "missing or wrong host-agent token"
