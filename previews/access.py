@@ -176,6 +176,8 @@ def _session_user(session_key: str) -> Any | None:
 
 def _running(sandbox: Sandbox) -> str:
     """The address of the capsule's host agent, or the refusal of a capsule that cannot serve."""
+    if sandbox.status == Sandbox.Status.MISSING:  # its host stopped answering
+        raise Denied(503, "host_unavailable", HOST_UNREACHABLE)
     if sandbox.status != Sandbox.Status.RUNNING:
         raise Denied(409, "invalid_state", f"capsule {sandbox.pk} is {sandbox.status}, not running")
     host: Host | None = sandbox.host

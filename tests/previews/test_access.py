@@ -82,6 +82,11 @@ def test_an_unreachable_host_is_503(running: Sandbox, api_key: str) -> None:
     assert refusal(scope(x_api_key=api_key), target(running)) == (503, "sandbox host is not reachable")
 
 
+def test_a_capsule_missing_with_its_host_is_503(running: Sandbox, api_key: str) -> None:
+    Sandbox.objects.filter(pk=running.pk).update(status=Sandbox.Status.MISSING)
+    assert refusal(scope(x_api_key=api_key), target(running)) == (503, "sandbox host is not reachable")
+
+
 def test_a_link_opens_its_own_port_only_until_revoked_or_expired(running: Sandbox) -> None:
     issued = links.issue_link(running, 3000, 600, "test")
     cookie = {"cookie": f"wrenn_preview={issued.token}"}
