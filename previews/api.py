@@ -50,7 +50,7 @@ class PreviewAPIView(TeamAPIView):
     def url(self, sandbox_id: str, port: int) -> str:
         request = self.request
         scheme = "https" if request.is_secure() else "http"
-        return preview_url(port, sandbox_id, scheme, request.get_port())
+        return preview_url(port, sandbox_id, scheme, request.get_host())
 
     def link_data(self, link: PreviewLink) -> dict[str, Any]:
         return {

@@ -86,9 +86,11 @@ def request_host(scope: dict[str, Any]) -> str | None:
     return found.get(b"host")
 
 
-def preview_url(target_port: int, capsule_id: str, scheme: str, request_port: str = "") -> str:
-    """The URL of a preview: the preview domain's own port when it has one, else the one the API
-    was called on (so `make run`'s `localhost` domain gets daphne's port)."""
+def preview_url(target_port: int, capsule_id: str, scheme: str, app_host: str = "") -> str:
+    """The URL of a preview: the preview domain's own port when it has one, else the port of the
+    host the app was called on (so `make run`'s `localhost` domain gets daphne's port, and one
+    behind a proxy on 443 gets none)."""
+    _app_name, request_port = _split_port(app_host)
     domain = settings.WRENN_PREVIEW_DOMAIN
     _name, domain_port = _split_port(domain)
     default = {"http": "80", "https": "443"}.get(scheme)

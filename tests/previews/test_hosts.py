@@ -82,7 +82,9 @@ def test_non_canonical_ports(text: str) -> None:
 
 def test_a_preview_url_takes_the_api_port_when_the_domain_has_none(settings: object) -> None:
     settings.WRENN_PREVIEW_DOMAIN = "localhost"  # type: ignore[attr-defined]
-    assert preview_url(3000, CAPSULE, "http", "8000") == f"http://3000-{CAPSULE}.localhost:8000/"
-    assert preview_url(3000, CAPSULE, "https", "443") == f"https://3000-{CAPSULE}.localhost/"
+    assert preview_url(3000, CAPSULE, "http", "127.0.0.1:8000") == f"http://3000-{CAPSULE}.localhost:8000/"
+    assert preview_url(3000, CAPSULE, "https", "app.example.com") == f"https://3000-{CAPSULE}.localhost/"
+    assert preview_url(3000, CAPSULE, "https", "[::1]:443") == f"https://3000-{CAPSULE}.localhost/"
     settings.WRENN_PREVIEW_DOMAIN = "preview.example.com:8443"  # type: ignore[attr-defined]
-    assert preview_url(3000, CAPSULE, "https", "8000") == f"https://3000-{CAPSULE}.preview.example.com:8443/"
+    url = preview_url(3000, CAPSULE, "https", "localhost:8000")
+    assert url == f"https://3000-{CAPSULE}.preview.example.com:8443/"
