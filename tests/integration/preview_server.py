@@ -1,6 +1,7 @@
 """A server to run INSIDE a capsule for the preview tests, on the standard library alone (a capsule's
 /usr is the host's, without this repository's packages).
 
+    GET  /          a small page with a relative link (to /headers)
     GET  /headers   the request's head as the server received it
     GET  /big       BIG_SIZE bytes of a known pattern, chunked (no Content-Length)
     POST /echo      the request body back (Content-Length)
@@ -78,7 +79,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
-        if path == "/headers":
+        if path == "/":
+            body = b"<!doctype html><title>preview</title><h1>preview server</h1><a href=headers>headers</a>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif path == "/headers":
             body = (self.requestline + "\r\n" + str(self.headers)).encode("latin1")
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
