@@ -147,6 +147,18 @@ def http_window(send: Any) -> tuple[SendWindow | None, Any]:
     return window, request
 
 
+def cut_short(send: Any) -> bool:
+    """Drop the client's connection mid-response (daphne's transport, as `http_window` finds it),
+    so that a body the capsule broke off is not taken for a whole one (ASGI can only end a
+    response cleanly); whether it could."""
+    request = send.args[0] if isinstance(send, functools.partial) and send.args else None
+    transport = getattr(getattr(request, "channel", None), "transport", None)
+    if transport is None or not hasattr(transport, "loseConnection"):
+        return False
+    transport.loseConnection()  # what was sent still arrives, then the end, short of the whole
+    return True
+
+
 def release_window(request: Any) -> None:
     """Unregister the window's producer, unless the client left (Twisted then dropped the
     request's channel, and the producer with it)."""
@@ -191,7 +203,9 @@ class Exchange:
             await self.upstream.send(data)
 
     async def send_request(self, request: h11.Request) -> None:
-        """The head, then the body as daphne hands it over, then its end (and a half-close)."""
+        """The head, then the body as daphne hands it over, then its end. No half-close: with
+        `Connection: close` the server closes after its answer, and some take an early EOF as
+        the client gone."""
         await self._write(request)
         while True:
             message = await self.receive()
@@ -284,7 +298,7 @@ async def proxy_http(scope: Scope, receive: Any, send: Any, access: Access) -> N
         log.info("preview of %s:%d failed: %s", access.sandbox_id, access.port, failure.message)
         if not exchange.started:
             await send_error(send, failure, headers)
-        else:
+        elif not cut_short(send):
             with contextlib.suppress(Exception):
-                # Cut short: daphne ends the response, and a chunked body lacks its last chunk.
+                # Under a server other than daphne: the response ends here, as it can.
                 await send({"type": "http.response.body", "body": b""})

@@ -5,6 +5,7 @@
     GET  /headers   the request's head as the server received it
     GET  /big       BIG_SIZE bytes of a known pattern, chunked (no Content-Length)
     POST /echo      the request body back (Content-Length)
+    GET  /broken    declares 1 MB, sends 1,000 bytes and closes
     GET  /cookie    sets a host-only cookie, a domain-wide one and one named like the platform's
     GET  /ws        a WebSocket echo: text and binary echoed; the text "close:<code>" makes the
                     server close with that code; a client's close is answered with its own code
@@ -103,6 +104,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 chunk = body[start : start + 50_000]
                 self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
             self.wfile.write(b"0\r\n\r\n")
+        elif path == "/broken":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            self.wfile.write(b"x" * 1000)
+            self.close_connection = True
         elif path == "/endless":
             self.send_response(200)
             self.send_header("Transfer-Encoding", "chunked")

@@ -207,6 +207,23 @@ def test_a_large_request_body_goes_up_intact(stack: Stack, demo: dict[str, Any],
     assert body == payload
 
 
+def test_a_body_the_capsule_breaks_off_is_not_passed_off_as_whole(
+    stack: Stack, demo: dict[str, Any], capsule: str
+) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=60)
+    try:
+        connection.request(
+            "GET", "/broken", headers={"Host": preview_host(stack, capsule), "X-API-Key": demo["api_key"]}
+        )
+        response = connection.getresponse()
+        assert response.status == 200
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            response.read()
+    finally:
+        connection.close()
+    assert len(cut.value.partial) == 1000
+
+
 def rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
