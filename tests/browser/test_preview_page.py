@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,7 +34,9 @@ ECHO = """async () => {
 def capsule(stack: Stack, demo: dict[str, Any]) -> Iterator[str]:
     code, body = api(stack, demo["api_key"], "POST", "/v1/capsules", {"timeout_sec": 0})
     assert code == 201, body
-    asyncio.run(start_server(stack, demo["api_key"], body["id"]))
+    # In a thread of its own: Playwright's sync API keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, start_server(stack, demo["api_key"], body["id"])).result()
     yield body["id"]
     api(stack, demo["api_key"], "DELETE", f"/v1/capsules/{body['id']}")
 
