@@ -41,7 +41,8 @@ def parse_port(text: str) -> int | None:
 
 def _split_port(host: str) -> tuple[str, str]:
     name, sep, port = host.rpartition(":")
-    if sep and port.isdigit() and not name.endswith("]"):
+    # An IPv6 literal keeps its colons inside brackets: "[::1]:8000" has a port, "[::1]" none.
+    if sep and port.isdigit() and (":" not in name or name.endswith("]")):
         return name, port
     return host, ""
 

@@ -85,6 +85,8 @@ def test_a_preview_url_takes_the_api_port_when_the_domain_has_none(settings: obj
     assert preview_url(3000, CAPSULE, "http", "127.0.0.1:8000") == f"http://3000-{CAPSULE}.localhost:8000/"
     assert preview_url(3000, CAPSULE, "https", "app.example.com") == f"https://3000-{CAPSULE}.localhost/"
     assert preview_url(3000, CAPSULE, "https", "[::1]:443") == f"https://3000-{CAPSULE}.localhost/"
+    assert preview_url(3000, CAPSULE, "http", "[::1]:8000") == f"http://3000-{CAPSULE}.localhost:8000/"
+    assert preview_url(3000, CAPSULE, "http", "[::1]") == f"http://3000-{CAPSULE}.localhost/"
     settings.WRENN_PREVIEW_DOMAIN = "preview.example.com:8443"  # type: ignore[attr-defined]
     url = preview_url(3000, CAPSULE, "https", "localhost:8000")
     assert url == f"https://3000-{CAPSULE}.preview.example.com:8443/"
