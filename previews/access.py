@@ -115,7 +115,13 @@ def cookies_count(scope: dict[str, Any], headers: dict[bytes, str], target: Prev
     if site is not None:
         if site in ("same-origin", "none"):
             return True
-        return headers.get(b"sec-fetch-mode") == "navigate" and scope.get("method") in ("GET", "HEAD")
+        # From elsewhere: only a top-level navigation (a link followed), never a frame another
+        # site (another capsule's preview) puts the preview in, on the visitor's cookies.
+        return (
+            headers.get(b"sec-fetch-mode") == "navigate"
+            and headers.get(b"sec-fetch-dest", "document") == "document"
+            and scope.get("method") in ("GET", "HEAD")
+        )
     # No fetch metadata (an older browser, or not a browser): an Origin, if any, must be its own.
     return origin is None or _origin(origin) == own
 

@@ -88,6 +88,8 @@ def test_only_host_only_cookies_of_the_capsules_own_come_back() -> None:
         (scope(sec_fetch_site="none", sec_fetch_mode="navigate"), True),
         (scope(sec_fetch_site="cross-site", sec_fetch_mode="navigate"), True),  # a link followed
         (scope(sec_fetch_site="cross-site", sec_fetch_mode="navigate", method="POST"), False),
+        (scope(sec_fetch_site="same-site", sec_fetch_mode="navigate", sec_fetch_dest="iframe"), False),
+        (scope(sec_fetch_site="same-origin", sec_fetch_mode="navigate", sec_fetch_dest="iframe"), True),
         (scope(sec_fetch_site="same-site", sec_fetch_mode="cors"), False),  # another preview's script
         (scope(sec_fetch_site="same-site", sec_fetch_mode="no-cors"), False),
         (scope(origin="http://3000-cl-1.localhost:8000"), True),
