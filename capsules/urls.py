@@ -1,6 +1,6 @@
 """Public API routes of the capsules app, mounted under /v1/ and /api/v1/."""
 
-from django.urls import URLPattern, path, re_path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework.permissions import AllowAny
 
@@ -8,7 +8,7 @@ from capsules.api import auth_views, event_views, key_views, metrics_views, proc
 from capsules.api.errors import unknown_endpoint
 from capsules.api.host_views import DocumentedHeartbeatView
 
-urlpatterns: list[URLPattern] = [
+urlpatterns: list[URLPattern | URLResolver] = [
     path("auth/token", auth_views.DocumentedTokenObtainView.as_view(), name="token-obtain"),
     path("auth/token/refresh", auth_views.DocumentedTokenRefreshView.as_view(), name="token-refresh"),
     path("auth/login", auth_views.LoginView.as_view(), name="auth-login"),
@@ -37,6 +37,8 @@ urlpatterns: list[URLPattern] = [
         name="capsule-metrics",
     ),
     path("events/stream", event_views.event_stream, name="events-stream"),
+    # Preview links and public ports (the previews app).
+    path("capsules/<str:capsule_id>/", include("previews.urls")),
     path("api-keys", key_views.APIKeyListView.as_view(), name="api-key-list"),
     path("api-keys/<int:key_id>", key_views.APIKeyDetailView.as_view(), name="api-key-detail"),
     path("hosts/heartbeat", DocumentedHeartbeatView.as_view(), name="host-heartbeat"),

@@ -333,6 +333,13 @@ class OciRuntime(Runtime):
         except ChildProcessError:
             return False
 
+    def port_namespace(self, sandbox_id: str) -> str:
+        # The container init's namespace: the one every process of the capsule is in.
+        holder = self._holders.get(sandbox_id)
+        if holder is None or not self.alive(sandbox_id):
+            raise FailedPrecondition(f"capsule {sandbox_id}'s environment is not running")
+        return f"/proc/{holder}/ns/net"
+
     async def set_policy(self, sandbox_id: str, policy: dict[str, Any] | None) -> None:
         if self.networks is not None and sandbox_id in self._holders:
             try:

@@ -217,6 +217,18 @@ class Runtime(ABC):
         for a runtime that gives it none (blocking)."""
         return None, None
 
+    def port_namespace(self, sandbox_id: str) -> str:
+        """The path of the capsule's own network namespace, for previews (PortForward).
+
+        This runtime has none: its capsules share the host's network, whose loopback holds the
+        platform's own services (PostgreSQL, Redis, daphne, this agent), so a preview of
+        "127.0.0.1:<port> of the capsule" would open the host's. Refused instead.
+        """
+        raise FailedPrecondition(
+            f"previews need a capsule with a network of its own; the {self.name} runtime runs "
+            f"capsules in the host's network (capsule {sandbox_id}), where a port would be the host's"
+        )
+
 
 def _own_user_name() -> str:
     try:

@@ -13,12 +13,14 @@ from typing import Any
 import grpc
 
 from hostagent.auth import TokenInterceptor
+from hostagent.blocking import run_blocking
 from hostagent.config import AgentConfig
 from hostagent.egress import Policy
 from hostagent.errors import AgentError, InvalidArgument, validate_tag
 from hostagent.freezer import choose_freezer
 from hostagent.heartbeat import Heartbeat
 from hostagent.lifecycle import Lifecycle, SandboxStatus
+from hostagent.ports import REFUSED_KEY, PortUnavailable, open_port, relay, validate_port
 from hostagent.process_service import ProcessServicer
 from hostagent.processes import ProcessRegistry
 from hostagent.registry import SessionRegistry
@@ -308,6 +310,37 @@ class HostAgentServicer(ProcessServicer, pb_grpc.HostAgentServicer):
             await _abort(context, error)
         sessions = self.registry.sessions(request.sandbox_id or None)
         return pb.ListPtySessionsResponse(sessions=[session_info(s) for s in sessions])
+
+    # Previews
+
+    # Written with context.write rather than as a generator, so that the two directions run as two
+    # tasks; the generated stub types only the generator style.
+    async def PortForward(  # type: ignore[override]
+        self, requests: AsyncIterator[pb.PortForwardRequest], context: Context
+    ) -> None:
+        first = await anext(aiter(requests), None)
+        if first is None:
+            return  # the caller closed before naming a port: nothing to connect
+        what = f"port {first.port} of capsule {first.sandbox_id}"
+        try:
+            validate_port(first.port)
+            self.lifecycle.check_startable(first.sandbox_id)
+            netns = await run_blocking(self.runtime.port_namespace, first.sandbox_id)
+            reader, writer = await open_port(netns, first.sandbox_id, first.port)
+        except PortUnavailable as error:
+            await context.abort(error.code, error.message, trailing_metadata=((REFUSED_KEY, "1"),))
+            return
+        except AgentError as error:
+            await _abort(context, error)
+            return
+        log.info("preview connection to %s", what)
+        await context.write(pb.PortForwardResponse(connected=True))
+        if first.data:
+            writer.write(first.data)
+        try:
+            await relay(requests, context, reader, writer, what, write_closed=first.close_write)
+        except PortUnavailable as error:
+            await context.abort(error.code, error.message, trailing_metadata=((REFUSED_KEY, "1"),))
 
 
 async def _maintain(runtime: Runtime) -> None:

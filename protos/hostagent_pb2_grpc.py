@@ -109,6 +109,11 @@ class HostAgentStub:
                 request_serializer=protos_dot_hostagent__pb2.SignalProcessRequest.SerializeToString,
                 response_deserializer=protos_dot_hostagent__pb2.SignalProcessResponse.FromString,
                 _registered_method=True)
+        self.PortForward = channel.stream_stream(
+                '/wrenn.hostagent.v1.HostAgent/PortForward',
+                request_serializer=protos_dot_hostagent__pb2.PortForwardRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.PortForwardResponse.FromString,
+                _registered_method=True)
 
 
 class HostAgentServicer:
@@ -241,6 +246,23 @@ class HostAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PortForward(self, request_iterator, context):
+        """Previews.
+        A TCP byte stream into 127.0.0.1:<port> of the sandbox's OWN network namespace (never the
+        host's), for the control plane's preview proxy. The first request names the sandbox and
+        the port; the agent connects, answers `connected`, then relays bytes both ways, one message
+        in flight each way (bounded). `close_write` half-closes towards the sandbox's server;
+        `eof` says its server half-closed. The call ends once both directions are closed.
+        Errors: INVALID_ARGUMENT (port not 1-65535, bad id), NOT_FOUND (no such sandbox),
+        FAILED_PRECONDITION (sandbox paused, its environment down, or a runtime without a network
+        namespace of its own: process and bwrap capsules share the host's loopback, so previews are
+        refused there), UNAVAILABLE with trailing metadata `wrenn-port-refused` (nothing listens on
+        the port, or the connection failed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -318,6 +340,11 @@ def add_HostAgentServicer_to_server(servicer, server):
                     servicer.SignalProcess,
                     request_deserializer=protos_dot_hostagent__pb2.SignalProcessRequest.FromString,
                     response_serializer=protos_dot_hostagent__pb2.SignalProcessResponse.SerializeToString,
+            ),
+            'PortForward': grpc.stream_stream_rpc_method_handler(
+                    servicer.PortForward,
+                    request_deserializer=protos_dot_hostagent__pb2.PortForwardRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.PortForwardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -725,6 +752,33 @@ class HostAgent:
             '/wrenn.hostagent.v1.HostAgent/SignalProcess',
             protos_dot_hostagent__pb2.SignalProcessRequest.SerializeToString,
             protos_dot_hostagent__pb2.SignalProcessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PortForward(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/PortForward',
+            protos_dot_hostagent__pb2.PortForwardRequest.SerializeToString,
+            protos_dot_hostagent__pb2.PortForwardResponse.FromString,
             options,
             channel_credentials,
             insecure,

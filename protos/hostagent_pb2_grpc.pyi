@@ -92,6 +92,19 @@ class HostAgentStub:
     """A signal to a started process's whole process group (by tag, or by its pid), or to any
     other process of the sandbox (by pid). NOT_FOUND for a process not in the sandbox.
     """
+    PortForward: _grpc.StreamStreamMultiCallable[_hostagent_pb2.PortForwardRequest, _hostagent_pb2.PortForwardResponse]
+    """Previews.
+    A TCP byte stream into 127.0.0.1:<port> of the sandbox's OWN network namespace (never the
+    host's), for the control plane's preview proxy. The first request names the sandbox and
+    the port; the agent connects, answers `connected`, then relays bytes both ways, one message
+    in flight each way (bounded). `close_write` half-closes towards the sandbox's server;
+    `eof` says its server half-closed. The call ends once both directions are closed.
+    Errors: INVALID_ARGUMENT (port not 1-65535, bad id), NOT_FOUND (no such sandbox),
+    FAILED_PRECONDITION (sandbox paused, its environment down, or a runtime without a network
+    namespace of its own: process and bwrap capsules share the host's loopback, so previews are
+    refused there), UNAVAILABLE with trailing metadata `wrenn-port-refused` (nothing listens on
+    the port, or the connection failed).
+    """
 
 @_typing.type_check_only
 class HostAgentAsyncStub(HostAgentStub):
@@ -153,6 +166,19 @@ class HostAgentAsyncStub(HostAgentStub):
     SignalProcess: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.SignalProcessRequest, _hostagent_pb2.SignalProcessResponse]  # type: ignore[assignment]
     """A signal to a started process's whole process group (by tag, or by its pid), or to any
     other process of the sandbox (by pid). NOT_FOUND for a process not in the sandbox.
+    """
+    PortForward: _aio.StreamStreamMultiCallable[_hostagent_pb2.PortForwardRequest, _hostagent_pb2.PortForwardResponse]  # type: ignore[assignment]
+    """Previews.
+    A TCP byte stream into 127.0.0.1:<port> of the sandbox's OWN network namespace (never the
+    host's), for the control plane's preview proxy. The first request names the sandbox and
+    the port; the agent connects, answers `connected`, then relays bytes both ways, one message
+    in flight each way (bounded). `close_write` half-closes towards the sandbox's server;
+    `eof` says its server half-closed. The call ends once both directions are closed.
+    Errors: INVALID_ARGUMENT (port not 1-65535, bad id), NOT_FOUND (no such sandbox),
+    FAILED_PRECONDITION (sandbox paused, its environment down, or a runtime without a network
+    namespace of its own: process and bwrap capsules share the host's loopback, so previews are
+    refused there), UNAVAILABLE with trailing metadata `wrenn-port-refused` (nothing listens on
+    the port, or the connection failed).
     """
 
 class HostAgentServicer(metaclass=_abc_1.ABCMeta):
@@ -302,6 +328,25 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_hostagent_pb2.SignalProcessResponse, _abc.Awaitable[_hostagent_pb2.SignalProcessResponse]]:
         """A signal to a started process's whole process group (by tag, or by its pid), or to any
         other process of the sandbox (by pid). NOT_FOUND for a process not in the sandbox.
+        """
+
+    @_abc_1.abstractmethod
+    def PortForward(
+        self,
+        request_iterator: _MaybeAsyncIterator[_hostagent_pb2.PortForwardRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_hostagent_pb2.PortForwardResponse], _abc.AsyncIterator[_hostagent_pb2.PortForwardResponse]]:
+        """Previews.
+        A TCP byte stream into 127.0.0.1:<port> of the sandbox's OWN network namespace (never the
+        host's), for the control plane's preview proxy. The first request names the sandbox and
+        the port; the agent connects, answers `connected`, then relays bytes both ways, one message
+        in flight each way (bounded). `close_write` half-closes towards the sandbox's server;
+        `eof` says its server half-closed. The call ends once both directions are closed.
+        Errors: INVALID_ARGUMENT (port not 1-65535, bad id), NOT_FOUND (no such sandbox),
+        FAILED_PRECONDITION (sandbox paused, its environment down, or a runtime without a network
+        namespace of its own: process and bwrap capsules share the host's loopback, so previews are
+        refused there), UNAVAILABLE with trailing metadata `wrenn-port-refused` (nothing listens on
+        the port, or the connection failed).
         """
 
 def add_HostAgentServicer_to_server(servicer: HostAgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

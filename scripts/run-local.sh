@@ -41,6 +41,7 @@ cat <<MSG
   Terminal:  http://$shown:$PORT$(field terminal_path)
   API key:   $(field api_key)
   Socket:    ws://$shown:$PORT/v1/capsules/$(field capsule_id)/pty   (header X-API-Key)
+  Preview:   http://$shown:$PORT/capsules/$(field capsule_id)/preview/<port>/   (a server on <port> in the capsule)
 
 MSG
 # Until daphne stops (Ctrl-C stops it with the rest); its exit status is the script's.

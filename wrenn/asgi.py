@@ -1,4 +1,5 @@
-"""ASGI entry point: Django for HTTP (static files included), Channels for the terminal sockets."""
+"""ASGI entry point: Django for HTTP (static files included), Channels for the terminal sockets,
+and in front of both the preview proxy, which answers the hosts of preview URLs itself."""
 
 import os
 
@@ -13,6 +14,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from previews.middleware import PreviewMiddleware  # noqa: E402
 from pty.auth import TerminalAuthMiddleware  # noqa: E402
 from pty.routing import websocket_urlpatterns  # noqa: E402
 from wrenn import diagnostics  # noqa: E402
@@ -25,14 +27,20 @@ application = ProtocolTypeRouter(
     {
         # Static files (xterm.js and the terminal page's own) are served by the
         # app itself, so a bare `daphne` needs no web server in front of it.
-        "http": ASGIStaticFilesHandler(django_http),
+        # Previews first (previews/middleware.py): their hosts never reach the app.
+        "http": PreviewMiddleware(ASGIStaticFilesHandler(django_http)),
         # Not AllowedHostsOriginValidator: SDK clients send no Origin and must be
         # let in. The cross-site risk is the session cookie, and pty.auth trusts
         # it only for same-site origins.
         # FlowMiddleware first, then DenialMiddleware: both need the `send` daphne made (see
-        # wrenn/flow.py, wrenn/denial.py), and the second hands on a `send` of its own.
+        # wrenn/flow.py, wrenn/denial.py), and the second hands on a `send` of its own. Previews
+        # behind them, for the send window and the refusals with a status.
         "websocket": FlowMiddleware(
-            DenialMiddleware(AuthMiddlewareStack(TerminalAuthMiddleware(URLRouter(websocket_urlpatterns))))
+            DenialMiddleware(
+                PreviewMiddleware(
+                    AuthMiddlewareStack(TerminalAuthMiddleware(URLRouter(websocket_urlpatterns)))
+                )
+            )
         ),
     }
 )

@@ -5,6 +5,7 @@ a host agent on localhost); production sets the environment variables below.
 """
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -161,6 +162,21 @@ CACHE_KEY_PREFIX = _env("WRENN_CACHE_KEY_PREFIX", "")
 # Seconds a database connection is kept for reuse (0: one per request).
 DB_CONN_MAX_AGE = int(_env("WRENN_DB_CONN_MAX_AGE", "60"))
 LOG_LEVEL = _env("WRENN_LOG_LEVEL", "INFO")
+# Previews (previews/): `{port}-{capsule_id}.<this>` is proxied into that port of the capsule.
+# A host name, with a port to match only that port ("preview.example.com", "localhost:8000");
+# without one, any port matches. Browsers resolve every `*.localhost` to loopback, so the
+# default works for `make run` (docs/operations.md).
+WRENN_PREVIEW_DOMAIN = _env("WRENN_PREVIEW_DOMAIN", "localhost").strip().lower()
+if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?", WRENN_PREVIEW_DOMAIN):
+    raise ImproperlyConfigured(
+        f"WRENN_PREVIEW_DOMAIN must be a host name with an optional :port, got {WRENN_PREVIEW_DOMAIN!r}"
+    )
+# The longest life a preview link may be given (`expires_in`), and the one it gets by default.
+WRENN_PREVIEW_LINK_MAX_SECONDS = _env_int("WRENN_PREVIEW_LINK_MAX_SECONDS", 604800, low=60)
+WRENN_PREVIEW_LINK_DEFAULT_SECONDS = _env_int("WRENN_PREVIEW_LINK_DEFAULT_SECONDS", 3600, low=60)
+# How often an open preview WebSocket checks that what let it in (a key, a token, a session, a
+# link, a public port) still holds: a revoked or expired one closes it within this many seconds.
+WRENN_PREVIEW_CREDENTIAL_CHECK_SECONDS = _env_seconds("WRENN_PREVIEW_CREDENTIAL_CHECK_SECONDS", 5.0)
 # ------------------------------------------------------------------------------
 
 INSTALLED_APPS = [
@@ -176,6 +192,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "capsules",
     "pty",
+    "previews",
 ]
 
 MIDDLEWARE = [

@@ -12,6 +12,7 @@ urlpatterns = [
     path("v1/", include("capsules.urls")),
     path("api/v1/", include("capsules.urls")),
     path("", include("pty.urls")),
+    path("", include("previews.page_urls")),
 ]
 
 # JSON for paths under /v1/ and /api/v1/, Django's pages elsewhere.

@@ -76,11 +76,10 @@ class Contract:
     def template_for(self, path: str) -> str | None:
         if path.startswith(API_PREFIX + "/v1/"):
             path = path.removeprefix(API_PREFIX)
-        if path in self.document["paths"]:
-            # A literal path wins over a template that also matches it (capsules/stats is not
-            # capsules/{capsule_id}), as the routes are ordered.
-            return path
-        return next((template for regex, template in self.routes if regex.match(path)), None)
+        # As OpenAPI matches: a concrete segment before a template one (`/previews/ports` is not
+        # the link `{link_id}`), so the match with the fewest parameters wins.
+        matches = [template for regex, template in self.routes if regex.match(path)]
+        return min(matches, key=lambda template: template.count("{"), default=None)
 
     def check(self, response: Any) -> None:
         path = response.request["PATH_INFO"]
