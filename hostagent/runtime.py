@@ -137,12 +137,18 @@ class Runtime(ABC):
         return await spawn(spec, cols, rows, cgroup_procs)
 
     async def spawn_piped(
-        self, sandbox_id: str, root: Path, request: LaunchRequest, cgroup_procs: str | None
+        self,
+        sandbox_id: str,
+        root: Path,
+        request: LaunchRequest,
+        cgroup_procs: str | None,
+        stdin: bool = False,
     ) -> Piped:
-        """Start the request's process with pipes for stdout and stderr and no stdin, as the
-        leader of a session of its own (a runtime may do it its own way)."""
+        """Start the request's process with pipes for stdout and stderr, and for stdin a pipe if
+        `stdin` else /dev/null, as the leader of a session of its own (a runtime may do it its
+        own way)."""
         spec = await run_blocking(self.launch_spec, sandbox_id, root, request)
-        return await spawn_piped(spec, cgroup_procs)
+        return await spawn_piped(spec, cgroup_procs, stdin)
 
     # The user a process started by the API runs as when the request names none.
     exec_user = "root"
