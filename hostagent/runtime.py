@@ -150,6 +150,11 @@ class Runtime(ABC):
         spec = await run_blocking(self.launch_spec, sandbox_id, root, request)
         return await spawn_piped(spec, cgroup_procs, stdin)
 
+    def file_mounts(self, root: Path) -> dict[str, str]:
+        """Capsule paths the file helper must translate to host paths: none where the capsule
+        has a filesystem view of its own (the kernel resolves them there)."""
+        return {}
+
     # The user a process started by the API runs as when the request names none.
     exec_user = "root"
     # Whether the capsule's processes share one pid namespace of their own: the pids the API
@@ -232,6 +237,12 @@ class ProcessRuntime(Runtime):
     name = "process"
     # Root only when the agent is root; the capsule's home is a directory of the host.
     exec_user = ""
+
+    def file_mounts(self, root: Path) -> dict[str, str]:
+        # No view of its own: the capsule's usual places map to its directory, and every other
+        # absolute path is the host's (this runtime isolates nothing; docs/api.md says so).
+        home, tmp = str(root / "home"), str(root / "tmp")
+        return {"/root": home, "/home/user": home, "/tmp": tmp}  # noqa: S108 - capsule paths
 
     def launch_spec(self, sandbox_id: str, root: Path, request: LaunchRequest) -> LaunchSpec:
         home = root / "home"

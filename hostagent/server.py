@@ -16,6 +16,8 @@ from hostagent.auth import TokenInterceptor
 from hostagent.config import AgentConfig
 from hostagent.egress import Policy
 from hostagent.errors import AgentError, InvalidArgument
+from hostagent.file_service import FileServicer
+from hostagent.files import Files
 from hostagent.freezer import choose_freezer
 from hostagent.heartbeat import Heartbeat
 from hostagent.lifecycle import Lifecycle, SandboxStatus
@@ -97,7 +99,7 @@ def policy_of(request: pb.CreateSandboxRequest | pb.SetNetworkPolicyRequest) -> 
 MAINTAIN_EVERY = 5.0
 
 
-class HostAgentServicer(ProcessServicer, pb_grpc.HostAgentServicer):
+class HostAgentServicer(ProcessServicer, FileServicer, pb_grpc.HostAgentServicer):
     def __init__(
         self, store: SandboxStore, registry: SessionRegistry, runtime: Runtime, lifecycle: Lifecycle
     ) -> None:
@@ -105,6 +107,7 @@ class HostAgentServicer(ProcessServicer, pb_grpc.HostAgentServicer):
         self.registry = registry
         self.runtime = runtime
         self.lifecycle = lifecycle
+        self.files = Files(store, lifecycle, runtime)
 
     def _status_message(self, status: SandboxStatus) -> pb.Sandbox:
         return pb.Sandbox(

@@ -90,6 +90,29 @@ class HostAgentStub:
     """A signal to a started process's whole process group (by tag, or by its pid), or to any
     other process of the sandbox (by pid). NOT_FOUND for a process not in the sandbox.
     """
+    StatPath: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.StatPathResponse]
+    """Files. Every call runs a short-lived helper process INSIDE the capsule (the capsule's
+    /usr/bin/python3 with hostagent/filehelper.py), as the capsule's root unless `user` says
+    otherwise, so paths resolve in the capsule's own view: no `..`, symlink or absolute path
+    reaches the host or another capsule. A relative path is relative to the user's home.
+    Errors: INVALID_ARGUMENT (bad path), NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION (is a
+    directory, not a directory, not a regular file; the sandbox is paused; no python3 in it),
+    PERMISSION_DENIED, RESOURCE_EXHAUSTED (the capsule's disk is full, a listing too long).
+    """
+    ListDir: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.ListDirRequest, _hostagent_pb2.ListDirResponse]
+    """The entries under a directory, `depth` levels down (0 and 1: its children only)."""
+    MakeDir: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.MakeDirResponse]
+    """Creates the directory and its parents; ALREADY_EXISTS if the path exists."""
+    RemovePath: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.RemovePathResponse]
+    """Removes a file, a symlink (not its target) or a directory with everything in it."""
+    ReadFile: _grpc.UnaryStreamMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.FileChunk]
+    """A regular file: first its entry, then its bytes in chunks of at most 64 KiB, streamed with
+    flow control (the agent holds a few chunks, whatever the file's size).
+    """
+    WriteFile: _grpc.StreamUnaryMultiCallable[_hostagent_pb2.WriteFileRequest, _hostagent_pb2.WriteFileResponse]
+    """First message `start` (sandbox, path, mode), then `data` chunks of at most 64 KiB; missing
+    parent directories are created and an existing file is replaced. Answers the file's entry.
+    """
 
 @_typing.type_check_only
 class HostAgentAsyncStub(HostAgentStub):
@@ -149,6 +172,29 @@ class HostAgentAsyncStub(HostAgentStub):
     SignalProcess: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.SignalProcessRequest, _hostagent_pb2.SignalProcessResponse]  # type: ignore[assignment]
     """A signal to a started process's whole process group (by tag, or by its pid), or to any
     other process of the sandbox (by pid). NOT_FOUND for a process not in the sandbox.
+    """
+    StatPath: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.StatPathResponse]  # type: ignore[assignment]
+    """Files. Every call runs a short-lived helper process INSIDE the capsule (the capsule's
+    /usr/bin/python3 with hostagent/filehelper.py), as the capsule's root unless `user` says
+    otherwise, so paths resolve in the capsule's own view: no `..`, symlink or absolute path
+    reaches the host or another capsule. A relative path is relative to the user's home.
+    Errors: INVALID_ARGUMENT (bad path), NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION (is a
+    directory, not a directory, not a regular file; the sandbox is paused; no python3 in it),
+    PERMISSION_DENIED, RESOURCE_EXHAUSTED (the capsule's disk is full, a listing too long).
+    """
+    ListDir: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.ListDirRequest, _hostagent_pb2.ListDirResponse]  # type: ignore[assignment]
+    """The entries under a directory, `depth` levels down (0 and 1: its children only)."""
+    MakeDir: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.MakeDirResponse]  # type: ignore[assignment]
+    """Creates the directory and its parents; ALREADY_EXISTS if the path exists."""
+    RemovePath: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.RemovePathResponse]  # type: ignore[assignment]
+    """Removes a file, a symlink (not its target) or a directory with everything in it."""
+    ReadFile: _aio.UnaryStreamMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.FileChunk]  # type: ignore[assignment]
+    """A regular file: first its entry, then its bytes in chunks of at most 64 KiB, streamed with
+    flow control (the agent holds a few chunks, whatever the file's size).
+    """
+    WriteFile: _aio.StreamUnaryMultiCallable[_hostagent_pb2.WriteFileRequest, _hostagent_pb2.WriteFileResponse]  # type: ignore[assignment]
+    """First message `start` (sandbox, path, mode), then `data` chunks of at most 64 KiB; missing
+    parent directories are created and an existing file is replaced. Answers the file's entry.
     """
 
 class HostAgentServicer(metaclass=_abc_1.ABCMeta):
@@ -296,6 +342,65 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_hostagent_pb2.SignalProcessResponse, _abc.Awaitable[_hostagent_pb2.SignalProcessResponse]]:
         """A signal to a started process's whole process group (by tag, or by its pid), or to any
         other process of the sandbox (by pid). NOT_FOUND for a process not in the sandbox.
+        """
+
+    @_abc_1.abstractmethod
+    def StatPath(
+        self,
+        request: _hostagent_pb2.FilePathRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.StatPathResponse, _abc.Awaitable[_hostagent_pb2.StatPathResponse]]:
+        """Files. Every call runs a short-lived helper process INSIDE the capsule (the capsule's
+        /usr/bin/python3 with hostagent/filehelper.py), as the capsule's root unless `user` says
+        otherwise, so paths resolve in the capsule's own view: no `..`, symlink or absolute path
+        reaches the host or another capsule. A relative path is relative to the user's home.
+        Errors: INVALID_ARGUMENT (bad path), NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION (is a
+        directory, not a directory, not a regular file; the sandbox is paused; no python3 in it),
+        PERMISSION_DENIED, RESOURCE_EXHAUSTED (the capsule's disk is full, a listing too long).
+        """
+
+    @_abc_1.abstractmethod
+    def ListDir(
+        self,
+        request: _hostagent_pb2.ListDirRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.ListDirResponse, _abc.Awaitable[_hostagent_pb2.ListDirResponse]]:
+        """The entries under a directory, `depth` levels down (0 and 1: its children only)."""
+
+    @_abc_1.abstractmethod
+    def MakeDir(
+        self,
+        request: _hostagent_pb2.FilePathRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.MakeDirResponse, _abc.Awaitable[_hostagent_pb2.MakeDirResponse]]:
+        """Creates the directory and its parents; ALREADY_EXISTS if the path exists."""
+
+    @_abc_1.abstractmethod
+    def RemovePath(
+        self,
+        request: _hostagent_pb2.FilePathRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.RemovePathResponse, _abc.Awaitable[_hostagent_pb2.RemovePathResponse]]:
+        """Removes a file, a symlink (not its target) or a directory with everything in it."""
+
+    @_abc_1.abstractmethod
+    def ReadFile(
+        self,
+        request: _hostagent_pb2.FilePathRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_hostagent_pb2.FileChunk], _abc.AsyncIterator[_hostagent_pb2.FileChunk]]:
+        """A regular file: first its entry, then its bytes in chunks of at most 64 KiB, streamed with
+        flow control (the agent holds a few chunks, whatever the file's size).
+        """
+
+    @_abc_1.abstractmethod
+    def WriteFile(
+        self,
+        request_iterator: _MaybeAsyncIterator[_hostagent_pb2.WriteFileRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.WriteFileResponse, _abc.Awaitable[_hostagent_pb2.WriteFileResponse]]:
+        """First message `start` (sandbox, path, mode), then `data` chunks of at most 64 KiB; missing
+        parent directories are created and an existing file is replaced. Answers the file's entry.
         """
 
 def add_HostAgentServicer_to_server(servicer: HostAgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,93 @@
+"""The agent's file RPCs: stat, list, mkdir, remove, and streamed reads and writes.
+
+A mixin of the servicer (hostagent/server.py), like hostagent/process_service.py. The work is
+hostagent/files.py's (a helper process inside the capsule per call); this module turns requests
+into its calls and its AgentErrors into statuses, in one decorator for the unary calls.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from hostagent.errors import AgentError, InvalidArgument
+from hostagent.files import Files
+from protos import hostagent_pb2 as pb
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Method = Callable[[Any, Request, Context], Awaitable[Response]]
+
+
+def aborts_on_agent_error(method: Method[Request, Response]) -> Method[Request, Response]:
+    """The call's AgentError becomes its status and message."""
+
+    @functools.wraps(method)
+    async def call(self: Any, request: Request, context: Context) -> Response:
+        try:
+            return await method(self, request, context)
+        except AgentError as error:
+            await context.abort(error.code, error.message)
+            raise  # abort raises; this only tells the type checker so
+
+    return call
+
+
+class FileServicer:
+    files: Files
+
+    @aborts_on_agent_error
+    async def StatPath(self, request: pb.FilePathRequest, context: Context) -> pb.StatPathResponse:
+        entry = await self.files.stat(request.sandbox_id, request.path, request.user)
+        return pb.StatPathResponse(entry=entry)
+
+    @aborts_on_agent_error
+    async def ListDir(self, request: pb.ListDirRequest, context: Context) -> pb.ListDirResponse:
+        entries = await self.files.list(request.sandbox_id, request.path, request.depth, request.user)
+        return pb.ListDirResponse(entries=entries)
+
+    @aborts_on_agent_error
+    async def MakeDir(self, request: pb.FilePathRequest, context: Context) -> pb.MakeDirResponse:
+        entry = await self.files.make_dir(request.sandbox_id, request.path, request.user)
+        return pb.MakeDirResponse(entry=entry)
+
+    @aborts_on_agent_error
+    async def RemovePath(self, request: pb.FilePathRequest, context: Context) -> pb.RemovePathResponse:
+        await self.files.remove(request.sandbox_id, request.path, request.user)
+        return pb.RemovePathResponse()
+
+    async def ReadFile(self, request: pb.FilePathRequest, context: Context) -> AsyncIterator[pb.FileChunk]:
+        chunks = self.files.read(request.sandbox_id, request.path, request.user)
+        try:
+            # Each chunk is handed to gRPC (and its flow control) before the next is read.
+            async for chunk in chunks:
+                yield chunk
+        except AgentError as error:
+            await context.abort(error.code, error.message)
+        finally:
+            await chunks.aclose()
+
+    async def WriteFile(
+        self, requests: AsyncIterator[pb.WriteFileRequest], context: Context
+    ) -> pb.WriteFileResponse:
+        try:
+            first = await anext(aiter(requests), None)
+            if first is None or first.WhichOneof("part") != "start":
+                raise InvalidArgument("the first message of a write must be `start`")
+            start = first.start
+            entry = await self.files.write(start.sandbox_id, start, _data(requests))
+        except AgentError as error:
+            await context.abort(error.code, error.message)
+            raise
+        return pb.WriteFileResponse(entry=entry)
+
+
+async def _data(requests: AsyncIterator[pb.WriteFileRequest]) -> AsyncIterator[bytes]:
+    async for request in requests:
+        if request.WhichOneof("part") != "data":
+            raise InvalidArgument("after `start`, a write takes only `data` messages")
+        yield request.data
