@@ -21,6 +21,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 Method = Callable[[Any, Request, Context], Awaitable[Response]]
+# Initial metadata of a WriteFile call: the file is open and the agent takes data.
+READY_KEY = "wrenn-write-ready"
 
 
 def aborts_on_agent_error(method: Method[Request, Response]) -> Method[Request, Response]:
@@ -74,13 +76,27 @@ class FileServicer:
     async def WriteFile(
         self, requests: AsyncIterator[pb.WriteFileRequest], context: Context
     ) -> pb.WriteFileResponse:
+        ready = False
+
+        async def on_ready() -> None:
+            nonlocal ready
+            # The client sends data only after this: a write refused before (a bad path, a
+            # directory) ends with no data in flight, and the client sees the status as sent.
+            await context.send_initial_metadata(((READY_KEY, "1"),))
+            ready = True
+
         try:
             first = await anext(aiter(requests), None)
             if first is None or first.WhichOneof("part") != "start":
                 raise InvalidArgument("the first message of a write must be `start`")
-            start = first.start
-            entry = await self.files.write(start.sandbox_id, start, _data(requests))
+            entry = await self.files.write(first.start.sandbox_id, first.start, _data(requests), on_ready)
         except AgentError as error:
+            if ready:
+                # Ended while the client may still be writing: grpc.aio would report its next
+                # write's failure ("Internal error from Core") instead of this status. So the
+                # rest is read and dropped first (a full disk mid-upload is the usual case).
+                async for _ in requests:
+                    pass
             await context.abort(error.code, error.message)
             raise
         return pb.WriteFileResponse(entry=entry)

@@ -22,7 +22,7 @@ import logging
 import os
 import posixpath
 import signal
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -330,13 +330,19 @@ class Files:
                 yield pb.FileChunk(data=payload)
 
     async def write(
-        self, sandbox_id: str, start: pb.WriteFileStart, chunks: AsyncIterator[bytes]
+        self,
+        sandbox_id: str,
+        start: pb.WriteFileStart,
+        chunks: AsyncIterator[bytes],
+        ready: Callable[[], Awaitable[None]],
     ) -> pb.FileEntry:
-        """Bytes from `chunks` into the file, each one handed on before the next is taken."""
+        """Bytes from `chunks` into the file, each one handed on before the next is taken;
+        `ready()` once the file is open, before the first chunk is asked for."""
         user = self.user(start.user)
         request = {"op": "write", "path": resolve_path(start.path, user), "mode": start.mode or 0o644}
         async with self.helper(sandbox_id, user, request) as helper:
-            await helper.answer()  # ready: the file is open (or the error says why not)
+            await helper.answer()  # the file is open (or the error says why not)
+            await ready()
             async for data in chunks:
                 for offset in range(0, len(data), CHUNK):
                     await helper.send(b"D", data[offset : offset + CHUNK])

@@ -18,12 +18,17 @@ CHUNK = 64 * 1024
 
 
 async def write(stub: Any, sandbox_id: str, path: str, data: bytes, mode: int = 0) -> Any:
-    async def requests() -> AsyncIterator[pb.WriteFileRequest]:
-        yield pb.WriteFileRequest(start=pb.WriteFileStart(sandbox_id=sandbox_id, path=path, mode=mode))
+    """A WriteFile call as the control plane makes it: `start`, then data once the agent says the
+    file is open (a refused write then ends before any data is in flight)."""
+    call = stub.WriteFile(timeout=30)
+    await call.write(
+        pb.WriteFileRequest(start=pb.WriteFileStart(sandbox_id=sandbox_id, path=path, mode=mode))
+    )
+    if ("wrenn-write-ready", "1") in tuple(await call.initial_metadata() or ()):
         for offset in range(0, len(data), CHUNK):
-            yield pb.WriteFileRequest(data=data[offset : offset + CHUNK])
-
-    return (await stub.WriteFile(requests(), timeout=30)).entry
+            await call.write(pb.WriteFileRequest(data=data[offset : offset + CHUNK]))
+        await call.done_writing()
+    return (await call).entry
 
 
 async def read(stub: Any, sandbox_id: str, path: str) -> tuple[Any, bytes]:
@@ -89,8 +94,12 @@ async def test_list_gives_children_sorted_with_their_metadata(stub: Any, capsule
         ("b.txt", "file", "/root/l/b.txt"),
     ]
     b = entries[1]
-    assert b.size == 2 and b.mode == 0o644 and b.permissions == "-rw-r--r--" and b.modified_at > 1_600_000_000
-    assert b.owner and b.group
+    assert b.size == 2
+    assert b.mode == 0o644
+    assert b.permissions == "-rw-r--r--"
+    assert b.modified_at > 1_600_000_000
+    assert b.owner
+    assert b.group
 
 
 async def test_depth_zero_and_one_list_children_and_two_goes_deeper(stub: Any, capsule: str) -> None:
