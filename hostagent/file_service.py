@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from hostagent.errors import AgentError, InvalidArgument
+from hostagent.errors import AgentError, FailedPrecondition, InvalidArgument
 from hostagent.files import Files
 from protos import hostagent_pb2 as pb
 
@@ -103,7 +103,13 @@ class FileServicer:
 
 
 async def _data(requests: AsyncIterator[pb.WriteFileRequest]) -> AsyncIterator[bytes]:
+    """The data of a write up to its `end`; a stream that stops short is an error (grpc.aio ends
+    a cancelled call's requests as it ends a finished one's, so only `end` tells them apart)."""
     async for request in requests:
-        if request.WhichOneof("part") != "data":
-            raise InvalidArgument("after `start`, a write takes only `data` messages")
+        part = request.WhichOneof("part")
+        if part == "end":
+            return
+        if part != "data":
+            raise InvalidArgument("after `start`, a write takes `data` messages and then `end`")
         yield request.data
+    raise FailedPrecondition("the write stopped before its `end`; the file is unchanged")

@@ -18,6 +18,7 @@ treats every answer as hostile input (hostagent/files.py bounds and checks it).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import json
@@ -283,21 +284,26 @@ def do_read(request: dict[str, Any], mounts: dict[str, str]) -> None:
 
 
 def do_write(request: dict[str, Any], mounts: dict[str, str]) -> None:
+    """Into a temporary file beside the target, renamed over it at the end: a reader never sees
+    half a file, and a write that fails or is abandoned (a full disk, a cancelled upload, a size
+    limit) leaves the old file as it was and frees its space."""
     path = request["path"]
     mode = int(request.get("mode") or 0o644) & 0o7777
     host = real(path, mounts)
-    parent = os.path.dirname(host)
+    parent = os.path.dirname(host) or "/"
     try:
-        if parent:
-            os.makedirs(parent, exist_ok=True)
+        os.makedirs(parent, exist_ok=True)
     except OSError as exc:
         if exc.errno == errno.EEXIST:  # the parent exists, and is not a directory
             raise Failed("FAILED_PRECONDITION", f"{os.path.dirname(path)}: Not a directory") from None
         raise fail_os(exc, os.path.dirname(path)) from None
     if os.path.isdir(host):
         raise Failed("FAILED_PRECONDITION", f"{path}: Is a directory")
-    fd = open_regular(host, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    temporary = os.path.join(parent, f".{os.path.basename(host)[:200]}.wrenn-{os.urandom(6).hex()}")
+    fd = open_regular(temporary, path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    done = False
     try:
+        os.fchmod(fd, mode)  # not narrowed by the umask: the caller asked for these bits
         send_json({"ready": True})
         while True:
             kind, data = read_frame()
@@ -312,8 +318,16 @@ def do_write(request: dict[str, Any], mounts: dict[str, str]) -> None:
             except OSError as exc:
                 raise fail_os(exc, path) from None
         info = os.fstat(fd)
+        try:
+            os.rename(temporary, host)
+        except OSError as exc:
+            raise fail_os(exc, path) from None
+        done = True
     finally:
         os.close(fd)
+        if not done:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
     send_json({"entry": entry(path, mounts, info)})
 
 

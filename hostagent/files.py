@@ -60,6 +60,8 @@ MAX_ANSWER = 16 << 20
 # twice this, so a read never holds more than a few chunks.
 READ_LIMIT = 2 * (CHUNK + filehelper.HEADER.size)
 STDERR_KEPT = 2048
+# How long a helper whose call ended may take to exit by itself (see Helper.close).
+EXIT_GRACE = 2.0
 HEADER = filehelper.HEADER
 
 
@@ -221,11 +223,37 @@ class Helper:
                 self.piped.stderr_fd,
                 *([self.piped.stdin_fd] if self.piped.stdin_fd is not None else []),
             )
-        # Done or abandoned, the helper and anything it left go: it leads its own process group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.piped.pid, signal.SIGKILL)
+        # Its stdin closed, an abandoned helper removes its temporary file and exits: it is given
+        # a moment for that, then killed (with anything it left: it leads its own process group).
+        if not await _exited(self.piped.pid, EXIT_GRACE):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.piped.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             await run_blocking(os.waitpid, self.piped.pid, 0)
+
+
+async def _exited(pid: int, grace: float) -> bool:
+    """Whether our child `pid` exits within `grace` seconds (its pidfd turns readable then)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return True  # already reaped
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def on_exit() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
+    try:
+        await asyncio.wait_for(gone, grace)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
 
 
 class Files:

@@ -313,8 +313,10 @@ class HostAgentServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WriteFile(self, request_iterator, context):
-        """First message `start` (sandbox, path, mode), then `data` chunks of at most 64 KiB; missing
-        parent directories are created and an existing file is replaced. Answers the file's entry.
+        """First message `start` (sandbox, path, mode); once the response's initial metadata carries
+        `wrenn-write-ready: 1` (the file is open), `data` chunks of at most 64 KiB, then `end`.
+        Missing parent directories are created; the file is replaced whole (renamed over) at `end`,
+        so a failed or abandoned write leaves the old one. Answers the file's entry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

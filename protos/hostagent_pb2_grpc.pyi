@@ -110,8 +110,10 @@ class HostAgentStub:
     flow control (the agent holds a few chunks, whatever the file's size).
     """
     WriteFile: _grpc.StreamUnaryMultiCallable[_hostagent_pb2.WriteFileRequest, _hostagent_pb2.WriteFileResponse]
-    """First message `start` (sandbox, path, mode), then `data` chunks of at most 64 KiB; missing
-    parent directories are created and an existing file is replaced. Answers the file's entry.
+    """First message `start` (sandbox, path, mode); once the response's initial metadata carries
+    `wrenn-write-ready: 1` (the file is open), `data` chunks of at most 64 KiB, then `end`.
+    Missing parent directories are created; the file is replaced whole (renamed over) at `end`,
+    so a failed or abandoned write leaves the old one. Answers the file's entry.
     """
 
 @_typing.type_check_only
@@ -193,8 +195,10 @@ class HostAgentAsyncStub(HostAgentStub):
     flow control (the agent holds a few chunks, whatever the file's size).
     """
     WriteFile: _aio.StreamUnaryMultiCallable[_hostagent_pb2.WriteFileRequest, _hostagent_pb2.WriteFileResponse]  # type: ignore[assignment]
-    """First message `start` (sandbox, path, mode), then `data` chunks of at most 64 KiB; missing
-    parent directories are created and an existing file is replaced. Answers the file's entry.
+    """First message `start` (sandbox, path, mode); once the response's initial metadata carries
+    `wrenn-write-ready: 1` (the file is open), `data` chunks of at most 64 KiB, then `end`.
+    Missing parent directories are created; the file is replaced whole (renamed over) at `end`,
+    so a failed or abandoned write leaves the old one. Answers the file's entry.
     """
 
 class HostAgentServicer(metaclass=_abc_1.ABCMeta):
@@ -399,8 +403,10 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_hostagent_pb2.WriteFileRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_hostagent_pb2.WriteFileResponse, _abc.Awaitable[_hostagent_pb2.WriteFileResponse]]:
-        """First message `start` (sandbox, path, mode), then `data` chunks of at most 64 KiB; missing
-        parent directories are created and an existing file is replaced. Answers the file's entry.
+        """First message `start` (sandbox, path, mode); once the response's initial metadata carries
+        `wrenn-write-ready: 1` (the file is open), `data` chunks of at most 64 KiB, then `end`.
+        Missing parent directories are created; the file is replaced whole (renamed over) at `end`,
+        so a failed or abandoned write leaves the old one. Answers the file's entry.
         """
 
 def add_HostAgentServicer_to_server(servicer: HostAgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,6 +27,7 @@ async def write(stub: Any, sandbox_id: str, path: str, data: bytes, mode: int = 
     if ("wrenn-write-ready", "1") in tuple(await call.initial_metadata() or ()):
         for offset in range(0, len(data), CHUNK):
             await call.write(pb.WriteFileRequest(data=data[offset : offset + CHUNK]))
+        await call.write(pb.WriteFileRequest(end=True))
         await call.done_writing()
     return (await call).entry
 
@@ -208,3 +209,16 @@ async def run_in(stub: Any, sandbox_id: str, script: str) -> bytes:
 def agent_rss_kib(agent: HostAgentProcess) -> int:
     with open(f"/proc/{agent.proc.pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+async def test_an_abandoned_write_leaves_the_old_file_whole(stub: Any, capsule: str) -> None:
+    await write(stub, capsule, "/root/keep.txt", b"old")
+    call = stub.WriteFile(timeout=30)
+    await call.write(pb.WriteFileRequest(start=pb.WriteFileStart(sandbox_id=capsule, path="/root/keep.txt")))
+    await call.initial_metadata()
+    await call.write(pb.WriteFileRequest(data=b"new but never finished"))
+    await call.done_writing()  # or cancelled, or broken: without `end`, the write is abandoned
+    await fails(call, grpc.StatusCode.FAILED_PRECONDITION)
+    assert (await read(stub, capsule, "/root/keep.txt"))[1] == b"old"
+    names = [e.name for e in await listing(stub, capsule, "/root")]
+    assert not [name for name in names if ".wrenn-" in name]
