@@ -4,7 +4,7 @@ from django.urls import URLPattern, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework.permissions import AllowAny
 
-from capsules.api import auth_views, key_views, views
+from capsules.api import auth_views, file_views, key_views, views
 from capsules.api.errors import unknown_endpoint
 from capsules.api.host_views import DocumentedHeartbeatView
 
@@ -20,6 +20,21 @@ urlpatterns: list[URLPattern] = [
     path("capsules/<str:capsule_id>/resume", views.CapsuleResumeView.as_view(), name="capsule-resume"),
     path("capsules/<str:capsule_id>/ping", views.CapsulePingView.as_view(), name="capsule-ping"),
     path("capsules/<str:capsule_id>/network", views.CapsuleNetworkView.as_view(), name="capsule-network"),
+    path("capsules/<str:capsule_id>/files/list", file_views.FilesListView.as_view(), name="files-list"),
+    path("capsules/<str:capsule_id>/files/mkdir", file_views.FilesMakeDirView.as_view(), name="files-mkdir"),
+    path("capsules/<str:capsule_id>/files/remove", file_views.FilesRemoveView.as_view(), name="files-remove"),
+    path("capsules/<str:capsule_id>/files/read", file_views.FilesReadView.as_view(), name="files-read"),
+    path("capsules/<str:capsule_id>/files/write", file_views.FilesWriteView.as_view(), name="files-write"),
+    path(
+        "capsules/<str:capsule_id>/files/stream/read",
+        file_views.FilesReadView.as_view(),
+        name="files-stream-read",
+    ),
+    path(
+        "capsules/<str:capsule_id>/files/stream/write",
+        file_views.FilesStreamWriteView.as_view(),
+        name="files-stream-write",
+    ),
     path("api-keys", key_views.APIKeyListView.as_view(), name="api-key-list"),
     path("api-keys/<int:key_id>", key_views.APIKeyDetailView.as_view(), name="api-key-detail"),
     path("hosts/heartbeat", DocumentedHeartbeatView.as_view(), name="host-heartbeat"),
