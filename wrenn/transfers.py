@@ -136,6 +136,10 @@ def _response_window(send: Send) -> ResponseWindow | None:
 class Transfers:
     """ASGI wrapper, outermost: upload routes get `wrenn.body`, download routes `wrenn.window`."""
 
+    # asgiref (and so daphne) takes an object whose __call__ is not a coroutine function for an
+    # ASGI 2 application; this one is ASGI 3, synchronous only to act during daphne's call.
+    _asgi_single_callable = True
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 

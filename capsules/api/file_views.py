@@ -10,11 +10,12 @@ downloads paced by `wrenn.window` (wrenn/transfers.py).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import BaseParser
@@ -23,6 +24,7 @@ from rest_framework.response import Response
 
 from capsules import files
 from capsules.actions import ActionError
+from capsules.api.errors import ACTION_STATUS, error_body
 from capsules.api.schema import error_responses
 from capsules.api.views import CapsuleAPIView
 from capsules.models import Sandbox
@@ -143,11 +145,71 @@ class FilesReadView(FileAPIView):
         return response
 
 
+@dataclass
+class Prepared:
+    capsule: Sandbox
+    body: Body
+    boundary: bytes
+    limit: int
+
+
 class FilesWriteView(FileAPIView):
-    """`files/write`: multipart `path` then `file`, up to WRENN_FILES_WRITE_MAX_BYTES."""
+    """`files/write`: multipart `path` then `file`, up to WRENN_FILES_WRITE_MAX_BYTES.
+
+    Served by an async view (`as_view`): an upload lasts as long as the client sends, and a
+    synchronous view would hold the one thread every synchronous view of this worker shares
+    (Django runs them thread-sensitively), stalling the whole API, host heartbeats included.
+    DRF still authenticates, checks the caller and answers refusals, in `prepare`.
+    """
 
     parser_classes = [MultipartStream]
     limit_setting = "FILES_WRITE_MAX_BYTES"
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        drf_view = super().as_view(**initkwargs)
+
+        async def view(request: HttpRequest, capsule_id: str) -> HttpResponse:
+            return await cls().respond_async(request, capsule_id)
+
+        # What Django and drf-spectacular read from a view function.
+        view.cls = cls  # type: ignore[attr-defined]
+        view.initkwargs = drf_view.initkwargs  # type: ignore[attr-defined]
+        view.csrf_exempt = True  # type: ignore[attr-defined]
+        return view
+
+    async def respond_async(self, request: HttpRequest, capsule_id: str) -> HttpResponse:
+        prepared = await sync_to_async(self.prepare)(request, capsule_id)
+        if isinstance(prepared, HttpResponse):
+            return prepared
+        try:
+            entry = await _upload(prepared, self.limit_setting)
+        except ActionError as exc:
+            return JsonResponse(error_body(exc.code, exc.message), status=ACTION_STATUS[exc.code])
+        return JsonResponse({"entry": entry})
+
+    def prepare(self, request: HttpRequest, capsule_id: str) -> Prepared | HttpResponse:
+        """DRF's checks of the caller and the capsule, then the upload's own; or the refusal."""
+        self.args, self.kwargs = (), {"capsule_id": capsule_id}
+        drf_request = self.initialize_request(request, capsule_id=capsule_id)
+        self.request = drf_request
+        self.headers = self.default_response_headers
+        try:
+            self.initial(drf_request, capsule_id=capsule_id)
+            limit = int(getattr(settings, self.limit_setting))
+            try:
+                boundary = boundary_of(request.META.get("CONTENT_TYPE", ""))
+            except MultipartError as exc:
+                raise ActionError("invalid_request", str(exc)) from None
+            if int(request.META.get("CONTENT_LENGTH") or 0) > limit + ENVELOPE:
+                raise _too_large(limit, self.limit_setting)
+            capsule = files.file_capsule(self.get_object())
+        except Exception as exc:
+            response = self.finalize_response(drf_request, self.handle_exception(exc))
+            response.render()
+            return response
+        body = body_of(getattr(request, "scope", {})) or _DjangoBody(request)
+        return Prepared(capsule, body, boundary, limit)
 
     @extend_schema(
         tags=TAGS,
@@ -156,18 +218,11 @@ class FilesWriteView(FileAPIView):
         responses={200: EntryResponseSerializer, **FILE_ERRORS, **error_responses(413, 415, 507)},
     )
     def post(self, request: Request, capsule_id: str) -> Response:
-        limit = int(getattr(settings, self.limit_setting))
-        try:
-            boundary = boundary_of(request.META.get("CONTENT_TYPE", ""))
-        except MultipartError as exc:
-            raise ActionError("invalid_request", str(exc)) from None
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-        if length > limit + ENVELOPE:
-            raise _too_large(limit, self.limit_setting)
-        capsule = files.file_capsule(self.get_object())
-        body = body_of(getattr(request, "scope", {})) or _DjangoBody(request._request)
-        entry = async_to_sync(_upload)(capsule, body, boundary, limit, self.limit_setting)
-        return Response({"entry": entry})
+        """What DRF would call: only where the view is used without `as_view` (it documents it)."""
+        prepared = self.prepare(request._request, capsule_id)
+        if isinstance(prepared, HttpResponse):
+            raise ActionError("invalid_request", prepared.content.decode())
+        return Response({"entry": async_to_sync(_upload)(prepared, self.limit_setting)})
 
 
 class FilesStreamWriteView(FilesWriteView):
@@ -180,8 +235,8 @@ def _too_large(limit: int, setting: str) -> ActionError:
     return ActionError("too_large", f"the file is larger than the limit of {limit} bytes (WRENN_{setting})")
 
 
-async def _upload(capsule: Sandbox, body: Body, boundary: bytes, limit: int, setting: str) -> dict[str, Any]:
-    reader = MultipartReader(body.read, boundary)
+async def _upload(prepared: Prepared, setting: str) -> dict[str, Any]:
+    reader = MultipartReader(prepared.body.read, prepared.boundary)
     try:
         part = await reader.next_part()
         if part is None or part.name != "path":
@@ -194,11 +249,13 @@ async def _upload(capsule: Sandbox, body: Body, boundary: bytes, limit: int, set
         part = await reader.next_part()
         if part is None or part.name != "file":
             raise MultipartError("expected the `file` part after the `path` field")
-        return await files.upload(capsule, path, reader.chunks(), limit)
+        return await files.upload(prepared.capsule, path, reader.chunks(), prepared.limit)
     except MultipartError as exc:
         raise ActionError("invalid_request", str(exc)) from None
     except files.TooLarge:
-        raise _too_large(limit, setting) from None
+        raise _too_large(prepared.limit, setting) from None
+    except ConnectionError as exc:  # the client went away mid-upload (another ASGI server)
+        raise ActionError("invalid_request", str(exc)) from None
 
 
 async def _paced(chunks: AsyncIterator[bytes], window: ResponseWindow | None) -> AsyncIterator[bytes]:
