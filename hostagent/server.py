@@ -49,6 +49,10 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
     ("grpc.http2.max_ping_strikes", 0),
+    # A fixed receive window (64 KiB) rather than one grown by bandwidth probing: a file upload's
+    # stream would otherwise let the control plane run megabytes ahead of the capsule's disk,
+    # held in the agent's memory (the control plane's channels do the same for their side).
+    ("grpc.http2.bdp_probe", 0),
 ]
 
 Context = grpc.aio.ServicerContext[Any, Any]

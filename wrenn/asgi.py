@@ -18,9 +18,10 @@ from pty.routing import websocket_urlpatterns  # noqa: E402
 from wrenn import diagnostics  # noqa: E402
 from wrenn.denial import DenialMiddleware  # noqa: E402
 from wrenn.flow import FlowMiddleware  # noqa: E402
-from wrenn.transfers import Transfers  # noqa: E402
+from wrenn.transfers import Transfers, stop_form_parsing  # noqa: E402
 
 diagnostics.install(settings.DIAGNOSTICS_FILE)
+stop_form_parsing()
 
 # Transfers outermost, and synchronous: it must take an upload's body from daphne during the
 # call that creates the application, before daphne queues it all in memory (wrenn/transfers.py).

@@ -15,6 +15,12 @@ the agent would let the whole file pile up in the worker. The wrapper registers 
 on the request (as wrenn/flow.py does for WebSockets) and puts it in the scope: the view's
 response waits while Twisted's buffer is over its size (64 KiB), then goes on.
 
+Before any of that, Twisted itself parses every POST whose body is multipart/form-data into
+``request.args``, all of it in memory with the email package (``twisted.web.http.Request.
+requestReceived``): a 200 MB upload grew the worker by 2.4 GB, and a malformed one was answered
+400 before the application saw it. daphne never reads ``request.args``; `stop_form_parsing()`
+turns that parsing off for daphne's requests (wrenn/asgi.py calls it as the application loads).
+
 Under daphne the body is the temporary file Twisted wrote: the wrapper finds it through the
 `send` daphne made (``functools.partial(server.handle_reply, protocol)``, as wrenn/flow.py does)
 and leaves daphne an empty one to queue. That is why `__call__` is synchronous: daphne calls the
@@ -194,3 +200,27 @@ def _empty_body() -> Receive:
         return {"type": "http.disconnect"}
 
     return receive
+
+
+def stop_form_parsing() -> None:
+    """daphne's requests skip Twisted's in-memory parsing of form bodies (see the module's doc).
+
+    Twisted sets the switch per request in `Request.__init__` (`parsePOSTFormSubmission`), which
+    daphne calls with the default, on; so daphne's request class is made to turn it off after.
+    Idempotent; without daphne installed, nothing to do.
+    """
+    try:
+        from daphne.http_protocol import WebRequest
+    except ImportError:
+        return
+    if getattr(WebRequest, "_wrenn_form_parsing_off", False):
+        return
+    original = WebRequest.__init__
+
+    @functools.wraps(original)
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._parsePOSTFormSubmission = False
+
+    WebRequest.__init__ = init
+    WebRequest._wrenn_form_parsing_off = True
