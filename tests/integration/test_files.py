@@ -308,6 +308,17 @@ def test_uploads_need_multipart_with_path_first(api: Api, capsule: str) -> None:
     assert "`file` part" in answer["error"]["message"]
 
 
+def test_a_malformed_multipart_body_reaches_the_api_and_is_named(api: Api, capsule: str) -> None:
+    """Not Twisted's bare 400 and a dropped connection (it parsed form bodies itself)."""
+    status, answer, _ = api.call(
+        files_path(capsule, "write"),
+        raw=b'--xyz\r\nContent-Disposition: form-data; name="path"\r\n\r\n/root/x',
+        headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+    )
+    assert (status, answer["error"]["code"]) == (400, "invalid_request"), answer
+    assert "multipart" in answer["error"]["message"]
+
+
 def test_missing_and_other_teams_capsules_are_404(api: Api, files_stack: Stack, capsule: str) -> None:
     stack = files_stack
     other_key = stack.manage(
