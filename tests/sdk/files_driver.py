@@ -59,20 +59,16 @@ def sync_checks(sdk: Any, capsule: Any, d: str, stream_mb: int) -> None:
     files = capsule.files
     binary = bytes(range(256)) * 300
 
-    check(
-        "write_and_read_text",
-        lambda: expect(
-            files.write(f"{d}/hello.txt", "hello ✓") is None and files.read(f"{d}/hello.txt") == "hello ✓",
-            "text differs",
-        ),
-    )
-    check(
-        "write_and_read_bytes",
-        lambda: (
-            files.write(f"{d}/bin/data.bin", binary),
-            expect(files.read_bytes(f"{d}/bin/data.bin") == binary, "bytes differ"),
-        )[-1],
-    )
+    def text() -> None:
+        files.write(f"{d}/hello.txt", "hello ✓")
+        expect(files.read(f"{d}/hello.txt") == "hello ✓", "text differs")
+
+    def raw() -> None:
+        files.write(f"{d}/bin/data.bin", binary)  # its parent is created
+        expect(files.read_bytes(f"{d}/bin/data.bin") == binary, "bytes differ")
+
+    check("write_and_read_text", text)
+    check("write_and_read_bytes", raw)
 
     def listing() -> list[str]:
         entries = files.list(d)
