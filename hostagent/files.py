@@ -340,6 +340,9 @@ class Files:
     async def remove(self, sandbox_id: str, path: str, user: str) -> None:
         user = self.user(user)
         request = {"op": "remove", "path": resolve_path(path, user)}
+        if request["path"] == "/":
+            # Allowed to the capsule's root, and never what an API call means: refused outright.
+            raise InvalidArgument("refusing to remove / (name what to remove below it)")
         async with self.helper(sandbox_id, user, request) as helper:
             await helper.answer()
 

@@ -174,6 +174,14 @@ async def test_bad_paths_are_refused_with_the_reason(
     assert message in await fails(stub.StatPath(request, timeout=30), grpc.StatusCode.INVALID_ARGUMENT)
 
 
+async def test_removing_the_root_is_refused(stub: Any, capsule: str) -> None:
+    for path in ("/", "/root/../..", "//"):
+        request = pb.FilePathRequest(sandbox_id=capsule, path=path)
+        assert "refusing" in await fails(
+            stub.RemovePath(request, timeout=30), grpc.StatusCode.INVALID_ARGUMENT
+        )
+
+
 async def test_unknown_sandbox_is_not_found(stub: Any) -> None:
     await fails(
         stub.StatPath(pb.FilePathRequest(sandbox_id="sb-nosuchcapsule", path="/root"), timeout=30),
