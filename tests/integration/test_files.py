@@ -401,3 +401,20 @@ def test_200_mb_up_and_down_without_growing_daphne_or_the_agent(
     for direction, growth in figures.items():
         for process, kib in growth.items():
             assert kib <= RSS_BOUND_KIB, f"{process} grew by {kib} KiB during the {direction}: {figures}"
+
+
+# --- last: the host agent goes away ----------------------------------------------------------
+
+
+def test_a_host_that_does_not_answer_is_503(api: Api, capsule: str, files_stack: Stack) -> None:
+    assert files_stack.agent is not None
+    files_stack.agent.stop()
+    try:
+        for call in ("list", "read"):
+            status, answer, _ = api.call(files_path(capsule, call), {"path": "/root"})
+            assert (status, answer["error"]["code"]) == (503, "host_unavailable"), answer
+            assert answer["error"]["message"] == "sandbox host is not reachable"
+        status, answer = api.upload(files_path(capsule, "stream/write"), "/root/x", iter([b"x"]))
+        assert (status, answer["error"]["code"]) == (503, "host_unavailable"), answer
+    finally:
+        files_stack.start_agent()
