@@ -353,6 +353,9 @@ def test_a_paused_capsule_answers_409_naming_its_status(api: Api) -> None:
         connection.request("DELETE", f"/v1/capsules/{capsule_id}", headers={"X-API-Key": api.key})
         connection.getresponse().read()
         connection.close()
+    status, answer, _ = api.call(files_path(capsule_id, "read"), {"path": "/root/x"})
+    assert (status, answer["error"]["code"]) == (409, "invalid_state"), answer
+    assert "stopped" in answer["error"]["message"]
 
 
 def test_a_write_past_the_limit_is_413_with_the_limit(api: Api, capsule: str) -> None:
