@@ -1,10 +1,10 @@
 """File endpoints of a capsule: list, mkdir, remove, and reads and uploads streamed both ways.
 
 Thin views over capsules/files.py, scoped to the caller's team like every capsule endpoint
-(another team's capsule is 404). Reads and uploads run their gRPC streams on daphne's event
-loop (`async_to_sync` from the view's thread) and hand the response body to Django as an async
-iterator, so no hop holds more than a few chunks: uploads are read from `wrenn.body` and
-downloads paced by `wrenn.window` (wrenn/transfers.py).
+(another team's capsule is 404). A read opens its gRPC stream on daphne's event loop
+(`async_to_sync` from the view's thread, until the file's entry is in) and hands the rest to
+Django as an async iterator paced by `wrenn.window`; an upload is served by an async view that
+reads `wrenn.body` a chunk at a time (wrenn/transfers.py). No hop holds more than a few chunks.
 """
 
 from __future__ import annotations
@@ -217,11 +217,11 @@ class FilesWriteView(FileAPIView):
         request={"multipart/form-data": UploadSerializer},
         responses={200: EntryResponseSerializer, **FILE_ERRORS, **error_responses(413, 415, 507)},
     )
-    def post(self, request: Request, capsule_id: str) -> Response:
+    def post(self, request: Request, capsule_id: str) -> HttpResponse:
         """What DRF would call: only where the view is used without `as_view` (it documents it)."""
         prepared = self.prepare(request._request, capsule_id)
         if isinstance(prepared, HttpResponse):
-            raise ActionError("invalid_request", prepared.content.decode())
+            return prepared
         return Response({"entry": async_to_sync(_upload)(prepared, self.limit_setting)})
 
 
