@@ -43,9 +43,10 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 # runc (with tini as each capsule's init) gives every capsule its own container, nftables and
-# iproute2 its network, e2fsprogs its disk; bubblewrap is the fallback without them. Installed
+# iproute2 its network, e2fsprogs its disk; bubblewrap is the fallback without them; python3-minimal
+# gives capsules the /usr/bin/python3 their file calls run (hostagent/filehelper.py). Installed
 # when this user can, skipped with a note otherwise (the agent then says loudly what is missing).
-SYSTEM_PACKAGES := runc tini nftables iproute2 e2fsprogs bubblewrap
+SYSTEM_PACKAGES := runc tini nftables iproute2 e2fsprogs bubblewrap python3-minimal
 system-packages:
 	@scripts/install-system-packages.sh --missing $(SYSTEM_PACKAGES) || \
 		echo "note: some of $(SYSTEM_PACKAGES) could not be installed; capsules will be less isolated"

@@ -59,6 +59,11 @@ class ActionError(Exception):
             "quota_exceeded",
             "agent_error",
             "host_unavailable",
+            # File calls: the caller may not touch the path, an upload past its limit, the
+            # capsule's disk is full.
+            "forbidden",
+            "too_large",
+            "insufficient_storage",
         }
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from collections.abc import Mapping
 
 import grpc
 from django.conf import settings
@@ -125,14 +126,16 @@ REFUSALS = {
 }
 
 
-def failure(error: grpc.RpcError, doing: str, refusals: bool = False) -> tuple[str, str]:
+def failure(
+    error: grpc.RpcError, doing: str, refusals: Mapping[grpc.StatusCode, str] | None = None
+) -> tuple[str, str]:
     """(error code, message) for a failed call: `host_unavailable` when the agent did not answer;
-    with `refusals`, the agent's own words under the code of REFUSALS; else `agent_error` saying
-    what the agent could not do (`doing`: "pause the capsule")."""
+    for a status in `refusals` (REFUSALS, or a caller's own), the agent's own words under that
+    code; else `agent_error` saying what the agent could not do (`doing`: "pause the capsule")."""
     code, detail = status_of(error)
     if host_down(code):
         return "host_unavailable", describe_status(code, detail)
-    if refusals and code in REFUSALS:
-        return REFUSALS[code], detail
+    if refusals is not None and code is not None and code in refusals:
+        return refusals[code], detail
     name = code.name if code is not None else "error"
     return "agent_error", f"the host agent could not {doing} ({name}: {detail})"

@@ -85,7 +85,7 @@ def parse_signal(value: str | None) -> int:
 
 def agent_refusal(exc: grpc.RpcError, what: str) -> ActionError:
     """What a failed call to the agent about a command or a process answers the caller."""
-    return ActionError(*agents.failure(exc, what, refusals=True))
+    return ActionError(*agents.failure(exc, what, agents.REFUSALS))
 
 
 def agent_address(sandbox: Sandbox, verb: str) -> str:

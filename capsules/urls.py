@@ -4,7 +4,7 @@ from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework.permissions import AllowAny
 
-from capsules.api import auth_views, event_views, key_views, metrics_views, process_views, views
+from capsules.api import auth_views, event_views, file_views, key_views, metrics_views, process_views, views
 from capsules.api.errors import unknown_endpoint
 from capsules.api.host_views import DocumentedHeartbeatView
 
@@ -39,6 +39,21 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("events/stream", event_views.event_stream, name="events-stream"),
     # Preview links and public ports (the previews app).
     path("capsules/<str:capsule_id>/", include("previews.urls")),
+    path("capsules/<str:capsule_id>/files/list", file_views.FilesListView.as_view(), name="files-list"),
+    path("capsules/<str:capsule_id>/files/mkdir", file_views.FilesMakeDirView.as_view(), name="files-mkdir"),
+    path("capsules/<str:capsule_id>/files/remove", file_views.FilesRemoveView.as_view(), name="files-remove"),
+    path("capsules/<str:capsule_id>/files/read", file_views.FilesReadView.as_view(), name="files-read"),
+    path("capsules/<str:capsule_id>/files/write", file_views.FilesWriteView.as_view(), name="files-write"),
+    path(
+        "capsules/<str:capsule_id>/files/stream/read",
+        file_views.FilesReadView.as_view(),
+        name="files-stream-read",
+    ),
+    path(
+        "capsules/<str:capsule_id>/files/stream/write",
+        file_views.FilesStreamWriteView.as_view(),
+        name="files-stream-write",
+    ),
     path("api-keys", key_views.APIKeyListView.as_view(), name="api-key-list"),
     path("api-keys/<int:key_id>", key_views.APIKeyDetailView.as_view(), name="api-key-detail"),
     path("hosts/heartbeat", DocumentedHeartbeatView.as_view(), name="host-heartbeat"),

@@ -33,6 +33,10 @@ class FailedPrecondition(AgentError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class PermissionDenied(AgentError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class ResourceExhausted(AgentError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 

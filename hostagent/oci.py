@@ -58,7 +58,7 @@ from hostagent.runtime import (
     Limits,
     Runtime,
 )
-from hostagent.spawn import LaunchSpec, Piped, Spawned, close_quietly
+from hostagent.spawn import LaunchSpec, Piped, Spawned, close_quietly, piped, stdio_pipes
 
 log = logging.getLogger(__name__)
 
@@ -246,12 +246,17 @@ class OciRuntime(Runtime):
         return None
 
     async def _runc(
-        self, *args: str, log_file: Path | None = None, stdio: tuple[int, int] | None = None
+        self,
+        *args: str,
+        log_file: Path | None = None,
+        stdio: tuple[int, int] | None = None,
+        stdin: int | None = None,
     ) -> None:
         """Run runc to completion; raise RuncFailed with its message if it fails.
 
         `stdio`: the stdout and stderr runc gets, which a detached `runc exec` without a terminal
-        hands on to the process it starts (then `log_file` must take runc's own messages).
+        hands on to the process it starts (then `log_file` must take runc's own messages); so is
+        `stdin`, else /dev/null.
         """
         argv = [self.runc, "--root", str(self.runc_root)]
         if log_file is not None:
@@ -263,7 +268,7 @@ class OciRuntime(Runtime):
         process = await asyncio.create_subprocess_exec(
             *argv,
             *args,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL if stdin is None else stdin,
             stdout=stdout,
             stderr=stderr,
         )
@@ -495,6 +500,7 @@ class OciRuntime(Runtime):
         process: dict[str, Any],
         options: list[str],
         stdio: tuple[int, int] | None = None,
+        stdin: int | None = None,
     ) -> int:
         """`runc exec --detach` of `process` into the capsule, with `options`; its host pid.
 
@@ -521,6 +527,7 @@ class OciRuntime(Runtime):
                     self.container(sandbox_id),
                     log_file=log_file,
                     stdio=stdio,
+                    stdin=stdin,
                 )
             except RuncFailed as exc:
                 if STOPPED_CONTAINER in exc.message:
@@ -564,23 +571,29 @@ class OciRuntime(Runtime):
         return Spawned(pid=pid, master_fd=master)
 
     async def spawn_piped(
-        self, sandbox_id: str, root: Path, request: LaunchRequest, cgroup_procs: str | None
+        self,
+        sandbox_id: str,
+        root: Path,
+        request: LaunchRequest,
+        cgroup_procs: str | None,
+        stdin: bool = False,
     ) -> Piped:
-        """`runc exec --detach` the command with our pipes as its stdout and stderr: runc hands
-        them on and exits, and the process (a session leader) becomes our child (subreaper)."""
+        """`runc exec --detach` the command with our pipes as its stdout and stderr (and stdin,
+        if asked for, else /dev/null): runc hands them on and exits, and the process (a session
+        leader) becomes our child (subreaper)."""
         process = await run_blocking(bundle.process, sandbox_id, root, request)
-        out_read, out_write = os.pipe()
-        err_read, err_write = os.pipe()
+        (out_read, out_write), (err_read, err_write), inp = stdio_pipes(stdin)
+        in_read, in_write = inp if inp is not None else (None, None)
         try:
-            pid = await self._runc_exec(sandbox_id, request, process, [], stdio=(out_write, err_write))
+            pid = await self._runc_exec(
+                sandbox_id, request, process, [], stdio=(out_write, err_write), stdin=in_read
+            )
         except BaseException:
-            close_quietly(out_read, err_read)
+            close_quietly(out_read, err_read, *([in_write] if in_write is not None else []))
             raise
         finally:
-            close_quietly(out_write, err_write)
-        os.set_blocking(out_read, False)
-        os.set_blocking(err_read, False)
-        return Piped(pid=pid, stdout_fd=out_read, stderr_fd=err_read)
+            close_quietly(out_write, err_write, *([in_read] if in_read is not None else []))
+        return piped(pid, out_read, err_read, in_write)
 
     own_pid_namespace = True
 

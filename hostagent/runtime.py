@@ -137,12 +137,23 @@ class Runtime(ABC):
         return await spawn(spec, cols, rows, cgroup_procs)
 
     async def spawn_piped(
-        self, sandbox_id: str, root: Path, request: LaunchRequest, cgroup_procs: str | None
+        self,
+        sandbox_id: str,
+        root: Path,
+        request: LaunchRequest,
+        cgroup_procs: str | None,
+        stdin: bool = False,
     ) -> Piped:
-        """Start the request's process with pipes for stdout and stderr and no stdin, as the
-        leader of a session of its own (a runtime may do it its own way)."""
+        """Start the request's process with pipes for stdout and stderr, and for stdin a pipe if
+        `stdin` else /dev/null, as the leader of a session of its own (a runtime may do it its
+        own way)."""
         spec = await run_blocking(self.launch_spec, sandbox_id, root, request)
-        return await spawn_piped(spec, cgroup_procs)
+        return await spawn_piped(spec, cgroup_procs, stdin)
+
+    def file_mounts(self, root: Path) -> dict[str, str]:
+        """Capsule paths the file helper must translate to host paths: none where the capsule
+        has a filesystem view of its own (the kernel resolves them there)."""
+        return {}
 
     # The user a process started by the API runs as when the request names none.
     exec_user = "root"
@@ -243,6 +254,12 @@ class ProcessRuntime(Runtime):
     name = "process"
     # Root only when the agent is root; the capsule's home is a directory of the host.
     exec_user = ""
+
+    def file_mounts(self, root: Path) -> dict[str, str]:
+        # No view of its own: the capsule's usual places map to its directory, and every other
+        # absolute path is the host's (this runtime isolates nothing; docs/api.md says so).
+        home, tmp = str(root / "home"), str(root / "tmp")
+        return {"/root": home, "/home/user": home, "/tmp": tmp}  # noqa: S108 - capsule paths
 
     def launch_spec(self, sandbox_id: str, root: Path, request: LaunchRequest) -> LaunchSpec:
         home = root / "home"

@@ -17,6 +17,8 @@ from hostagent.blocking import run_blocking
 from hostagent.config import AgentConfig
 from hostagent.egress import Policy
 from hostagent.errors import AgentError, InvalidArgument, validate_tag
+from hostagent.file_service import FileServicer
+from hostagent.files import Files
 from hostagent.freezer import choose_freezer
 from hostagent.heartbeat import Heartbeat
 from hostagent.lifecycle import Lifecycle, SandboxStatus
@@ -49,6 +51,10 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
     ("grpc.http2.max_ping_strikes", 0),
+    # A fixed receive window (64 KiB) rather than one grown by bandwidth probing: a file upload's
+    # stream would otherwise let the control plane run megabytes ahead of the capsule's disk,
+    # held in the agent's memory (the control plane's channels do the same for their side).
+    ("grpc.http2.bdp_probe", 0),
 ]
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -91,7 +97,7 @@ def policy_of(request: pb.CreateSandboxRequest | pb.SetNetworkPolicyRequest) -> 
 MAINTAIN_EVERY = 5.0
 
 
-class HostAgentServicer(ProcessServicer, pb_grpc.HostAgentServicer):
+class HostAgentServicer(ProcessServicer, FileServicer, pb_grpc.HostAgentServicer):
     def __init__(
         self, store: SandboxStore, registry: SessionRegistry, runtime: Runtime, lifecycle: Lifecycle
     ) -> None:
@@ -99,6 +105,7 @@ class HostAgentServicer(ProcessServicer, pb_grpc.HostAgentServicer):
         self.registry = registry
         self.runtime = runtime
         self.lifecycle = lifecycle
+        self.files = Files(store, lifecycle, runtime)
 
     def _status_message(self, status: SandboxStatus) -> pb.Sandbox:
         return pb.Sandbox(

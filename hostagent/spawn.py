@@ -48,11 +48,13 @@ class Spawned:
 
 @dataclass(frozen=True)
 class Piped:
-    """A process started with pipes: read ends of its stdout and stderr (non-blocking)."""
+    """A process started with pipes: read ends of its stdout and stderr (non-blocking), and the
+    write end of its stdin (non-blocking) when it was started with one, else None (/dev/null)."""
 
     pid: int
     stdout_fd: int
     stderr_fd: int
+    stdin_fd: int | None = None
 
 
 def close_quietly(*fds: int) -> None:
@@ -104,36 +106,59 @@ async def spawn(spec: LaunchSpec, cols: int, rows: int, cgroup_procs: str | None
     return Spawned(pid=pid, master_fd=master)
 
 
-async def spawn_piped(spec: LaunchSpec, cgroup_procs: str | None = None) -> Piped:
-    """Start `spec` as a session leader with /dev/null for stdin and a pipe each for stdout and
-    stderr; with `cgroup_procs` the child joins that cgroup before exec."""
-    out_read, out_write = os.pipe()
-    err_read, err_write = os.pipe()
+def stdio_pipes(stdin: bool) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int] | None]:
+    """(read, write) pipes for stdout, stderr and, if asked for, stdin (all close-on-exec)."""
+    made: list[int] = []
+    try:
+        out = os.pipe()
+        made += out
+        err = os.pipe()
+        made += err
+        inp = os.pipe() if stdin else None
+    except BaseException:
+        close_quietly(*made)
+        raise
+    return out, err, inp
+
+
+def piped(pid: int, out_read: int, err_read: int, stdin_write: int | None) -> Piped:
+    """The parent's ends of a started process's pipes, made non-blocking for the event loop."""
+    for fd in (out_read, err_read, stdin_write):
+        if fd is not None:
+            os.set_blocking(fd, False)
+    return Piped(pid=pid, stdout_fd=out_read, stderr_fd=err_read, stdin_fd=stdin_write)
+
+
+async def spawn_piped(spec: LaunchSpec, cgroup_procs: str | None = None, stdin: bool = False) -> Piped:
+    """Start `spec` as a session leader with a pipe each for stdout and stderr, and for stdin a
+    pipe if `stdin` (the file helper speaks over it) or else /dev/null (exec); with
+    `cgroup_procs` the child joins that cgroup before exec."""
+    (out_read, out_write), (err_read, err_write), inp = stdio_pipes(stdin)
+    in_read, in_write = inp if inp is not None else (None, None)
+    parent_ends = [fd for fd in (out_read, err_read, in_write) if fd is not None]
     try:
         report_read, report_write = os.pipe()
     except BaseException:
-        close_quietly(out_read, out_write, err_read, err_write)
+        close_quietly(*parent_ends, out_write, err_write, *([in_read] if in_read is not None else []))
         raise
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child execs or exits
-        _exec_piped_child(spec, out_write, err_write, report_write, cgroup_procs)
-    close_quietly(out_write, err_write, report_write)
+        _exec_piped_child(spec, in_read, out_write, err_write, report_write, cgroup_procs)
+    close_quietly(out_write, err_write, report_write, *([in_read] if in_read is not None else []))
     try:
         report = await _read_to_eof(report_read)
     except BaseException:
-        close_quietly(out_read, err_read)
+        close_quietly(*parent_ends)
         os.kill(pid, signal.SIGKILL)
         await run_blocking(os.waitpid, pid, 0)
         raise
     finally:
         os.close(report_read)
     if report:
-        close_quietly(out_read, err_read)
+        close_quietly(*parent_ends)
         await run_blocking(os.waitpid, pid, 0)
         raise FailedPrecondition(_describe(spec, report))
-    os.set_blocking(out_read, False)
-    os.set_blocking(err_read, False)
-    return Piped(pid=pid, stdout_fd=out_read, stderr_fd=err_read)
+    return piped(pid, out_read, err_read, in_write)
 
 
 def _describe(spec: LaunchSpec, report: bytes) -> str:
@@ -177,15 +202,20 @@ async def _read_to_eof(fd: int) -> bytes:
 
 
 def _exec_piped_child(
-    spec: LaunchSpec, out_write: int, err_write: int, report_write: int, cgroup_procs: str | None
+    spec: LaunchSpec,
+    in_read: int | None,
+    out_write: int,
+    err_write: int,
+    report_write: int,
+    cgroup_procs: str | None,
 ) -> None:  # pragma: no cover
     try:
         os.setsid()
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
+        source = os.open(os.devnull, os.O_RDONLY) if in_read is None else in_read
+        os.dup2(source, 0)
         os.dup2(out_write, 1)
         os.dup2(err_write, 2)
-        for fd in (null, out_write, err_write):
+        for fd in (source, out_write, err_write):
             if fd > 2:
                 os.close(fd)
     except BaseException:

@@ -114,6 +114,36 @@ class HostAgentStub:
                 request_serializer=protos_dot_hostagent__pb2.PortForwardRequest.SerializeToString,
                 response_deserializer=protos_dot_hostagent__pb2.PortForwardResponse.FromString,
                 _registered_method=True)
+        self.StatPath = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/StatPath',
+                request_serializer=protos_dot_hostagent__pb2.FilePathRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.StatPathResponse.FromString,
+                _registered_method=True)
+        self.ListDir = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/ListDir',
+                request_serializer=protos_dot_hostagent__pb2.ListDirRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.ListDirResponse.FromString,
+                _registered_method=True)
+        self.MakeDir = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/MakeDir',
+                request_serializer=protos_dot_hostagent__pb2.FilePathRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.MakeDirResponse.FromString,
+                _registered_method=True)
+        self.RemovePath = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/RemovePath',
+                request_serializer=protos_dot_hostagent__pb2.FilePathRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.RemovePathResponse.FromString,
+                _registered_method=True)
+        self.ReadFile = channel.unary_stream(
+                '/wrenn.hostagent.v1.HostAgent/ReadFile',
+                request_serializer=protos_dot_hostagent__pb2.FilePathRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.FileChunk.FromString,
+                _registered_method=True)
+        self.WriteFile = channel.stream_unary(
+                '/wrenn.hostagent.v1.HostAgent/WriteFile',
+                request_serializer=protos_dot_hostagent__pb2.WriteFileRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.WriteFileResponse.FromString,
+                _registered_method=True)
 
 
 class HostAgentServicer:
@@ -263,6 +293,58 @@ class HostAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StatPath(self, request, context):
+        """Files. Every call runs a short-lived helper process INSIDE the capsule (the capsule's
+        /usr/bin/python3 with hostagent/filehelper.py), as the capsule's root unless `user` says
+        otherwise, so paths resolve in the capsule's own view: no `..`, symlink or absolute path
+        reaches the host or another capsule. A relative path is relative to the user's home.
+        Errors: INVALID_ARGUMENT (bad path), NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION (is a
+        directory, not a directory, not a regular file; the sandbox is paused; no python3 in it),
+        PERMISSION_DENIED, RESOURCE_EXHAUSTED (the capsule's disk is full, a listing too long).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDir(self, request, context):
+        """The entries under a directory, `depth` levels down (0 and 1: its children only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MakeDir(self, request, context):
+        """Creates the directory and its parents; ALREADY_EXISTS if the path exists.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemovePath(self, request, context):
+        """Removes a file, a symlink (not its target) or a directory with everything in it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadFile(self, request, context):
+        """A regular file: first its entry, then its bytes in chunks of at most 64 KiB, streamed with
+        flow control (the agent holds a few chunks, whatever the file's size).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteFile(self, request_iterator, context):
+        """First message `start` (sandbox, path, mode); once the response's initial metadata carries
+        `wrenn-write-ready: 1` (the file is open), `data` chunks of at most 64 KiB, then `end`.
+        Missing parent directories are created; the file is replaced whole (renamed over) at `end`,
+        so a failed or abandoned write leaves the old one. Answers the file's entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -345,6 +427,36 @@ def add_HostAgentServicer_to_server(servicer, server):
                     servicer.PortForward,
                     request_deserializer=protos_dot_hostagent__pb2.PortForwardRequest.FromString,
                     response_serializer=protos_dot_hostagent__pb2.PortForwardResponse.SerializeToString,
+            ),
+            'StatPath': grpc.unary_unary_rpc_method_handler(
+                    servicer.StatPath,
+                    request_deserializer=protos_dot_hostagent__pb2.FilePathRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.StatPathResponse.SerializeToString,
+            ),
+            'ListDir': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDir,
+                    request_deserializer=protos_dot_hostagent__pb2.ListDirRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.ListDirResponse.SerializeToString,
+            ),
+            'MakeDir': grpc.unary_unary_rpc_method_handler(
+                    servicer.MakeDir,
+                    request_deserializer=protos_dot_hostagent__pb2.FilePathRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.MakeDirResponse.SerializeToString,
+            ),
+            'RemovePath': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemovePath,
+                    request_deserializer=protos_dot_hostagent__pb2.FilePathRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.RemovePathResponse.SerializeToString,
+            ),
+            'ReadFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadFile,
+                    request_deserializer=protos_dot_hostagent__pb2.FilePathRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.FileChunk.SerializeToString,
+            ),
+            'WriteFile': grpc.stream_unary_rpc_method_handler(
+                    servicer.WriteFile,
+                    request_deserializer=protos_dot_hostagent__pb2.WriteFileRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.WriteFileResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -779,6 +891,168 @@ class HostAgent:
             '/wrenn.hostagent.v1.HostAgent/PortForward',
             protos_dot_hostagent__pb2.PortForwardRequest.SerializeToString,
             protos_dot_hostagent__pb2.PortForwardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StatPath(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/StatPath',
+            protos_dot_hostagent__pb2.FilePathRequest.SerializeToString,
+            protos_dot_hostagent__pb2.StatPathResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDir(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/ListDir',
+            protos_dot_hostagent__pb2.ListDirRequest.SerializeToString,
+            protos_dot_hostagent__pb2.ListDirResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MakeDir(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/MakeDir',
+            protos_dot_hostagent__pb2.FilePathRequest.SerializeToString,
+            protos_dot_hostagent__pb2.MakeDirResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePath(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/RemovePath',
+            protos_dot_hostagent__pb2.FilePathRequest.SerializeToString,
+            protos_dot_hostagent__pb2.RemovePathResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/ReadFile',
+            protos_dot_hostagent__pb2.FilePathRequest.SerializeToString,
+            protos_dot_hostagent__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteFile(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/WriteFile',
+            protos_dot_hostagent__pb2.WriteFileRequest.SerializeToString,
+            protos_dot_hostagent__pb2.WriteFileResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -105,6 +105,31 @@ class HostAgentStub:
     refused there), UNAVAILABLE with trailing metadata `wrenn-port-refused` (nothing listens on
     the port, or the connection failed).
     """
+    StatPath: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.StatPathResponse]
+    """Files. Every call runs a short-lived helper process INSIDE the capsule (the capsule's
+    /usr/bin/python3 with hostagent/filehelper.py), as the capsule's root unless `user` says
+    otherwise, so paths resolve in the capsule's own view: no `..`, symlink or absolute path
+    reaches the host or another capsule. A relative path is relative to the user's home.
+    Errors: INVALID_ARGUMENT (bad path), NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION (is a
+    directory, not a directory, not a regular file; the sandbox is paused; no python3 in it),
+    PERMISSION_DENIED, RESOURCE_EXHAUSTED (the capsule's disk is full, a listing too long).
+    """
+    ListDir: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.ListDirRequest, _hostagent_pb2.ListDirResponse]
+    """The entries under a directory, `depth` levels down (0 and 1: its children only)."""
+    MakeDir: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.MakeDirResponse]
+    """Creates the directory and its parents; ALREADY_EXISTS if the path exists."""
+    RemovePath: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.RemovePathResponse]
+    """Removes a file, a symlink (not its target) or a directory with everything in it."""
+    ReadFile: _grpc.UnaryStreamMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.FileChunk]
+    """A regular file: first its entry, then its bytes in chunks of at most 64 KiB, streamed with
+    flow control (the agent holds a few chunks, whatever the file's size).
+    """
+    WriteFile: _grpc.StreamUnaryMultiCallable[_hostagent_pb2.WriteFileRequest, _hostagent_pb2.WriteFileResponse]
+    """First message `start` (sandbox, path, mode); once the response's initial metadata carries
+    `wrenn-write-ready: 1` (the file is open), `data` chunks of at most 64 KiB, then `end`.
+    Missing parent directories are created; the file is replaced whole (renamed over) at `end`,
+    so a failed or abandoned write leaves the old one. Answers the file's entry.
+    """
 
 @_typing.type_check_only
 class HostAgentAsyncStub(HostAgentStub):
@@ -179,6 +204,31 @@ class HostAgentAsyncStub(HostAgentStub):
     namespace of its own: process and bwrap capsules share the host's loopback, so previews are
     refused there), UNAVAILABLE with trailing metadata `wrenn-port-refused` (nothing listens on
     the port, or the connection failed).
+    """
+    StatPath: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.StatPathResponse]  # type: ignore[assignment]
+    """Files. Every call runs a short-lived helper process INSIDE the capsule (the capsule's
+    /usr/bin/python3 with hostagent/filehelper.py), as the capsule's root unless `user` says
+    otherwise, so paths resolve in the capsule's own view: no `..`, symlink or absolute path
+    reaches the host or another capsule. A relative path is relative to the user's home.
+    Errors: INVALID_ARGUMENT (bad path), NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION (is a
+    directory, not a directory, not a regular file; the sandbox is paused; no python3 in it),
+    PERMISSION_DENIED, RESOURCE_EXHAUSTED (the capsule's disk is full, a listing too long).
+    """
+    ListDir: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.ListDirRequest, _hostagent_pb2.ListDirResponse]  # type: ignore[assignment]
+    """The entries under a directory, `depth` levels down (0 and 1: its children only)."""
+    MakeDir: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.MakeDirResponse]  # type: ignore[assignment]
+    """Creates the directory and its parents; ALREADY_EXISTS if the path exists."""
+    RemovePath: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.RemovePathResponse]  # type: ignore[assignment]
+    """Removes a file, a symlink (not its target) or a directory with everything in it."""
+    ReadFile: _aio.UnaryStreamMultiCallable[_hostagent_pb2.FilePathRequest, _hostagent_pb2.FileChunk]  # type: ignore[assignment]
+    """A regular file: first its entry, then its bytes in chunks of at most 64 KiB, streamed with
+    flow control (the agent holds a few chunks, whatever the file's size).
+    """
+    WriteFile: _aio.StreamUnaryMultiCallable[_hostagent_pb2.WriteFileRequest, _hostagent_pb2.WriteFileResponse]  # type: ignore[assignment]
+    """First message `start` (sandbox, path, mode); once the response's initial metadata carries
+    `wrenn-write-ready: 1` (the file is open), `data` chunks of at most 64 KiB, then `end`.
+    Missing parent directories are created; the file is replaced whole (renamed over) at `end`,
+    so a failed or abandoned write leaves the old one. Answers the file's entry.
     """
 
 class HostAgentServicer(metaclass=_abc_1.ABCMeta):
@@ -347,6 +397,67 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
         namespace of its own: process and bwrap capsules share the host's loopback, so previews are
         refused there), UNAVAILABLE with trailing metadata `wrenn-port-refused` (nothing listens on
         the port, or the connection failed).
+        """
+
+    @_abc_1.abstractmethod
+    def StatPath(
+        self,
+        request: _hostagent_pb2.FilePathRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.StatPathResponse, _abc.Awaitable[_hostagent_pb2.StatPathResponse]]:
+        """Files. Every call runs a short-lived helper process INSIDE the capsule (the capsule's
+        /usr/bin/python3 with hostagent/filehelper.py), as the capsule's root unless `user` says
+        otherwise, so paths resolve in the capsule's own view: no `..`, symlink or absolute path
+        reaches the host or another capsule. A relative path is relative to the user's home.
+        Errors: INVALID_ARGUMENT (bad path), NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION (is a
+        directory, not a directory, not a regular file; the sandbox is paused; no python3 in it),
+        PERMISSION_DENIED, RESOURCE_EXHAUSTED (the capsule's disk is full, a listing too long).
+        """
+
+    @_abc_1.abstractmethod
+    def ListDir(
+        self,
+        request: _hostagent_pb2.ListDirRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.ListDirResponse, _abc.Awaitable[_hostagent_pb2.ListDirResponse]]:
+        """The entries under a directory, `depth` levels down (0 and 1: its children only)."""
+
+    @_abc_1.abstractmethod
+    def MakeDir(
+        self,
+        request: _hostagent_pb2.FilePathRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.MakeDirResponse, _abc.Awaitable[_hostagent_pb2.MakeDirResponse]]:
+        """Creates the directory and its parents; ALREADY_EXISTS if the path exists."""
+
+    @_abc_1.abstractmethod
+    def RemovePath(
+        self,
+        request: _hostagent_pb2.FilePathRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.RemovePathResponse, _abc.Awaitable[_hostagent_pb2.RemovePathResponse]]:
+        """Removes a file, a symlink (not its target) or a directory with everything in it."""
+
+    @_abc_1.abstractmethod
+    def ReadFile(
+        self,
+        request: _hostagent_pb2.FilePathRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_hostagent_pb2.FileChunk], _abc.AsyncIterator[_hostagent_pb2.FileChunk]]:
+        """A regular file: first its entry, then its bytes in chunks of at most 64 KiB, streamed with
+        flow control (the agent holds a few chunks, whatever the file's size).
+        """
+
+    @_abc_1.abstractmethod
+    def WriteFile(
+        self,
+        request_iterator: _MaybeAsyncIterator[_hostagent_pb2.WriteFileRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.WriteFileResponse, _abc.Awaitable[_hostagent_pb2.WriteFileResponse]]:
+        """First message `start` (sandbox, path, mode); once the response's initial metadata carries
+        `wrenn-write-ready: 1` (the file is open), `data` chunks of at most 64 KiB, then `end`.
+        Missing parent directories are created; the file is replaced whole (renamed over) at `end`,
+        so a failed or abandoned write leaves the old one. Answers the file's entry.
         """
 
 def add_HostAgentServicer_to_server(servicer: HostAgentServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

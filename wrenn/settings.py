@@ -120,6 +120,11 @@ WRENN_EVENTS_KEEPALIVE_SEC = _env_seconds("WRENN_EVENTS_KEEPALIVE_SEC", 15)
 # Deadline of calls to host agents: lifecycle (create, pause, resume, destroy), and a terminal
 # socket's input, resize and kill.
 HOSTAGENT_RPC_TIMEOUT = float(_env("WRENN_HOSTAGENT_RPC_TIMEOUT", "10"))
+# File uploads (docs/api.md, "Files"): the largest file `files/write` and `files/stream/write`
+# take, in bytes; beyond it they answer 413. Both stream with bounded memory; daphne spools the
+# request body to a temporary file first, so these also bound the disk an upload takes there.
+FILES_WRITE_MAX_BYTES = _env_int("WRENN_FILES_WRITE_MAX_BYTES", 104857600, low=1)  # 100 MiB
+FILES_STREAM_WRITE_MAX_BYTES = _env_int("WRENN_FILES_STREAM_WRITE_MAX_BYTES", 10737418240, low=1)  # 10 GiB
 # Terminal sockets: keepalive ping, and how often activity is written per connection.
 PTY_KEEPALIVE_SECONDS = float(_env("WRENN_PTY_KEEPALIVE_SECONDS", "30"))
 PTY_ACTIVITY_INTERVAL_SECONDS = float(_env("WRENN_PTY_ACTIVITY_INTERVAL_SECONDS", "30"))

@@ -35,11 +35,14 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     status.HTTP_404_NOT_FOUND: ("not_found",),
     status.HTTP_405_METHOD_NOT_ALLOWED: ("method_not_allowed",),
     status.HTTP_409_CONFLICT: ("invalid_state", "conflict"),
+    status.HTTP_413_REQUEST_ENTITY_TOO_LARGE: ("too_large",),
     status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: ("unsupported_media_type",),
     status.HTTP_429_TOO_MANY_REQUESTS: ("rate_limited",),
     status.HTTP_500_INTERNAL_SERVER_ERROR: ("internal_error",),
     status.HTTP_502_BAD_GATEWAY: ("agent_error",),
     status.HTTP_503_SERVICE_UNAVAILABLE: ("host_unavailable",),
+    # A capsule's own disk is full (a file write): the capsule's storage, not the request's size.
+    status.HTTP_507_INSUFFICIENT_STORAGE: ("insufficient_storage",),
 }
 
 

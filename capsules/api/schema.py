@@ -22,8 +22,9 @@ ERROR_DESCRIPTIONS = {
     401: "Credentials are missing or refused.",
     403: "The caller may not do this (forbidden), or a new capsule would pass a team quota (quota_exceeded).",
     404: "No such object for the caller's team (another team's objects answer the same).",
-    409: "The capsule's status does not allow this now.",
-    415: "The body is not application/json.",
+    409: "The capsule's status does not allow this now, or (files) the path already exists (conflict).",
+    413: "An upload is larger than its limit (the message names it).",
+    415: "The body is not application/json (multipart/form-data for uploads).",
     429: (
         "Too many sign-in attempts from this address or for this account, or too many token "
         "refreshes from this address; the Retry-After header says in how many seconds to try again."
@@ -31,6 +32,7 @@ ERROR_DESCRIPTIONS = {
     500: "An unexpected error; it has been logged.",
     502: "The host agent refused or failed the operation.",
     503: "No host can take the capsule, or its host is unreachable.",
+    507: "The capsule's disk is full.",
 }
 
 # The response header of a 429 from the sign-in and refresh endpoints (capsules/ratelimit.py).

@@ -150,11 +150,13 @@ def test_error_components_name_the_exact_codes(openapi: dict[str, Any]) -> None:
         "403": ["forbidden", "quota_exceeded"],
         "404": ["not_found"],
         "409": ["invalid_state", "conflict"],
+        "413": ["too_large"],
         "415": ["unsupported_media_type"],
         "429": ["rate_limited"],
         "500": ["internal_error"],
         "502": ["agent_error"],
         "503": ["host_unavailable"],
+        "507": ["insufficient_storage"],
     }
 
 

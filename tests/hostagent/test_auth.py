@@ -60,3 +60,20 @@ async def test_calls_with_the_token_are_served(guarded_agent: HostAgentProcess) 
 
 def test_an_agent_without_a_token_warns(agent: HostAgentProcess) -> None:
     assert "no HOSTAGENT_TOKEN" in agent.log()
+
+
+async def test_file_calls_without_the_token_are_refused(guarded_agent: HostAgentProcess) -> None:
+    """Every kind of file call: unary, streamed out (ReadFile) and streamed in (WriteFile)."""
+    async with grpc.aio.insecure_channel(guarded_agent.address) as channel:
+        stub = pb_grpc.HostAgentStub(channel)
+        path = pb.FilePathRequest(sandbox_id="cl-x", path="/root")
+        with pytest.raises(grpc.aio.AioRpcError) as listing:
+            await stub.ListDir(pb.ListDirRequest(sandbox_id="cl-x", path="/root"), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError) as reading:
+            await stub.ReadFile(path, timeout=10).read()
+        write = stub.WriteFile(None, timeout=10)
+        await write.write(pb.WriteFileRequest(start=pb.WriteFileStart(sandbox_id="cl-x", path="/root/x")))
+        with pytest.raises(grpc.aio.AioRpcError) as writing:
+            await write
+    for error in (listing.value, reading.value, writing.value):
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
