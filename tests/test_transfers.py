@@ -9,7 +9,8 @@ import pytest
 from previews.middleware import for_previews
 from wrenn.transfers import BODY, Transfers
 
-pytestmark = pytest.mark.timeout(10)
+# Generous: the last test file of a run also pays for stopping the session's shared host agent.
+pytestmark = pytest.mark.timeout(60)
 
 
 def upload_scope(
