@@ -21,10 +21,11 @@ from capsules.agents import HOST_UNREACHABLE
 from capsules.models import Sandbox
 from capsules.placement import is_reachable
 from protos import hostagent_pb2 as pb
+from protos import rules
 
 Status = Sandbox.Status
 CHUNK = 64 * 1024
-READY = ("wrenn-write-ready", "1")
+READY = (rules.WRITE_READY_KEY, "1")
 # What a grpc.aio stream's read() answers at its end (absent from the type stubs).
 EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
 

@@ -16,13 +16,12 @@ import grpc
 from hostagent.errors import AgentError, FailedPrecondition, InvalidArgument
 from hostagent.files import Files
 from protos import hostagent_pb2 as pb
+from protos import rules
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 Method = Callable[[Any, Request, Context], Awaitable[Response]]
-# Initial metadata of a WriteFile call: the file is open and the agent takes data.
-READY_KEY = "wrenn-write-ready"
 
 
 def aborts_on_agent_error(method: Method[Request, Response]) -> Method[Request, Response]:
@@ -82,7 +81,7 @@ class FileServicer:
             nonlocal ready
             # The client sends data only after this: a write refused before (a bad path, a
             # directory) ends with no data in flight, and the client sees the status as sent.
-            await context.send_initial_metadata(((READY_KEY, "1"),))
+            await context.send_initial_metadata(((rules.WRITE_READY_KEY, "1"),))
             ready = True
 
         try:

@@ -29,6 +29,7 @@ import grpc
 from hostagent.blocking import run_blocking
 from hostagent.errors import AgentError, InvalidArgument
 from protos import hostagent_pb2 as pb
+from protos import rules
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,7 @@ MAX_PORT = 65535
 # One read of the capsule's server at most this big, so one gRPC message each way is in flight.
 CHUNK = 64 * 1024
 CONNECT_TIMEOUT = 10.0
-# Trailing metadata that tells "nothing answered on the port" from "the agent did not answer",
-# both UNAVAILABLE: the control plane says the first to the caller as a bad gateway, not host down.
-REFUSED_KEY = "wrenn-port-refused"
+REFUSED_KEY = rules.PORT_REFUSED_KEY
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

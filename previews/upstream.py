@@ -15,12 +15,11 @@ import grpc
 from capsules.agents import aio_stub_for, call_metadata, describe_status, host_down
 from previews.access import Denied
 from protos import hostagent_pb2 as pb
+from protos import rules
 
 log = logging.getLogger(__name__)
 
-# The agent's marker of "nothing answered on the port" (hostagent/ports.py), as opposed to an
-# agent that does not answer, which is UNAVAILABLE too.
-REFUSED_KEY = "wrenn-port-refused"
+REFUSED_KEY = rules.PORT_REFUSED_KEY
 
 
 def _denied(error: grpc.aio.AioRpcError) -> Denied:

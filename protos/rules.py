@@ -16,6 +16,12 @@ SANDBOX_ID_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{SANDBOX_ID_MAX_LENGTH
 TAG_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{TAG_MAX_LENGTH - 1}}}")
 
 SANDBOX_ID_PREFIX = "cl-"
+
+# gRPC metadata keys both sides read. WriteFile's initial metadata: the file is open and the agent
+# takes data. PortForward's trailing metadata: nothing answered on the port (UNAVAILABLE like an
+# agent that does not answer, which the control plane must tell apart: a bad gateway, not host down).
+WRITE_READY_KEY = "wrenn-write-ready"
+PORT_REFUSED_KEY = "wrenn-port-refused"
 PTY_TAG_PREFIX = "pty-"
 
 # A terminal's columns and rows: 1 to MAX_WINDOW each (anything larger is a client bug, not a
