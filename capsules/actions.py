@@ -454,6 +454,16 @@ def restore_capsule(capsule: Sandbox, reported_state: str) -> None:
     _state_changed(capsule.pk, Status.MISSING, to, "host_back")
 
 
+def agent_address(sandbox: Sandbox, verb: str) -> str:
+    """The address of the host agent of a running capsule, for calls into it (commands, its
+    processes, its files); refused with `invalid_state` or `host_unavailable` otherwise."""
+    if sandbox.status != Status.RUNNING:
+        raise _invalid_state(sandbox.status, verb)
+    if not is_reachable(sandbox.host) or sandbox.host is None or not sandbox.host.address:
+        raise ActionError("host_unavailable", HOST_UNREACHABLE)
+    return sandbox.host.address
+
+
 def record_activity(sandbox_id: str) -> None:
     """Someone is using the capsule now: the idle reaper counts from here."""
     touch_sandbox(sandbox_id)

@@ -17,13 +17,10 @@ import grpc
 
 from capsules import actions, agents
 from capsules.actions import ActionError
-from capsules.agents import HOST_UNREACHABLE
 from capsules.models import Sandbox
-from capsules.placement import is_reachable
 from protos import hostagent_pb2 as pb
 from protos import rules
 
-Status = Sandbox.Status
 CHUNK = 64 * 1024
 READY = (rules.WRITE_READY_KEY, "1")
 # What a grpc.aio stream's read() answers at its end (absent from the type stubs).
@@ -39,12 +36,7 @@ def file_capsule(sandbox: Sandbox) -> Sandbox:
     capsule = Sandbox.objects.select_related("host").filter(pk=sandbox.pk).first()
     if capsule is None:
         raise ActionError("not_found", f"capsule {sandbox.pk} not found")
-    if capsule.status != Status.RUNNING:
-        raise ActionError(
-            "invalid_state", f"capsule is {capsule.status}; its files are reachable only while it is running"
-        )
-    if capsule.host is None or not is_reachable(capsule.host):
-        raise ActionError("host_unavailable", HOST_UNREACHABLE)
+    actions.agent_address(capsule, "reach its files")
     actions.record_activity(capsule.pk)
     return capsule
 

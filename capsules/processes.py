@@ -18,10 +18,8 @@ import grpc
 from django.conf import settings
 
 from capsules import agents
-from capsules.actions import ActionError, record_activity
-from capsules.agents import HOST_UNREACHABLE
+from capsules.actions import ActionError, agent_address, record_activity
 from capsules.models import Sandbox
-from capsules.placement import is_reachable
 from protos import hostagent_pb2 as pb
 from protos import rules
 
@@ -86,15 +84,6 @@ def parse_signal(value: str | None) -> int:
 def agent_refusal(exc: grpc.RpcError, what: str) -> ActionError:
     """What a failed call to the agent about a command or a process answers the caller."""
     return ActionError(*agents.failure(exc, what, agents.REFUSALS))
-
-
-def agent_address(sandbox: Sandbox, verb: str) -> str:
-    """The address of a running capsule's agent, or why commands cannot reach it."""
-    if sandbox.status != Sandbox.Status.RUNNING:
-        raise ActionError("invalid_state", f"capsule is {sandbox.status}; cannot {verb}")
-    if not is_reachable(sandbox.host) or sandbox.host is None or not sandbox.host.address:
-        raise ActionError("host_unavailable", HOST_UNREACHABLE)
-    return sandbox.host.address
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from capsules import agents
-from capsules.actions import ActionError, record_activity
+from capsules.actions import ActionError, agent_address, record_activity
 from capsules.api.authentication import MISSING_CREDENTIALS
-from capsules.processes import Command, Selector, agent_address, agent_refusal, parse_selector
+from capsules.processes import Command, Selector, agent_refusal, parse_selector
 from capsules.services import find_capsule
 from protos import hostagent_pb2 as pb
 from protos import rules
