@@ -6,19 +6,10 @@ from typing import Any
 
 from rest_framework import serializers
 
-from capsules.api.fields import StrictIntegerField, StrictSerializer
+from capsules.api.fields import StrictBooleanField, StrictIntegerField, StrictSerializer
 from previews.hosts import MAX_PORT
 
 PORT_RANGE = f"must be between 1 and {MAX_PORT}"
-
-
-class BooleanField(serializers.BooleanField):
-    default_error_messages = {"required": "is required", "invalid": "must be true or false"}
-
-    def to_internal_value(self, data: Any) -> bool:
-        if not isinstance(data, bool):
-            self.fail("invalid")
-        return data
 
 
 class LinkCreateSerializer(StrictSerializer):
@@ -59,7 +50,7 @@ class CreatedLinkSerializer(LinkSerializer):
 
 
 class PublicPortRequestSerializer(StrictSerializer):
-    public = BooleanField()
+    public = StrictBooleanField()
 
 
 class PortSerializer(serializers.Serializer[Any]):

@@ -40,6 +40,16 @@ class StrictIntegerField(serializers.IntegerField):
         return int(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    default_error_messages = {"required": COMMON_MESSAGES["required"], "invalid": "must be true or false"}
+
+    def to_internal_value(self, data: Any) -> bool:
+        # DRF takes "yes", 1 and "true" for true; a JSON boolean is the only one here.
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
 class StrictUUIDField(serializers.UUIDField):
     default_error_messages = {**COMMON_MESSAGES, "invalid": "must be a UUID string"}
 

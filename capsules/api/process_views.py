@@ -6,8 +6,6 @@ background (202); `GET …/processes` lists every process of the capsule; `DELET
 stream`) are in pty/processes.py.
 """
 
-from typing import Any
-
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -15,7 +13,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from capsules import processes
-from capsules.api.fields import StrictCharField, StrictIntegerField, StrictSerializer, StringMapField
+from capsules.api.fields import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    StrictSerializer,
+    StringMapField,
+)
 from capsules.api.schema import error_responses
 from capsules.api.views import CapsuleAPIView
 from capsules.processes import Command
@@ -25,15 +29,6 @@ TAGS = ["processes"]
 EXEC_ERRORS = error_responses(400, 401, 404, 409, 415, 500, 502, 503)
 LIST_ERRORS = error_responses(401, 404, 409, 500, 502, 503)
 SIGNAL_ERRORS = error_responses(400, 401, 404, 409, 500, 502, 503)
-
-
-class StrictBooleanField(serializers.BooleanField):
-    default_error_messages = {"invalid": "must be true or false", "required": "is required"}
-
-    def to_internal_value(self, data: Any) -> bool:
-        if not isinstance(data, bool):
-            self.fail("invalid")
-        return data
 
 
 class ExecRequestSerializer(StrictSerializer):
