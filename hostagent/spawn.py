@@ -87,23 +87,30 @@ async def spawn(spec: LaunchSpec, cols: int, rows: int, cgroup_procs: str | None
         _exec_child(spec, slave, err_write, cgroup_procs)
     os.close(slave)
     os.close(err_write)
+    await _exec_reported(spec, pid, err_read, [master])
+    os.set_blocking(master, False)
+    return Spawned(pid=pid, master_fd=master)
+
+
+async def _exec_reported(spec: LaunchSpec, pid: int, report_read: int, parent_ends: list[int]) -> None:
+    """Wait for the forked child's exec: EOF on `report_read` means it succeeded. On a report of
+    failure, or if the wait is cancelled, the child is reaped (killed first, if cancelled), the
+    parent's ends of its terminal or pipes are closed, and the error raised."""
     try:
-        report = await _read_to_eof(err_read)
+        report = await _read_to_eof(report_read)
     except BaseException:
-        os.close(master)
+        close_quietly(*parent_ends)
         os.kill(pid, signal.SIGKILL)
         # Reaped in a thread: a killed child ends only once it leaves the kernel, and it may be
         # waiting there on a cgroup write.
         await run_blocking(os.waitpid, pid, 0)
         raise
     finally:
-        os.close(err_read)
+        os.close(report_read)
     if report:
-        os.close(master)
+        close_quietly(*parent_ends)
         await run_blocking(os.waitpid, pid, 0)  # the child exits right after writing its report
         raise FailedPrecondition(_describe(spec, report))
-    os.set_blocking(master, False)
-    return Spawned(pid=pid, master_fd=master)
 
 
 def stdio_pipes(stdin: bool) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int] | None]:
@@ -145,19 +152,7 @@ async def spawn_piped(spec: LaunchSpec, cgroup_procs: str | None = None, stdin: 
     if pid == 0:  # pragma: no cover - the child execs or exits
         _exec_piped_child(spec, in_read, out_write, err_write, report_write, cgroup_procs)
     close_quietly(out_write, err_write, report_write, *([in_read] if in_read is not None else []))
-    try:
-        report = await _read_to_eof(report_read)
-    except BaseException:
-        close_quietly(*parent_ends)
-        os.kill(pid, signal.SIGKILL)
-        await run_blocking(os.waitpid, pid, 0)
-        raise
-    finally:
-        os.close(report_read)
-    if report:
-        close_quietly(*parent_ends)
-        await run_blocking(os.waitpid, pid, 0)
-        raise FailedPrecondition(_describe(spec, report))
+    await _exec_reported(spec, pid, report_read, parent_ends)
     return piped(pid, out_read, err_read, in_write)
 
 
