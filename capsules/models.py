@@ -19,6 +19,11 @@ class Team(models.Model):
     max_capsules = models.PositiveIntegerField(null=True, blank=True)
     max_vcpus = models.PositiveIntegerField(null=True, blank=True)
     max_memory_mb = models.PositiveIntegerField(null=True, blank=True)
+    # Terminal recordings (the recordings app): on unless turned off; input (which can hold
+    # secrets) only when turned on; kept for this many days (null: WRENN_RECORDING_RETENTION_DAYS).
+    record_terminals = models.BooleanField(default=True)
+    record_input = models.BooleanField(default=False)
+    recording_retention_days = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -46,6 +51,10 @@ class Membership(models.Model):
 
 
 class APIKey(models.Model):
+    class Scope(models.TextChoices):
+        FULL = "full", "Full access"
+        TERMINAL_OBSERVE = "terminal:observe", "Observe terminals only"
+
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=200)
     # The first 12 characters of the raw key ("wrn_ab12cd34"), enough to tell keys apart.
@@ -58,6 +67,8 @@ class APIKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # What the key may do: everything its team may, or only watch terminals (read-only).
+    scope = models.CharField(max_length=32, choices=Scope.choices, default=Scope.FULL)
 
     class Meta:
         verbose_name = "API key"

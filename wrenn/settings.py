@@ -198,6 +198,8 @@ INSTALLED_APPS = [
     "capsules",
     "pty",
     "previews",
+    "recordings",
+    "audit",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,8 @@
+"""The audit app: an append-only trail of who did what to which capsule, terminal and key."""
+
+from django.apps import AppConfig
+
+
+class AuditConfig(AppConfig):
+    name = "audit"
+    default_auto_field = "django.db.models.BigAutoField"

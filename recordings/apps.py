@@ -1,0 +1,8 @@
+"""The recordings app: every terminal session as asciicast v2, kept in Django's storage."""
+
+from django.apps import AppConfig
+
+
+class RecordingsConfig(AppConfig):
+    name = "recordings"
+    default_auto_field = "django.db.models.BigAutoField"
