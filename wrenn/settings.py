@@ -4,6 +4,7 @@ The defaults are the embedded quick start (SQLite, the in-memory channel layer,
 a host agent on localhost); production sets the environment variables below.
 """
 
+import json
 import os
 import re
 from datetime import timedelta
@@ -182,6 +183,19 @@ WRENN_PREVIEW_LINK_DEFAULT_SECONDS = _env_int("WRENN_PREVIEW_LINK_DEFAULT_SECOND
 # How often an open preview WebSocket checks that what let it in (a key, a token, a session, a
 # link, a public port) still holds: a revoked or expired one closes it within this many seconds.
 WRENN_PREVIEW_CREDENTIAL_CHECK_SECONDS = _env_seconds("WRENN_PREVIEW_CREDENTIAL_CHECK_SECONDS", 5.0)
+# Terminal recordings (recordings/): the storage class their files go to and its options (JSON),
+# so production can keep them in an object store without a code change; the file system under
+# the data directory by default.
+WRENN_RECORDINGS_STORAGE = _env("WRENN_RECORDINGS_STORAGE", "django.core.files.storage.FileSystemStorage")
+_recordings_options = _env("WRENN_RECORDINGS_STORAGE_OPTIONS", "")
+try:
+    WRENN_RECORDINGS_STORAGE_OPTIONS = json.loads(_recordings_options) if _recordings_options else {}
+except json.JSONDecodeError as _exc:
+    raise ImproperlyConfigured(f"WRENN_RECORDINGS_STORAGE_OPTIONS must be a JSON object: {_exc}") from None
+if not isinstance(WRENN_RECORDINGS_STORAGE_OPTIONS, dict):
+    raise ImproperlyConfigured("WRENN_RECORDINGS_STORAGE_OPTIONS must be a JSON object")
+if WRENN_RECORDINGS_STORAGE == "django.core.files.storage.FileSystemStorage":
+    WRENN_RECORDINGS_STORAGE_OPTIONS.setdefault("location", str(DATA_DIR / "recordings"))
 # ------------------------------------------------------------------------------
 
 INSTALLED_APPS = [
@@ -313,6 +327,12 @@ STATICFILES_DIRS = [
     ("xterm", BASE_DIR / "node_modules" / "@xterm" / "xterm"),
     ("xterm-addon-fit", BASE_DIR / "node_modules" / "@xterm" / "addon-fit"),
 ]
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "recordings": {"BACKEND": WRENN_RECORDINGS_STORAGE, "OPTIONS": WRENN_RECORDINGS_STORAGE_OPTIONS},
+}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/admin/login/"
