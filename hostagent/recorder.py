@@ -174,6 +174,11 @@ class Recorder:
         """Bytes in memory: lines pending and the chunk in flight."""
         return self._pending_bytes + self._in_flight
 
+    @property
+    def pending(self) -> int:
+        """Bytes of lines not yet taken into a chunk."""
+        return self._pending_bytes
+
     async def next_chunk(self, interval: float = CHUNK_INTERVAL) -> Chunk | None:
         """The next chunk once it is due (CHUNK_SIZE pending, `interval` after its first line,
         or the session's end); None once the final one was taken (or the recording abandoned)."""
@@ -237,7 +242,8 @@ class Recorder:
 
     def _event(self, kind: str, text: str, offset: int) -> None:
         now = self._now()
-        if self.lost_events and self.held < self._backlog:
+        line = _line([now, kind, text])
+        if self.lost_events:
             lost = _line(
                 [
                     now,
@@ -247,10 +253,10 @@ class Recorder:
                 ]
             )
             budget = self._budget()
-            if budget is None or len(lost) <= budget:
+            room = self.held + len(lost) + len(line) <= self._backlog
+            if room and (budget is None or len(lost) <= budget):
                 self.lost_events = self.lost_bytes = 0
-                self._add(lost, offset=offset, at=now, force=True)
-        line = _line([now, kind, text])
+                self._add(lost, offset=offset, at=now)
         budget = self._budget()
         if budget is not None and len(line) > budget:
             # The part of the event that fits, then the marker: the cap is reached.
@@ -273,7 +279,7 @@ class Recorder:
 
     def _add(self, line: bytes, *, offset: int = 0, at: float = 0.0, force: bool = False) -> bool:
         """Holds a line for the pusher; drops it (counted) when the backlog is full, except a
-        forced one (the header, markers: small, and what says what happened)."""
+        forced one (the header, the cap's marker: small, and what says what happened)."""
         self.size += len(line)
         if not force and self.held + len(line) > self._backlog:
             self.lost_events += 1

@@ -413,7 +413,9 @@ async def serve(config: AgentConfig) -> None:
     registry = SessionRegistry(replay_limit=config.replay_buffer)
     processes = ProcessRegistry(replay_limit=config.process_buffer, max_live=config.max_processes)
     lifecycle = Lifecycle(store, registry, freezer, runtime, processes)
-    recordings = Recordings(HttpSink(config.heartbeat) if config.heartbeat is not None else None)
+    recordings = Recordings(
+        HttpSink(config.heartbeat) if config.heartbeat is not None else None, backlog=config.recording_backlog
+    )
     servicer = HostAgentServicer(store, registry, runtime, lifecycle, recordings)
     if not config.token:
         log.warning(

@@ -15,7 +15,9 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
@@ -54,6 +56,14 @@ class SessionMemberAuthentication(SessionAuthentication):
         if found is None or not found[0].is_active:
             return None
         return found[0], None
+
+
+class SessionCookieScheme(OpenApiAuthenticationExtension):
+    target_class = "recordings.views.SessionMemberAuthentication"
+    name = "SessionCookieAuth"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "apiKey", "in": "cookie", "name": settings.SESSION_COOKIE_NAME}
 
 
 class IsTeamCallerOrPerson(BasePermission):
