@@ -156,6 +156,10 @@ class Recorder:
             rest = self._output.decode(b"", final=True)
             if rest:
                 self._event("o", rest, offset)
+            if self.lost_events:
+                # Nothing follows to carry it: the end says what was lost.
+                self._add(self._lost_line(self._now()), offset=offset, at=self._last_time, force=True)
+                self.lost_events = self.lost_bytes = 0
         self.finished = True
         self.exit_code = exit_code
         self._due.set()
@@ -244,14 +248,7 @@ class Recorder:
         now = self._now()
         line = _line([now, kind, text])
         if self.lost_events:
-            lost = _line(
-                [
-                    now,
-                    "m",
-                    f"recording lost {self.lost_events} events ({self.lost_bytes} bytes): "
-                    "the control plane could not be reached",
-                ]
-            )
+            lost = self._lost_line(now)
             budget = self._budget()
             room = self.held + len(lost) + len(line) <= self._backlog
             if room and (budget is None or len(lost) <= budget):
@@ -271,6 +268,16 @@ class Recorder:
             self._add(_line([now, "m", marker]), offset=offset, at=now, force=True)
             return
         self._add(line, offset=offset, at=now)
+
+    def _lost_line(self, now: float) -> bytes:
+        return _line(
+            [
+                now,
+                "m",
+                f"recording lost {self.lost_events} events ({self.lost_bytes} bytes): "
+                "the control plane could not be reached",
+            ]
+        )
 
     def _budget(self) -> int | None:
         if not self.options.max_bytes:

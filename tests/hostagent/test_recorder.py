@@ -14,7 +14,9 @@ pytestmark = pytest.mark.timeout(30)
 
 HOSTILE = [
     b'"]\n[0.0, "o", "fake event"]\n',
-    b"\\", b'\\"', b"\n\r\n\x00\x07\x1b[2J\x1b]0;title\x07",
+    b"\\",
+    b'\\"',
+    b"\n\r\n\x00\x07\x1b[2J\x1b]0;title\x07",
     b'{"version": 2}\n',
     "\u2028\u2029\x85".encode(),
     b"\xff\xfe\xc3",  # not UTF-8, and a lead byte cut short
