@@ -34,8 +34,11 @@ def parse(data: bytes) -> tuple[dict[str, Any], list[list[Any]]]:
     header = json.loads(lines[0])
     events = [json.loads(line) for line in lines[1:-1]]
     for event in events:
-        assert isinstance(event, list) and len(event) == 3, event
-        assert isinstance(event[0], float | int) and event[1] in "oirm" and isinstance(event[2], str)
+        assert isinstance(event, list), event
+        assert len(event) == 3, event
+        assert isinstance(event[0], float | int), event
+        assert event[1] in "oirm", event
+        assert isinstance(event[2], str), event
     return header, events
 
 
@@ -62,10 +65,10 @@ async def test_hostile_output_never_breaks_a_line_and_round_trips() -> None:
     recorder.finish(0)
     chunks = await drain(recorder)
     header, events = parse(b"".join(c.data for c in chunks))
-    assert header["version"] == 2 and (header["width"], header["height"]) == (80, 24)
-    assert header["command"] == "/bin/sh" and header["title"] == "t"
+    assert (header["version"], header["width"], header["height"]) == (2, 80, 24)
+    assert (header["command"], header["title"]) == ("/bin/sh", "t")
     assert output_of(events) == b"".join(HOSTILE).decode("utf-8", errors="replace")
-    assert chunks[-1].final and chunks[-1].exit_code == 0
+    assert (chunks[-1].final, chunks[-1].exit_code) == (True, 0)
 
 
 async def test_a_character_split_across_reads_stays_whole() -> None:
@@ -162,7 +165,8 @@ async def test_a_full_backlog_drops_lines_and_says_how_many_once_there_is_room()
     chunks += await drain(recorder)
     _, events = parse(b"".join(c.data for c in chunks))
     markers = [e[2] for e in events if e[1] == "m"]
-    assert len(markers) == 1 and markers[0].startswith("recording lost ")
+    assert len(markers) == 1
+    assert markers[0].startswith("recording lost ")
     assert "the control plane could not be reached" in markers[0]
     assert output_of(events).endswith("back")
 

@@ -24,7 +24,7 @@ from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
-HOST_TOKEN = "wrh_recording-test-token"  # noqa: S105 - a test token
+HOST_TOKEN = "wrh_recording-test-token"
 BACKLOG = 64 * 1024
 
 
@@ -55,7 +55,7 @@ def serve(plane: ControlPlane) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
             return
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             url = urllib.parse.urlsplit(self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.headers.get("Authorization") != f"Bearer {HOST_TOKEN}":
@@ -150,7 +150,8 @@ async def test_a_session_is_recorded_from_the_pty_byte_for_byte(
     await wait_until(lambda: state.final(capsule, terminal.tag) is not None)
     header, events = parse(state.cast(capsule, terminal.tag))
     assert (header["version"], header["width"], header["height"]) == (2, 100, 30)
-    assert header["title"] == "hostile" and header["command"].startswith("/bin/sh -c printf")
+    assert header["title"] == "hostile"
+    assert header["command"].startswith("/bin/sh -c printf")
     output = "".join(e[2] for e in events if e[1] == "o")
     assert output == bytes(terminal.output).decode("utf-8", errors="replace")
     assert "\ufffd" in output  # the two bytes that are not UTF-8
@@ -242,6 +243,7 @@ async def test_with_the_control_plane_down_the_terminal_runs_on_and_the_loss_is_
     # and the marker), and the marker says what was lost.
     assert len(cast) <= BACKLOG + 1024
     markers = [e[2] for e in events if e[1] == "m"]
-    assert len(markers) == 1 and markers[0].startswith("recording lost "), markers
+    assert len(markers) == 1, markers
+    assert markers[0].startswith("recording lost "), markers
     assert events[-1][1] == "m"  # said at the end: nothing after the loss was kept
     assert "".join(e[2] for e in events if e[1] == "o").startswith("xxxx")
