@@ -167,7 +167,7 @@ class TeamAdmin(admin.ModelAdmin):
         (
             "Terminal recordings",
             {
-                "fields": RECORDING_FIELDS,
+                "fields": [*RECORDING_FIELDS],
                 "description": "Terminals are recorded unless turned off. Input is off by default: "
                 "it can hold secrets (passwords, pasted tokens); turn it on only if the team wants "
                 "them kept. Empty retention: WRENN_RECORDING_RETENTION_DAYS (docs/recordings.md).",

@@ -112,7 +112,7 @@ def test_team_operations_take_either_credential_and_document_401(openapi: dict[s
     for path, method, operation in operations(openapi):
         if path in PUBLIC or path.startswith("/v1/hosts/"):
             continue
-        expected = [{"ApiKeyAuth": []}, {"BearerAuth": []}]
+        expected: list[dict[str, list[str]]] = [{"ApiKeyAuth": []}, {"BearerAuth": []}]
         if "/recordings" in path:  # the pages link to them: a signed-in member's cookie works too
             expected.append({"SessionCookieAuth": []})
         assert operation["security"] == expected, (method, path)
