@@ -26,7 +26,10 @@ from tests.capsules import MEMBER_PASSWORD
 pytestmark = pytest.mark.django_db
 
 TAG = "pty-0a1b2c3d"
-HEADER = b'{"version": 2, "width": 100, "height": 30, "timestamp": 1796400000, "command": "/bin/bash", "title": "t"}\n'
+HEADER = (
+    b'{"version": 2, "width": 100, "height": 30, "timestamp": 1796400000, "command": "/bin/bash", '
+    b'"title": "t"}\n'
+)
 
 
 @pytest.fixture(autouse=True)
