@@ -78,7 +78,7 @@ def push(
 ) -> Any:
     params = {"offset": 0, "time": 0.0, **query}
     url = f"/v1/hosts/recordings/{capsule_id}/{tag}/{seq}?" + "&".join(f"{k}={v}" for k, v in params.items())
-    return client.generic("POST", url, body, content_type="application/x-asciicast")
+    return client.generic("POST", url, body, content_type="application/x-asciicast")  # type: ignore[arg-type]
 
 
 def body_of(response: Any) -> bytes:
