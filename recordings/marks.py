@@ -12,7 +12,7 @@ import logging
 
 import grpc
 
-from capsules.agents import aio_stub_for, rpc_timeout
+from capsules.agents import aio_stub_for, call_metadata, rpc_timeout
 from protos import hostagent_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ async def mark(host_address: str, sandbox_id: str, tag: str, label: str) -> bool
         answer = await stub.PtyMark(
             pb.PtyMarkRequest(sandbox_id=sandbox_id, tag=tag, label=label[:MAX_LABEL]),
             timeout=rpc_timeout(),
+            metadata=call_metadata(),
         )
     except grpc.aio.AioRpcError as exc:
         log.info("recording marker %r for %s/%s not added: %s", label, sandbox_id, tag, exc.details())
