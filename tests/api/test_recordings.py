@@ -401,3 +401,13 @@ def test_a_teams_own_retention_wins_and_the_command_applies_it(
     call_command("purge_recordings")
     assert "deleted 1 recording(s) past retention" in capsys.readouterr().out
     assert not Recording.objects.filter(pk=recording.pk).exists()
+
+
+def test_deleting_a_capsule_deletes_its_recordings_files(
+    recording: Recording, storage_dir: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    files = [storage_dir / name for name in store.chunk_names(recording)]
+    assert all(path.exists() for path in files)
+    with django_capture_on_commit_callbacks(execute=True):
+        Sandbox.objects.filter(pk=recording.sandbox_id).delete()
+    assert not any(path.exists() for path in files)

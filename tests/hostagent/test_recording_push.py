@@ -243,7 +243,9 @@ async def test_with_the_control_plane_down_the_terminal_runs_on_and_the_loss_is_
     # and the marker), and the marker says what was lost.
     assert len(cast) <= BACKLOG + 1024
     markers = [e[2] for e in events if e[1] == "m"]
-    assert len(markers) == 1, markers
-    assert markers[0].startswith("recording lost "), markers
+    # One marker per run of losses (a short line may fit between two runs).
+    assert markers, events[-3:]
+    for marker in markers:
+        assert marker.startswith("recording lost "), markers
     assert events[-1][1] == "m"  # said at the end: nothing after the loss was kept
     assert "".join(e[2] for e in events if e[1] == "o").startswith("xxxx")
