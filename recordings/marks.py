@@ -32,7 +32,9 @@ async def mark(host_address: str, sandbox_id: str, tag: str, label: str) -> bool
             metadata=call_metadata(),
         )
     except grpc.aio.AioRpcError as exc:
-        log.info("recording marker %r for %s/%s not added: %s", label, sandbox_id, tag, exc.details())
+        # NOT_FOUND: the starter joins before its session exists (its start is in the header).
+        level = logging.DEBUG if exc.code() == grpc.StatusCode.NOT_FOUND else logging.INFO
+        log.log(level, "recording marker %r for %s/%s not added: %s", label, sandbox_id, tag, exc.details())
         return False
     return bool(answer.recorded)
 

@@ -20,7 +20,7 @@ from capsules.models import Host, Sandbox, Team
 from recordings import store
 from recordings.models import Recording
 from recordings.retention import purge_expired
-from tests.api.contract import ContractClient
+from tests.api.contract import Contract, ContractClient
 from tests.capsules import MEMBER_PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -411,3 +411,61 @@ def test_deleting_a_capsule_deletes_its_recordings_files(
     with django_capture_on_commit_callbacks(execute=True):
         Sandbox.objects.filter(pk=recording.sandbox_id).delete()
     assert not any(path.exists() for path in files)
+
+
+# --- every documented answer, produced for real (as tests/api/test_contract.py does) --------------
+
+
+@pytest.fixture
+def tour(openapi: dict[str, Any]) -> Contract:
+    return Contract(openapi)
+
+
+def crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every DRF view fail unexpectedly inside its request handling."""
+
+    def explode(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("rest_framework.views.APIView.initial", explode)
+
+
+@pytest.mark.parametrize("suffix", ["", f"/{TAG}", f"/{TAG}/text"])
+def test_every_playback_answer(
+    tour: Contract, api_key: str, recording: Recording, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    keyed, anonymous = ContractClient(tour, HTTP_X_API_KEY=api_key), ContractClient(tour)
+    path = f"/v1/capsules/{recording.sandbox_id}/recordings{suffix}"
+    template = "/v1/capsules/{capsule_id}/recordings" + suffix.replace(TAG, "{tag}")
+    assert keyed.get(path).status_code == 200
+    assert anonymous.get(path).status_code == 401
+    assert keyed.get("/v1/capsules/cl-0000000000000000/recordings" + suffix).status_code == 404
+    if suffix:
+        assert keyed.get(path.replace(TAG, "-x")).status_code == 400
+    crash(monkeypatch)
+    assert keyed.get(path).status_code == 500
+    assert tour.seen_statuses(template, "get") == tour.statuses(template, "get")
+
+
+def test_every_chunk_answer(
+    tour: Contract,
+    team: Team,
+    live_capsule: Sandbox,
+    rec_host: tuple[Host, str],
+    monkeypatch: Any,
+    settings: Any,
+) -> None:
+    agent = ContractClient(tour, HTTP_AUTHORIZATION=f"Bearer {rec_host[1]}")
+    assert push(agent, live_capsule.pk, 0, HEADER).status_code == 200
+    assert push(agent, live_capsule.pk, 1, b"no newline").status_code == 400
+    assert push(ContractClient(tour), live_capsule.pk, 1, b"x\n").status_code == 401
+    assert push(agent, "cl-0000000000000000", 0, HEADER).status_code == 404
+    settings.WRENN_RECORDING_MAX_BYTES = 4096
+    assert push(agent, live_capsule.pk, 1, b"x" * 5000 + b"\n").status_code == 413
+    team.record_terminals = False
+    team.save()
+    assert push(agent, live_capsule.pk, 2, b"x\n").status_code == 409
+    crash(monkeypatch)
+    assert push(agent, live_capsule.pk, 3, b"x\n").status_code == 500
+    template = "/v1/hosts/recordings/{capsule_id}/{tag}/{seq}"
+    assert tour.seen_statuses(template, "post") == tour.statuses(template, "post")
