@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from capsules.models import Host, Sandbox, TerminalSession
@@ -199,3 +200,21 @@ def _finish(recording: Recording, chunk: ChunkIn) -> None:
     recording.ended_at = timezone.now()
     recording.exit_code = chunk.exit_code
     recording.save(update_fields=["ended_at", "exit_code"])
+
+
+# How long after its session ended a recording may still get its final chunk (the agent pushes
+# it within seconds; retries take longer while the control plane is away).
+FINAL_GRACE = timedelta(minutes=2)
+
+
+def close_abandoned(now: datetime | None = None) -> int:
+    """Recordings whose session ended long enough ago but whose final chunk never came (the host
+    agent was killed, or the control plane refused it) end when their session did, with no exit
+    code; how many. What was stored stays as it is: a valid cast up to its last chunk."""
+    now = now or timezone.now()
+    ended = TerminalSession.objects.filter(pk=OuterRef("session_id")).values("ended_at")[:1]
+    rows = Recording.objects.filter(ended_at__isnull=True, session__ended_at__lt=now - FINAL_GRACE)
+    count = rows.update(ended_at=Subquery(ended))
+    if count:
+        log.info("%d recording(s) whose final chunk never came closed at their session's end", count)
+    return count

@@ -16,8 +16,9 @@ from django.utils import timezone
 
 from capsules.actions import record_terminal_started
 from capsules.hosts import issue_host_token
-from capsules.models import Host, Sandbox, Team
+from capsules.models import Host, Sandbox, Team, TerminalSession
 from recordings import store
+from recordings.ingest import close_abandoned
 from recordings.models import Recording
 from recordings.retention import purge_expired
 from tests.api.contract import Contract, ContractClient
@@ -368,6 +369,20 @@ def test_without_credentials_the_answer_says_what_to_send(
     )
     assert refused.status_code == 401
     assert refused.json()["error"]["message"] == "invalid API key"
+
+
+def test_a_recording_whose_final_chunk_never_came_ends_with_its_session(
+    live_capsule: Sandbox, agent_client: ContractClient
+) -> None:
+    record_terminal_started(live_capsule.pk, TAG, "user:alice", "/bin/bash", 42)
+    assert push(agent_client, live_capsule.pk, 0, HEADER).status_code == 200
+    recording = Recording.objects.get(sandbox=live_capsule, tag=TAG)
+    assert close_abandoned() == 0  # its session is still open
+    ended = timezone.now() - timedelta(minutes=5)
+    TerminalSession.objects.filter(recordings=recording).update(ended_at=ended)
+    assert close_abandoned() == 1
+    recording.refresh_from_db()
+    assert (recording.ended_at, recording.exit_code) == (ended, None)
 
 
 # --- retention ------------------------------------------------------------------------------------

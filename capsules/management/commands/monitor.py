@@ -21,6 +21,7 @@ from capsules import metrics
 from capsules.actions import reap_idle
 from capsules.hosts import check_hosts
 from capsules.terminals import close_sessions_of_stopped_capsules
+from recordings.ingest import close_abandoned
 from recordings.retention import purge_expired
 
 log = logging.getLogger("capsules.monitor")
@@ -33,6 +34,7 @@ def run_pass() -> None:
     closed = close_sessions_of_stopped_capsules()
     if metrics.housekeeping(timezone.now()):
         purge_expired()
+    close_abandoned()
     if closed:
         log.info("monitor pass: %d terminal session(s) of destroyed capsules closed", closed)
     if hosts or paused:
