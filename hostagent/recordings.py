@@ -20,7 +20,7 @@ import urllib.request
 from typing import Protocol
 
 from hostagent import __version__
-from hostagent.heartbeat import HTTP_TIMEOUT, HeartbeatConfig, _NoRedirects
+from hostagent.heartbeat import HTTP_TIMEOUT, HeartbeatConfig, NoRedirects
 from hostagent.recorder import BACKLOG_LIMIT, CHUNK_INTERVAL, Chunk, Recorder, RecordingOptions
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ FLUSH_GRACE = 3.0
 # Answers that mean "never send this recording again"; any other failure is retried.
 REFUSALS = (403, 404, 409, 410, 413)
 
-_OPENER = urllib.request.build_opener(_NoRedirects())
+_OPENER = urllib.request.build_opener(NoRedirects())
 
 
 class ChunkFailed(Exception):

@@ -369,8 +369,9 @@ class PtySession:
         """
         if self.exit_code is not None:
             return []
-        if self.recorder is not None and not self._closing:
-            self.recorder.mark("kill" if not closing else "kill: the capsule or the agent is stopping")
+        # (A capsule or agent stopping marks its sessions itself: Lifecycle._kill_everything.)
+        if self.recorder is not None and not closing and not self._closing:
+            self.recorder.mark("kill")
         self._closing = self._closing or closing
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)

@@ -4,6 +4,7 @@ being down (the terminal never waits; the backlog is bounded and the loss is mar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import urllib.parse
@@ -120,7 +121,8 @@ async def capsule(stub: Any) -> AsyncIterator[str]:
     sandbox_id = new_sandbox_id()
     await stub.CreateSandbox(pb.CreateSandboxRequest(sandbox_id=sandbox_id), timeout=30)
     yield sandbox_id
-    await stub.DestroySandbox(pb.DestroySandboxRequest(sandbox_id=sandbox_id), timeout=30)
+    with contextlib.suppress(grpc.aio.AioRpcError):  # the last test stops the agent
+        await stub.DestroySandbox(pb.DestroySandboxRequest(sandbox_id=sandbox_id), timeout=30)
 
 
 def parse(cast: bytes) -> tuple[dict[str, Any], list[list[Any]]]:
@@ -247,5 +249,25 @@ async def test_with_the_control_plane_down_the_terminal_runs_on_and_the_loss_is_
     assert markers, events[-3:]
     for marker in markers:
         assert marker.startswith("recording lost "), markers
-    assert events[-1][1] == "m"  # said at the end: nothing after the loss was kept
-    assert "".join(e[2] for e in events if e[1] == "o").startswith("xxxx")
+    output = "".join(e[2] for e in events if e[1] == "o")
+    assert output.startswith("xxxx")
+    # Most of the 2 MB was lost, and the markers count it.
+    lost = sum(int(m.split("(")[1].split(" bytes")[0]) for m in markers)
+    assert len(output) + lost > 2_000_000 > len(output)
+
+
+async def test_an_agent_stopping_sends_its_sessions_last_chunks(
+    stub: Any, capsule: str, plane: tuple[ControlPlane, str], recording_agent: HostAgentProcess
+) -> None:
+    """Last in the module: the agent stops (SIGTERM) with a recorded session running."""
+    state, _ = plane
+    terminal, _ = await start_terminal(stub, capsule, "/bin/cat", recording=recorded())
+    await terminal.send(b"still here\n")
+    await terminal.expect(b"still here\r\nstill here\r\n")
+    recording_agent.stop()
+    final = state.final(capsule, terminal.tag)
+    assert final is not None
+    assert final["exit_code"] == "137"
+    _, events = parse(state.cast(capsule, terminal.tag))
+    assert events[-1][1:] == ["m", "kill: the capsule or the agent is stopping"]
+    assert "still here" in "".join(e[2] for e in events if e[1] == "o")
