@@ -41,17 +41,17 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path(
         "capsules/<str:capsule_id>/recordings",
         recording_views.RecordingListView.as_view(),
-        name="recording-list",
+        name="api-recording-list",
     ),
     path(
         "capsules/<str:capsule_id>/recordings/<str:tag>",
         recording_views.RecordingCastView.as_view(),
-        name="recording-cast",
+        name="api-recording-cast",
     ),
     path(
         "capsules/<str:capsule_id>/recordings/<str:tag>/text",
         recording_views.RecordingTextView.as_view(),
-        name="recording-text",
+        name="api-recording-text",
     ),
     path("events/stream", event_views.event_stream, name="events-stream"),
     # Preview links and public ports (the previews app).
