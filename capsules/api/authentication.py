@@ -121,7 +121,9 @@ class TeamJWTAuthentication(JWTAuthentication):
             user = self.get_user(token)
             team = self.get_team(user, token)
         except AuthenticationFailed as exc:
-            # The token is genuine (signed, unexpired): its user and team are worth naming.
+            # The token is genuine (signed, unexpired): its user (inactive ones too) and team are
+            # worth naming.
+            user = user or self.user_named(token)
             actor = trail.ANONYMOUS if user is None else trail.user_actor(user)
             team_id = team_claim(token)
             known = team_id if team_id and Team.objects.filter(pk=team_id).exists() else None
@@ -155,10 +157,14 @@ class TeamJWTAuthentication(JWTAuthentication):
         except TokenError as exc:
             raise AuthenticationFailed(str(exc).lower()) from None
 
-    def get_user(self, validated_token: Token) -> Any:
+    def user_named(self, validated_token: Token) -> Any | None:
+        """The token's user, active or not; None if there is none."""
         user_id = validated_token.get(jwt_settings.USER_ID_CLAIM)
         users = get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id})
-        user = users.first() if user_id is not None else None
+        return users.first() if user_id is not None else None
+
+    def get_user(self, validated_token: Token) -> Any:
+        user = self.user_named(validated_token)
         if user is None:
             raise AuthenticationFailed("user not found")
         if not user.is_active:
