@@ -173,6 +173,7 @@ class CreatedAPIKeySerializer(APIKeySerializer):
 class ScopeField(serializers.ChoiceField):
     default_error_messages = {
         "invalid_choice": f"{{input!r}} is not a scope: use one of {', '.join(map(repr, SCOPES))}",
+        "null": f"null is not a scope: use one of {', '.join(map(repr, SCOPES))}",
     }
 
     def to_internal_value(self, data: Any) -> Any:
