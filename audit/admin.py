@@ -81,6 +81,7 @@ class AuditEventAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
+            .select_related("team")
             .annotate(
                 capsule_exists=Exists(capsule),
                 session_pk=Subquery(session.values("pk")[:1]),
@@ -103,6 +104,7 @@ class AuditEventAdmin(admin.ModelAdmin):
         if obj.team_id is None:
             return NONE
         # A deleted team's events keep its id (the reference has no constraint).
+        # get_queryset joins the team, so a missing one is None rather than an error.
         return str(obj.team) if obj.team is not None else f"{obj.team_id} (deleted)"
 
     @admin.display(description="reason")

@@ -203,7 +203,8 @@ def test_since_and_until(key_client: ContractClient, team: Team, earlier: list[i
         ({"cursor": "-5"}, "cursor must be the next_cursor of a previous page, unchanged"),
         (
             {"team": "x"},
-            "unknown query parameter 'team': use action, outcome, capsule_id, actor, since, until, cursor, limit",
+            "unknown query parameter 'team': "
+            "use action, outcome, capsule_id, actor, since, until, cursor, limit",
         ),
     ],
 )

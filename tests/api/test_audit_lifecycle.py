@@ -115,13 +115,13 @@ def test_an_agent_failure_leaves_its_failure(key_client: ContractClient, team: T
 
 
 def test_an_unreachable_host_leaves_a_failure(
-    key_client: ContractClient, team: Team, capsule: Sandbox
+    key_client: ContractClient, team: Team, capsule: Sandbox, host: Host
 ) -> None:
-    Host.objects.filter(pk=capsule.host_id).update(status=Host.Status.UNREACHABLE)
+    Host.objects.filter(pk=host.pk).update(status=Host.Status.UNREACHABLE)
     assert key_client.delete(f"{CAPSULES}/{capsule.pk}").status_code == 503
     event = capsule_events(team, "capsule.destroy")[-1]
     assert (event.outcome, event.reason) == ("failure", actions.HOST_UNREACHABLE)
-    Host.objects.filter(pk=capsule.host_id).update(status=Host.Status.ONLINE)
+    Host.objects.filter(pk=host.pk).update(status=Host.Status.ONLINE)
 
 
 def test_a_create_without_a_host_leaves_a_failure(key_client: ContractClient, team: Team) -> None:
