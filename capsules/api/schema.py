@@ -204,10 +204,19 @@ def add_event_stream(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
 
 def add_scope_refusals(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     """Postprocessing hook: every operation an API key may call can answer 403, since a key of
-    scope `terminal:observe` is refused all but a few reads (capsules/api/authentication.py)."""
-    for operations in result.get("paths", {}).values():
-        for operation in operations.values():
+    scope `terminal:observe` is refused all but the reads of views that open them to it
+    (`observer_readable`, capsules/api/authentication.py)."""
+    generator = kwargs.get("generator")
+    readable = {
+        (path, method.lower())
+        for path, _, method, callback in getattr(generator, "endpoints", None) or []
+        if method == "GET" and getattr(getattr(callback, "cls", None), "observer_readable", False)
+    }
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
             if not isinstance(operation, dict) or {"ApiKeyAuth": []} not in operation.get("security", []):
+                continue
+            if (path, method) in readable:
                 continue
             operation["responses"].setdefault(
                 "403",
