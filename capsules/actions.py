@@ -194,6 +194,7 @@ def _finish(
     with transaction.atomic():
         capsule = _locked(sandbox_id)
         if audit is not None:
+            # The agent did what was asked, even if something moved the capsule meanwhile.
             audit.succeeded(capsule)
         if capsule.status == expected:
             _move(capsule, final)
@@ -224,8 +225,12 @@ class _Audit:
         self._record(self.action, trail.SUCCESS, "", capsule.pk)
 
     def failed(self, action: str, reason: str) -> None:
-        with transaction.atomic():
-            self._record(action, trail.FAILURE, reason, self.capsule_id)
+        try:
+            with transaction.atomic():
+                self._record(action, trail.FAILURE, reason, self.capsule_id)
+        except Exception:
+            # The caller hears of the operation's own failure, not of this one's.
+            log.exception("could not record the failure of %s on capsule %s", action, self.capsule_id or "-")
 
     def _record(self, action: str, outcome: str, reason: str, capsule_id: str) -> None:
         trail.record(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -204,3 +205,19 @@ def test_a_reaper_failure_is_recorded_too(team: Team, host: Host) -> None:
         ghost.pk,
     )
     assert event.detail == {"reason": "idle_timeout"}
+
+
+def test_refusals_are_committed_whatever_the_request_rolls_back(
+    transactional_db: None, key_client: ContractClient, team: Team, host: Host
+) -> None:
+    """Without the test's own transaction around it: what is read here was committed."""
+    Team.objects.filter(pk=team.pk).update(max_capsules=0)
+    assert post(key_client, CAPSULES, {}).status_code == 403
+    Team.objects.filter(pk=team.pk).update(max_capsules=None)
+    stopped = Sandbox.objects.create(team=team, host=host, status=Status.STOPPED)
+    assert post(key_client, f"{CAPSULES}/{stopped.pk}/pause").status_code == 409
+    assert connection.in_atomic_block is False
+    assert [(e.action, e.outcome) for e in capsule_events(team)] == [
+        ("quota.refused", "failure"),
+        ("capsule.pause", "failure"),
+    ]

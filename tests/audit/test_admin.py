@@ -303,3 +303,10 @@ def test_a_quota_refusal_in_the_admin_is_recorded(superuser: Client, team: Team,
     event = last("quota.refused")
     assert (event.outcome, event.actor_label, event.team_id) == ("failure", "user:root", team.pk)
     assert event.reason.startswith("capsule quota exceeded")
+
+
+def test_the_team_page_offers_both_scopes(superuser: Client, team: Team) -> None:
+    html = superuser.get(reverse("admin:capsules_team_change", args=[team.pk])).content.decode()
+    assert '<select id="new-api-key-scope" name="scope">' in html
+    assert '<option value="full">Full access</option>' in html
+    assert '<option value="terminal:observe">Observe terminals only</option>' in html
