@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -104,6 +105,13 @@ def record_refused_key(request: Request, raw_key: str) -> None:
     )
 
 
+def _existing_team(team_id: str | None) -> Team | None:
+    try:
+        return Team.objects.filter(pk=team_id).first() if team_id else None
+    except (ValueError, DjangoValidationError):
+        return None
+
+
 class TeamJWTAuthentication(JWTAuthentication):
     """`Authorization: Bearer <access token>` whose `team_id` claim is a team of the active user."""
 
@@ -125,9 +133,9 @@ class TeamJWTAuthentication(JWTAuthentication):
             # worth naming.
             user = user or self.user_named(token)
             actor = trail.ANONYMOUS if user is None else trail.user_actor(user)
-            team_id = team_claim(token)
-            known = team_id if team_id and Team.objects.filter(pk=team_id).exists() else None
-            signins.auth_failed(request, str(exc.detail), signins.BEARER, actor=actor, team_id=known)
+            claimed = _existing_team(team_claim(token))
+            team_id = claimed.pk if claimed is not None else None
+            signins.auth_failed(request, str(exc.detail), signins.BEARER, actor=actor, team_id=team_id)
             raise
         return user, TeamContext(team=team, token=token)
 
