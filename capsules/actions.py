@@ -333,11 +333,25 @@ def create_capsule(
     """
     audit = _Audit(trail.CAPSULE_CREATE, audit_actor, where, team.pk)
     with _failures_recorded(audit):
-        return _create(team, template, vcpus, memory_mb, timeout_sec, metadata, network, host, actor, audit)
+        return _create(
+            team,
+            audit,
+            actor,
+            template=template,
+            vcpus=vcpus,
+            memory_mb=memory_mb,
+            timeout_sec=timeout_sec,
+            metadata=metadata,
+            network=network,
+            host=host,
+        )
 
 
 def _create(
     team: Team,
+    audit: _Audit,
+    actor: live.Actor | None,
+    *,
     template: str | None,
     vcpus: int | None,
     memory_mb: int | None,
@@ -345,8 +359,6 @@ def _create(
     metadata: dict[str, Any] | None,
     network: dict[str, Any] | None,
     host: Host | None,
-    actor: live.Actor | None,
-    audit: _Audit,
 ) -> Sandbox:
     try:
         params = clean_create_params(template, vcpus, memory_mb, timeout_sec, metadata)
