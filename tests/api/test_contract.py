@@ -476,3 +476,23 @@ def test_list_and_signal_processes(
     assert keyed.delete(one).status_code == 500
     covered(tour, "/v1/capsules/{capsule_id}/processes", "get")
     covered(tour, "/v1/capsules/{capsule_id}/processes/{selector}", "delete")
+
+
+# The audit trail
+
+
+def test_audit(
+    tour: Contract,
+    anonymous: ContractClient,
+    keyed: ContractClient,
+    observer: ContractClient,
+    crash: Any,
+) -> None:
+    path = "/v1/audit"
+    assert keyed.get(path).status_code == 200
+    assert keyed.get(f"{path}?outcome=maybe").status_code == 400
+    assert anonymous.get(path).status_code == 401
+    assert observer.get(path).status_code == 403
+    crash()
+    assert keyed.get(path).status_code == 500
+    covered(tour, path, "get")
