@@ -237,3 +237,23 @@ def test_a_rate_limited_refresh_is_recorded(client: ContractClient, db: None, se
     response = client.post("/v1/auth/token/refresh", {"refresh": "x"}, format="json", REMOTE_ADDR=ADDRESS)
     assert response.status_code == 429
     assert failures()[-1].reason.startswith("too many token refreshes from this address")
+
+
+def test_a_right_password_of_someone_not_staff_at_the_admin_is_recorded(member: Any) -> None:
+    data = {"username": "alice", "password": MEMBER_PASSWORD}
+    client = Client()
+    assert client.post("/admin/login/", data, REMOTE_ADDR=ADDRESS).status_code == 200
+    event = only_failure()
+    assert (event.reason, event.actor_label, event.user_id) == (
+        "not a staff account",
+        "user:alice",
+        member.pk,
+    )
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_staff_sign_in_at_the_admin_leaves_nothing(django_user_model: Any) -> None:
+    django_user_model.objects.create_user(username="root", password="root-password-1", is_staff=True)
+    data = {"username": "root", "password": "root-password-1"}
+    assert Client().post("/admin/login/", data, REMOTE_ADDR=ADDRESS).status_code == 302
+    assert failures() == []
