@@ -237,7 +237,9 @@ def test_times_are_utc(key_client: ContractClient, team: Team) -> None:
     assert get(key_client, action="quota.refused").json()["events"][0]["at"] == "2026-01-02T03:04:05Z"
 
 
-def test_a_cursor_past_every_id_is_harmless(key_client: ContractClient, team: Team, earlier: list[int]) -> None:
+def test_a_cursor_past_every_id_is_harmless(
+    key_client: ContractClient, team: Team, earlier: list[int]
+) -> None:
     made = event(team)
     assert ids(get(key_client, cursor="9" * 19)) == [made.pk, *earlier]
     assert ids(get(key_client, cursor="1")) == []
