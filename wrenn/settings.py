@@ -373,6 +373,7 @@ SPECTACULAR_SETTINGS = {
         "capsules.api.schema.close_objects",
         "capsules.api.schema.add_host_token_scheme",
         "capsules.api.schema.add_event_stream",
+        "capsules.api.schema.add_scope_refusals",
     ],
     "ENUM_NAME_OVERRIDES": {"CapsuleStatusEnum": "capsules.models.Sandbox.Status"},
 }
