@@ -14,8 +14,6 @@
   const chaptersEl = document.getElementById("chapters");
   const chapterList = document.getElementById("chapter-list");
   const params = new URLSearchParams(window.location.search);
-  const cols = Number(section.dataset.cols) || 80;
-  const rows = Number(section.dataset.rows) || 24;
 
   const state = { cast: "", player: null, playing: false, markers: [] };
 
@@ -70,15 +68,13 @@
   function mount(at, play) {
     if (state.player !== null) state.player.dispose();
     root.replaceChildren();
+    // No cols or rows: the player would keep them over the recording's own and its resizes.
     const options = {
-      cols,
-      rows,
       speed: Number(speedEl.value) || 1,
       fit: "width",
       controls: true,
       preload: true,
-      autoPlay: play,
-      startAt: at,
+      autoPlay: false,
     };
     if (idleEl.value) options.idleTimeLimit = Number(idleEl.value);
     const player = AsciinemaPlayer.create({ data: state.cast }, root, options);
@@ -87,12 +83,21 @@
     player.addEventListener("pause", () => { state.playing = false; });
     player.addEventListener("ended", () => { state.playing = false; });
     state.player = player;
-    state.playing = play;
+    state.playing = false;
+    // A seek, not the startAt option: a paused player shows the frame at a seek position, and
+    // only a poster at startAt.
+    const placed = at > 0 ? player.seek(at) : Promise.resolve();
+    return placed.then(() => (play ? player.play() : undefined));
   }
 
-  function remount() {
-    const at = state.player === null ? 0 : state.player.getCurrentTime() || 0;
-    mount(at, state.playing);
+  function position() {
+    return state.player === null ? 0 : state.player.getCurrentTime() || 0;
+  }
+
+  async function remount(at, play, done) {
+    setState("loading", "loading…");
+    await mount(at, play);
+    setState("ready", done);
   }
 
   function remember() {
@@ -131,22 +136,22 @@
   choose(idleEl, params.get("idle"));
   const startAt = Number(params.get("t"));
 
-  speedEl.addEventListener("change", () => { remember(); if (state.cast) remount(); });
-  idleEl.addEventListener("change", () => { remember(); if (state.cast) remount(); });
+  for (const select of [speedEl, idleEl]) {
+    select.addEventListener("change", () => {
+      remember();
+      if (state.cast) remount(position(), state.playing, "ready");
+    });
+  }
   if (reloadEl !== null) {
     reloadEl.addEventListener("click", async () => {
-      const at = state.player === null ? 0 : state.player.getCurrentTime() || 0;
-      if (await load()) {
-        mount(at, state.playing);
-        setState("ready", "ready: loaded what is new");
-      }
+      const [at, play] = [position(), state.playing];
+      if (await load()) await remount(at, play, "ready: loaded what is new");
     });
   }
 
-  const ready = load().then((loaded) => {
+  const ready = load().then(async (loaded) => {
     if (!loaded) return false;
-    mount(Number.isFinite(startAt) && startAt > 0 ? startAt : 0, false);
-    setState("ready", "ready: press play, or pick a chapter");
+    await remount(Number.isFinite(startAt) && startAt > 0 ? startAt : 0, false, "ready: press play, or pick a chapter");
     return true;
   });
 
