@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.contrib.staticfiles import finders
 from django.test import Client
 
 from capsules.models import Sandbox
@@ -168,3 +169,11 @@ def test_the_admin_capsule_page_links_to_playback(admin_client: Client, capsule:
     make_recording(capsule, TAG, FIRST)
     body = admin_client.get(f"/admin/capsules/sandbox/{capsule.pk}/change/").content.decode()
     assert f'class="play" href="/capsules/{capsule.pk}/recordings/{TAG}/"' in body
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["asciinema-player/asciinema-player.min.js", "asciinema-player/asciinema-player.css", "home/playback.js"],
+)
+def test_the_player_files_are_served_from_npm_and_the_app(path: str) -> None:
+    assert finders.find(path) is not None, f"{path}: run `make setup` (npm ci)"
