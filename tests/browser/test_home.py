@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +21,8 @@ from tests.support.stack import Stack
 pytestmark = [pytest.mark.timeout(300)]
 
 PASSWORD = "people-pass-1234"
+# Against hangs only: a wait polls and goes on as soon as its condition holds.
+HANG_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,16 @@ def press(page: Page, capsule_id: str, verb: str) -> None:
         page.click(f"#capsule-{capsule_id} button[data-verb={verb}]")
 
 
+def reload_until(page: Page, shown: Callable[[], bool]) -> None:
+    """Reloads the page until it shows what `shown` checks (the socket records its viewer as it
+    joins, which may be a moment after the terminal page says it is connected)."""
+    deadline = time.monotonic() + HANG_TIMEOUT
+    while not shown():
+        assert time.monotonic() < deadline, "the home page never showed it"
+        page.wait_for_timeout(200)
+        page.reload()
+
+
 def error_text(page: Page) -> str:
     return (page.text_content("#error") or "").strip()
 
@@ -186,9 +199,8 @@ def test_a_person_runs_a_capsule_from_the_home_page(
     terminal.goto(f"{stack.base_url}{new_terminal}")
     wait_for_state(terminal, "connected")
     tag = terminal.evaluate("window.wrennTerminal.tag()")
-    page.reload()
     row = page.locator(f"#capsule-{capsule_id} tr.session[data-tag='{tag}']")
-    assert row.locator(".viewers").text_content() == "1"
+    reload_until(page, lambda: row.count() == 1 and row.locator(".viewers").text_content() == "1")
     assert row.locator("a.open").get_attribute("href") == f"/capsules/{capsule_id}/terminal/?tag={tag}"
     watch = f"/capsules/{capsule_id}/terminal/?tag={tag}&mode=observer"
     assert row.locator("a.watch").get_attribute("href") == watch
