@@ -24,7 +24,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from audit import trail
-from capsules import live
+from capsules.acting import by_person
 from capsules.actions import (
     ActionError,
     create_capsule,
@@ -82,16 +82,6 @@ def changeable_object(
     if not allowed(request, obj):
         raise PermissionDenied
     return obj
-
-
-def audited(request: HttpRequest) -> dict[str, Any]:
-    """Who did it and from where, for an action's event stream and the audit trail."""
-    user = request.user
-    return {
-        "actor": live.Actor("user", str(user.pk), user.get_username()),
-        "audit_actor": trail.user_actor(user),
-        "where": trail.where_from_request(request),
-    }
 
 
 def back_to_change_page(obj: Model) -> HttpResponseRedirect:
@@ -559,7 +549,7 @@ def run_lifecycle(request: HttpRequest, sandbox: Sandbox, verb: str) -> None:
     """Run one action on one capsule and say how it went, one line per capsule."""
     action, done = LIFECYCLE[verb]
     try:
-        action(sandbox, **audited(request))
+        action(sandbox, **by_person(request))
     except ActionError as error:
         messages.error(request, f"{sandbox.id}: {error.message}")
     else:
@@ -628,7 +618,7 @@ class SandboxAdmin(admin.ModelAdmin):
         form = super().get_form(request, obj, change, **kwargs)
         if obj is None:
             # A class of this request's own (modelform_factory made it), so the attribute is too.
-            form.audited = audited(request)  # type: ignore[attr-defined]  # SandboxCreateForm's
+            form.audited = by_person(request)  # type: ignore[attr-defined]  # SandboxCreateForm's
         return form
 
     def changeform_view(
