@@ -28,7 +28,12 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from capsules.api.authentication import APIKeyAuthentication, TeamContext, TeamJWTAuthentication
+from capsules.api.authentication import (
+    APIKeyAuthentication,
+    ScopeAllows,
+    TeamContext,
+    TeamJWTAuthentication,
+)
 from capsules.api.errors import api_exception_handler
 from capsules.api.schema import error_responses
 from capsules.models import Sandbox
@@ -98,7 +103,9 @@ class RecordingSerializer(serializers.ModelSerializer[Recording]):
 
 class RecordingAPIView(GenericAPIView[Any]):
     authentication_classes = [APIKeyAuthentication, TeamJWTAuthentication, SessionMemberAuthentication]
-    permission_classes = [IsTeamCallerOrPerson]
+    # An observe-only key (scope terminal:observe) is refused: it watches live terminals, and a
+    # recording may hold what was typed (when the team records input).
+    permission_classes = [IsTeamCallerOrPerson, ScopeAllows]
     renderer_classes = [JSONRenderer]
     serializer_class = RecordingSerializer
 

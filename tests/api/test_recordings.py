@@ -15,8 +15,10 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from capsules.actions import record_terminal_started
+from capsules.api.authentication import OBSERVE_ONLY
 from capsules.hosts import issue_host_token
-from capsules.models import Host, Sandbox, Team, TerminalSession
+from capsules.keys import create_api_key
+from capsules.models import APIKey, Host, Sandbox, Team, TerminalSession
 from recordings import store
 from recordings.ingest import close_abandoned
 from recordings.models import Recording
@@ -455,6 +457,10 @@ def test_every_playback_answer(
     assert keyed.get(path).status_code == 200
     assert anonymous.get(path).status_code == 401
     assert keyed.get("/v1/capsules/cl-0000000000000000/recordings" + suffix).status_code == 404
+    _, observe_key = create_api_key(recording.team, "watcher", scope=APIKey.Scope.TERMINAL_OBSERVE)
+    observer = ContractClient(tour, HTTP_X_API_KEY=observe_key).get(path)
+    assert observer.status_code == 403
+    assert observer.json()["error"]["message"] == OBSERVE_ONLY
     if suffix:
         assert keyed.get(path.replace(TAG, "-x")).status_code == 400
     crash(monkeypatch)
