@@ -46,7 +46,7 @@ node_modules/.installed: package.json package-lock.json
 # iproute2 its network, e2fsprogs its disk; bubblewrap is the fallback without them; python3-minimal
 # gives capsules the /usr/bin/python3 their file calls run (hostagent/filehelper.py). Installed
 # when this user can, skipped with a note otherwise (the agent then says loudly what is missing).
-SYSTEM_PACKAGES := runc tini nftables iproute2 e2fsprogs bubblewrap python3-minimal
+SYSTEM_PACKAGES := runc tini nftables iproute2 e2fsprogs bubblewrap python3-minimal vim
 system-packages:
 	@scripts/install-system-packages.sh --missing $(SYSTEM_PACKAGES) || \
 		echo "note: some of $(SYSTEM_PACKAGES) could not be installed; capsules will be less isolated"

@@ -41,6 +41,7 @@ from capsules.validation import ValidationFailed, clean_create_params
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from protos import rules
+from recordings.ingest import session_started
 
 log = logging.getLogger(__name__)
 
@@ -740,6 +741,8 @@ def record_terminal_started(sandbox_id: str, tag: str, started_by: str, command:
             "exit_code": None,
         },
     )
+    # Its recording's row (if the team records terminals), linked to this one.
+    session_started(sandbox_id, tag)
 
 
 def record_viewer(sandbox_id: str, tag: str, delta: int) -> None:

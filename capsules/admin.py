@@ -121,12 +121,15 @@ QUOTA_FIELDS = {
 }
 
 
+RECORDING_FIELDS = ["record_terminals", "record_input", "recording_retention_days"]
+
+
 class TeamForm(forms.ModelForm):
     """Each quota field says what an empty one means now: the setting's default, with its value."""
 
     class Meta:
         model = Team
-        fields = ["name", "slug", *QUOTA_FIELDS]
+        fields = ["name", "slug", *QUOTA_FIELDS, *RECORDING_FIELDS]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -161,6 +164,15 @@ class TeamAdmin(admin.ModelAdmin):
                 "fields": [*QUOTA_FIELDS, "quota_use"],
                 "description": "What the team's capsules may hold at once; paused capsules count "
                 "until they are destroyed.",
+            },
+        ),
+        (
+            "Terminal recordings",
+            {
+                "fields": [*RECORDING_FIELDS],
+                "description": "Terminals are recorded unless turned off. Input is off by default: "
+                "it can hold secrets (passwords, pasted tokens); turn it on only if the team wants "
+                "them kept. Empty retention: WRENN_RECORDING_RETENTION_DAYS (docs/recordings.md).",
             },
         ),
     ]

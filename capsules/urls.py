@@ -8,6 +8,8 @@ from audit import api as audit_api
 from capsules.api import auth_views, event_views, file_views, key_views, metrics_views, process_views, views
 from capsules.api.errors import unknown_endpoint
 from capsules.api.host_views import DocumentedHeartbeatView
+from recordings import host_views as recording_host_views
+from recordings import views as recording_views
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("auth/token", auth_views.DocumentedTokenObtainView.as_view(), name="token-obtain"),
@@ -37,6 +39,21 @@ urlpatterns: list[URLPattern | URLResolver] = [
         metrics_views.CapsuleMetricsView.as_view(),
         name="capsule-metrics",
     ),
+    path(
+        "capsules/<str:capsule_id>/recordings",
+        recording_views.RecordingListView.as_view(),
+        name="api-recording-list",
+    ),
+    path(
+        "capsules/<str:capsule_id>/recordings/<str:tag>",
+        recording_views.RecordingCastView.as_view(),
+        name="api-recording-cast",
+    ),
+    path(
+        "capsules/<str:capsule_id>/recordings/<str:tag>/text",
+        recording_views.RecordingTextView.as_view(),
+        name="api-recording-text",
+    ),
     path("events/stream", event_views.event_stream, name="events-stream"),
     # Preview links and public ports (the previews app).
     path("capsules/<str:capsule_id>/", include("previews.urls")),
@@ -59,6 +76,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api-keys", key_views.APIKeyListView.as_view(), name="api-key-list"),
     path("api-keys/<int:key_id>", key_views.APIKeyDetailView.as_view(), name="api-key-detail"),
     path("hosts/heartbeat", DocumentedHeartbeatView.as_view(), name="host-heartbeat"),
+    path(
+        "hosts/recordings/<str:capsule_id>/<str:tag>/<int:seq>",
+        recording_host_views.RecordingChunkView.as_view(),
+        name="host-recording-chunk",
+    ),
     path(
         "openapi.json",
         SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[AllowAny]),

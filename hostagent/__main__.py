@@ -24,6 +24,7 @@ from hostagent.network import (
 )
 from hostagent.oci import MAX_SLOTS, UID_BASE, UID_RANGE, UID_TOP
 from hostagent.processes import MAX_PROCESSES, PROCESS_BUFFER
+from hostagent.recorder import BACKLOG_LIMIT
 from hostagent.replay import DEFAULT_LIMIT
 from hostagent.runtime import Defaults
 from hostagent.runtimes import RUNTIMES, RuntimeUnavailable
@@ -168,7 +169,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="processes of the API (exec) one sandbox may run at once, and ended ones it keeps "
         f"for late attaches (env HOSTAGENT_MAX_PROCESSES; default {MAX_PROCESSES})",
     )
+    parser.add_argument(
+        "--recording-backlog",
+        type=int,
+        default=env.get("HOSTAGENT_RECORDING_BACKLOG", str(BACKLOG_LIMIT)),
+        metavar="BYTES",
+        help="recording lines each recorded terminal holds while the control plane cannot take them; "
+        "past it lines are dropped and a marker says how many (env HOSTAGENT_RECORDING_BACKLOG; "
+        f"default {BACKLOG_LIMIT}, 8 MiB)",
+    )
     args = parser.parse_args(argv)
+    if args.recording_backlog < 64 * 1024:
+        parser.error("--recording-backlog must be at least 65536 bytes")
     if args.process_buffer < 0:
         parser.error("--process-buffer must be a number of bytes, 0 or more")
     if not 1 <= args.max_processes <= 65536:
@@ -246,6 +258,7 @@ def build_config(args: argparse.Namespace) -> AgentConfig:
         replay_buffer=args.replay_buffer,
         process_buffer=args.process_buffer,
         max_processes=args.max_processes,
+        recording_backlog=args.recording_backlog,
         limits=Defaults(pids=args.pids_limit, disk_mb=args.default_disk_mb),
         uid_base=args.uid_base,
         network=NetworkConfig(pool=args.network_pool, table=args.network_table, prefix=args.network_prefix),

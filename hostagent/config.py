@@ -8,6 +8,7 @@ from pathlib import Path
 from hostagent.heartbeat import HeartbeatConfig
 from hostagent.network import NetworkConfig
 from hostagent.processes import MAX_PROCESSES, PROCESS_BUFFER
+from hostagent.recorder import BACKLOG_LIMIT
 from hostagent.replay import DEFAULT_LIMIT
 from hostagent.runtime import Defaults
 
@@ -33,6 +34,8 @@ class AgentConfig:
     # one sandbox, and how many ended ones it keeps for late attaches.
     process_buffer: int = PROCESS_BUFFER
     max_processes: int = MAX_PROCESSES
+    # Recording lines a recorded terminal holds while the control plane cannot take them.
+    recording_backlog: int = BACKLOG_LIMIT
     # What a capsule gets when its create leaves a limit at 0, and the per-capsule process limit.
     limits: Defaults = field(default_factory=Defaults)
     network: NetworkConfig = field(default_factory=NetworkConfig)

@@ -53,14 +53,14 @@ class HeartbeatFailed(Exception):
         self.message = message
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
+class NoRedirects(urllib.request.HTTPRedirectHandler):
     """A redirect fails the heartbeat: urllib would resend the token to wherever it points."""
 
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects())
+_OPENER = urllib.request.build_opener(NoRedirects())
 
 
 def memory_mb() -> int:

@@ -261,6 +261,9 @@ class Lifecycle:
         log.info("destroyed sandbox %s", sandbox_id)
 
     async def _kill_everything(self, sandbox_id: str, root: Path) -> int:
+        for session in self.registry.sessions(sandbox_id):
+            if session.running and session.recorder is not None:
+                session.recorder.mark("kill: the capsule or the agent is stopping")
         # Killed, then thawed (a cgroup-v1-frozen process dies only once thawed), then reaped.
         killed = await self.freezer.kill_all(sandbox_id, self.leaders(sandbox_id))
         await self.registry.close_sandbox(sandbox_id)

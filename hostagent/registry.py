@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from hostagent.blocking import run_blocking
 from hostagent.errors import AlreadyExists, NotFound, ResourceExhausted
+from hostagent.recorder import Recorder
 from hostagent.replay import DEFAULT_LIMIT
 from hostagent.retention import RETAIN_EXITED, Key, Retaining
 from hostagent.sessions import Origin, PtySession
@@ -33,6 +34,7 @@ class SessionRegistry(Retaining[PtySession]):
         start: Callable[[], Awaitable[Spawned]],
         display: str,
         origin: Origin | None = None,
+        recorder: Recorder | None = None,
     ) -> tuple[PtySession, Subscriber]:
         """Start a session with one subscriber attached before the first byte is read."""
         key = (sandbox_id, tag)
@@ -47,7 +49,14 @@ class SessionRegistry(Retaining[PtySession]):
             self._starting.discard(key)
         try:
             session = PtySession(
-                sandbox_id, tag, spawned.pid, spawned.master_fd, self._on_finish, origin, self._replay_limit
+                sandbox_id,
+                tag,
+                spawned.pid,
+                spawned.master_fd,
+                self._on_finish,
+                origin,
+                self._replay_limit,
+                recorder,
             )
         except OSError as exc:  # pidfd_open: out of descriptors
             os.kill(spawned.pid, signal.SIGKILL)

@@ -25,6 +25,8 @@ from hostagent.lifecycle import Lifecycle, SandboxStatus
 from hostagent.ports import REFUSED_KEY, PortUnavailable, open_port, relay, validate_port
 from hostagent.process_service import ProcessServicer
 from hostagent.processes import ProcessRegistry
+from hostagent.recorder import MAX_LABEL, Recorder, RecordingOptions
+from hostagent.recordings import HttpSink, Recordings
 from hostagent.registry import SessionRegistry
 from hostagent.runtime import EnvironmentStopped, LaunchRequest, Runtime, validate_request
 from hostagent.runtimes import choose_runtime
@@ -99,12 +101,18 @@ MAINTAIN_EVERY = 5.0
 
 class HostAgentServicer(ProcessServicer, FileServicer, pb_grpc.HostAgentServicer):
     def __init__(
-        self, store: SandboxStore, registry: SessionRegistry, runtime: Runtime, lifecycle: Lifecycle
+        self,
+        store: SandboxStore,
+        registry: SessionRegistry,
+        runtime: Runtime,
+        lifecycle: Lifecycle,
+        recordings: Recordings | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.runtime = runtime
         self.lifecycle = lifecycle
+        self.recordings = recordings or Recordings(None)
         self.files = Files(store, lifecycle, runtime)
 
     def _status_message(self, status: SandboxStatus) -> pb.Sandbox:
@@ -230,12 +238,28 @@ class HostAgentServicer(ProcessServicer, FileServicer, pb_grpc.HostAgentServicer
         )
         validate_request(launch)
         origin = Origin(cmd=request.cmd, args=tuple(request.args), owner=request.owner)
+        recorder = self._recorder(request, cols, rows)
         try:
-            return await self._spawn(root, request, launch, cols, rows, origin)
+            started = await self._spawn(root, request, launch, cols, rows, origin, recorder)
         except EnvironmentStopped:
             # Its init exited just now (killed from inside): `starting` sees it this time and
             # starts the environment again; a second failure is the caller's.
-            return await self._spawn(root, request, launch, cols, rows, origin)
+            started = await self._spawn(root, request, launch, cols, rows, origin, recorder)
+        if recorder is not None:
+            self.recordings.push(request.sandbox_id, request.tag, recorder)
+        return started
+
+    def _recorder(self, request: pb.PtyAttachRequest, cols: int, rows: int) -> Recorder | None:
+        recording = request.recording
+        if recording.max_bytes < 0:
+            raise InvalidArgument("recording.max_bytes must be 0 (no cap) or more")
+        if len(recording.title) > MAX_LABEL:
+            raise InvalidArgument(f"recording.title must be at most {MAX_LABEL} characters")
+        options = RecordingOptions(
+            input=recording.input, max_bytes=recording.max_bytes, title=recording.title
+        )
+        command = " ".join([request.cmd, *request.args])
+        return self.recordings.recorder(recording.enabled, options, cols, rows, command)
 
     async def _spawn(
         self,
@@ -245,6 +269,7 @@ class HostAgentServicer(ProcessServicer, FileServicer, pb_grpc.HostAgentServicer
         cols: int,
         rows: int,
         origin: Origin,
+        recorder: Recorder | None,
     ) -> tuple[PtySession, Subscriber]:
         async with self.lifecycle.starting(request.sandbox_id) as cgroup_procs:
             return await self.registry.start(
@@ -253,6 +278,7 @@ class HostAgentServicer(ProcessServicer, FileServicer, pb_grpc.HostAgentServicer
                 lambda: self.runtime.spawn(request.sandbox_id, root, launch, cols, rows, cgroup_procs),
                 request.cmd,
                 origin,
+                recorder,
             )
 
     async def PtyKill(self, request: pb.PtyKillRequest, context: Context) -> pb.PtyKillResponse:
@@ -261,6 +287,16 @@ class HostAgentServicer(ProcessServicer, FileServicer, pb_grpc.HostAgentServicer
         except AgentError as error:
             await _abort(context, error)
         return pb.PtyKillResponse()
+
+    async def PtyMark(self, request: pb.PtyMarkRequest, context: Context) -> pb.PtyMarkResponse:
+        try:
+            session = self._session(request.sandbox_id, request.tag)
+            if not request.label or len(request.label) > MAX_LABEL:
+                raise InvalidArgument(f"label must be 1 to {MAX_LABEL} characters")
+        except AgentError as error:
+            await _abort(context, error)
+        recorded = session.recorder is not None and session.recorder.mark(request.label)
+        return pb.PtyMarkResponse(recorded=recorded)
 
     async def PtyInput(
         self, requests: AsyncIterator[pb.PtyInputRequest], context: Context
@@ -377,7 +413,10 @@ async def serve(config: AgentConfig) -> None:
     registry = SessionRegistry(replay_limit=config.replay_buffer)
     processes = ProcessRegistry(replay_limit=config.process_buffer, max_live=config.max_processes)
     lifecycle = Lifecycle(store, registry, freezer, runtime, processes)
-    servicer = HostAgentServicer(store, registry, runtime, lifecycle)
+    recordings = Recordings(
+        HttpSink(config.heartbeat) if config.heartbeat is not None else None, backlog=config.recording_backlog
+    )
+    servicer = HostAgentServicer(store, registry, runtime, lifecycle, recordings)
     if not config.token:
         log.warning(
             "no HOSTAGENT_TOKEN: any local process, a capsule's included, can call this agent; "
@@ -428,6 +467,8 @@ async def serve(config: AgentConfig) -> None:
         # Kill the sessions first: their streams then end with `exited` instead of blocking
         # the graceful stop until the grace period runs out.
         await lifecycle.shutdown()
+        # The killed sessions' last chunks, before the agent goes.
+        await recordings.close()
         await server.stop(STOP_GRACE)
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from hostagent.blocking import run_blocking
 from hostagent.errors import FailedPrecondition, ResourceExhausted
 from hostagent.procs import session_members
+from hostagent.recorder import Recorder
 from hostagent.replay import DEFAULT_LIMIT, ReplayBuffer
 from hostagent.spawn import set_window_size
 from hostagent.subscribers import Exited, Output, Subscriber, backlog
@@ -56,8 +57,11 @@ class PtySession:
         on_finish: Callable[[PtySession], None],
         origin: Origin | None = None,
         replay_limit: int = DEFAULT_LIMIT,
+        recorder: Recorder | None = None,
     ) -> None:
         self.sandbox_id = sandbox_id
+        # Records from the master itself: complete and in order, whoever is attached.
+        self.recorder = recorder
         self.tag = tag
         self.pid = pid
         self.origin = origin or Origin(cmd="")
@@ -191,6 +195,8 @@ class PtySession:
         event = Output(data, self.offset)
         self.offset += len(data)
         self.output.append(data)
+        if self.recorder is not None:
+            self.recorder.output(data)
         self._last_data_at = self._loop.time()
         for subscriber in self._subscribers:
             subscriber.push(event)
@@ -278,6 +284,8 @@ class PtySession:
         os.close(self._pidfd)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
+        if self.recorder is not None:
+            self.recorder.finish(self.exit_code)
         event = Exited(self.exit_code)
         for subscriber in self._subscribers:
             subscriber.push(event)
@@ -299,6 +307,8 @@ class PtySession:
             )
         if not data:
             return
+        if self.recorder is not None:
+            self.recorder.input(data)
         future: asyncio.Future[None] = self._loop.create_future()
         # A caller that stopped waiting (shield below) must not leave an unretrieved error.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -347,6 +357,8 @@ class PtySession:
         if not self.running:
             raise FailedPrecondition(f"pty session {self.tag} has exited")
         set_window_size(self._master, cols, rows)
+        if self.recorder is not None:
+            self.recorder.resize(cols, rows)
 
     async def kill(self, closing: bool = False) -> list[int]:
         """SIGKILL the process group and every process in the session (background jobs too).
@@ -357,6 +369,9 @@ class PtySession:
         """
         if self.exit_code is not None:
             return []
+        # (A capsule or agent stopping marks its sessions itself: Lifecycle._kill_everything.)
+        if self.recorder is not None and not closing and not self._closing:
+            self.recorder.mark("kill")
         self._closing = self._closing or closing
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)

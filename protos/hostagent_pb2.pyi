@@ -309,6 +309,7 @@ class PtyAttachRequest(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     RESUME_FIELD_NUMBER: _builtins.int
     FROM_OFFSET_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
     sandbox_id: _builtins.str
     tag: _builtins.str
     cmd: _builtins.str
@@ -331,6 +332,12 @@ class PtyAttachRequest(_message.Message):
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def envs(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def recording(self) -> Global___PtyRecording:
+        """Start only: whether and how the agent records the session (asciicast v2, pushed to the
+        control plane). Unset: not recorded.
+        """
+
     def __init__(
         self,
         *,
@@ -346,14 +353,46 @@ class PtyAttachRequest(_message.Message):
         owner: _builtins.str = ...,
         resume: _builtins.bool = ...,
         from_offset: _builtins.int = ...,
+        recording: Global___PtyRecording | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recording", b"recording"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cmd", b"cmd", "cols", b"cols", "cwd", b"cwd", "envs", b"envs", "from_offset", b"from_offset", "owner", b"owner", "resume", b"resume", "rows", b"rows", "sandbox_id", b"sandbox_id", "tag", b"tag", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cmd", b"cmd", "cols", b"cols", "cwd", b"cwd", "envs", b"envs", "from_offset", b"from_offset", "owner", b"owner", "recording", b"recording", "resume", b"resume", "rows", b"rows", "sandbox_id", b"sandbox_id", "tag", b"tag", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PtyAttachRequest: _TypeAlias = PtyAttachRequest  # noqa: Y015
+
+@_typing.final
+class PtyRecording(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    input: _builtins.bool
+    """Record input (`i` events) too: it can hold secrets, so only when the team asked."""
+    max_bytes: _builtins.int
+    """The recording stops, with a marker, before it grows past this many bytes (0: no cap)."""
+    title: _builtins.str
+    """The asciicast header's title."""
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        input: _builtins.bool = ...,
+        max_bytes: _builtins.int = ...,
+        title: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "input", b"input", "max_bytes", b"max_bytes", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PtyRecording: _TypeAlias = PtyRecording  # noqa: Y015
 
 @_typing.final
 class PtyStarted(_message.Message):
@@ -583,6 +622,52 @@ class PtyKillResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PtyKillResponse: _TypeAlias = PtyKillResponse  # noqa: Y015
+
+@_typing.final
+class PtyMarkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_ID_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    sandbox_id: _builtins.str
+    tag: _builtins.str
+    label: _builtins.str
+    """The marker's label, e.g. "join user:alice" (at most 256 characters)."""
+    def __init__(
+        self,
+        *,
+        sandbox_id: _builtins.str = ...,
+        tag: _builtins.str = ...,
+        label: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "sandbox_id", b"sandbox_id", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PtyMarkRequest: _TypeAlias = PtyMarkRequest  # noqa: Y015
+
+@_typing.final
+class PtyMarkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.bool
+    """Whether the session is recorded (and so got the marker)."""
+    def __init__(
+        self,
+        *,
+        recorded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded", b"recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PtyMarkResponse: _TypeAlias = PtyMarkResponse  # noqa: Y015
 
 @_typing.final
 class PtyInputRequest(_message.Message):

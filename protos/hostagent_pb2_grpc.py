@@ -69,6 +69,11 @@ class HostAgentStub:
                 request_serializer=protos_dot_hostagent__pb2.PtyKillRequest.SerializeToString,
                 response_deserializer=protos_dot_hostagent__pb2.PtyKillResponse.FromString,
                 _registered_method=True)
+        self.PtyMark = channel.unary_unary(
+                '/wrenn.hostagent.v1.HostAgent/PtyMark',
+                request_serializer=protos_dot_hostagent__pb2.PtyMarkRequest.SerializeToString,
+                response_deserializer=protos_dot_hostagent__pb2.PtyMarkResponse.FromString,
+                _registered_method=True)
         self.PtyInput = channel.stream_stream(
                 '/wrenn.hostagent.v1.HostAgent/PtyInput',
                 request_serializer=protos_dot_hostagent__pb2.PtyInputRequest.SerializeToString,
@@ -202,6 +207,14 @@ class HostAgentServicer:
 
     def PtyKill(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PtyMark(self, request, context):
+        """Adds a marker (an asciicast `m` event: a viewer joined or left, ...) to the session's
+        recording; nothing when the session is not recorded.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -382,6 +395,11 @@ def add_HostAgentServicer_to_server(servicer, server):
                     servicer.PtyKill,
                     request_deserializer=protos_dot_hostagent__pb2.PtyKillRequest.FromString,
                     response_serializer=protos_dot_hostagent__pb2.PtyKillResponse.SerializeToString,
+            ),
+            'PtyMark': grpc.unary_unary_rpc_method_handler(
+                    servicer.PtyMark,
+                    request_deserializer=protos_dot_hostagent__pb2.PtyMarkRequest.FromString,
+                    response_serializer=protos_dot_hostagent__pb2.PtyMarkResponse.SerializeToString,
             ),
             'PtyInput': grpc.stream_stream_rpc_method_handler(
                     servicer.PtyInput,
@@ -648,6 +666,33 @@ class HostAgent:
             '/wrenn.hostagent.v1.HostAgent/PtyKill',
             protos_dot_hostagent__pb2.PtyKillRequest.SerializeToString,
             protos_dot_hostagent__pb2.PtyKillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PtyMark(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wrenn.hostagent.v1.HostAgent/PtyMark',
+            protos_dot_hostagent__pb2.PtyMarkRequest.SerializeToString,
+            protos_dot_hostagent__pb2.PtyMarkResponse.FromString,
             options,
             channel_credentials,
             insecure,

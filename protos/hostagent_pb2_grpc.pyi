@@ -57,6 +57,10 @@ class HostAgentStub:
     PtyRead: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.PtyReadRequest, _hostagent_pb2.PtyReadResponse]
     """Bytes from the session's replay buffer, for repairing gaps."""
     PtyKill: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.PtyKillRequest, _hostagent_pb2.PtyKillResponse]
+    PtyMark: _grpc.UnaryUnaryMultiCallable[_hostagent_pb2.PtyMarkRequest, _hostagent_pb2.PtyMarkResponse]
+    """Adds a marker (an asciicast `m` event: a viewer joined or left, ...) to the session's
+    recording; nothing when the session is not recorded.
+    """
     PtyInput: _grpc.StreamStreamMultiCallable[_hostagent_pb2.PtyInputRequest, _hostagent_pb2.PtyInputAck]
     """Input, resizes and kills for one session on one long-lived stream, applied in order: the
     first request names the session, each request's op is answered by one PtyInputAck, in
@@ -157,6 +161,10 @@ class HostAgentAsyncStub(HostAgentStub):
     PtyRead: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.PtyReadRequest, _hostagent_pb2.PtyReadResponse]  # type: ignore[assignment]
     """Bytes from the session's replay buffer, for repairing gaps."""
     PtyKill: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.PtyKillRequest, _hostagent_pb2.PtyKillResponse]  # type: ignore[assignment]
+    PtyMark: _aio.UnaryUnaryMultiCallable[_hostagent_pb2.PtyMarkRequest, _hostagent_pb2.PtyMarkResponse]  # type: ignore[assignment]
+    """Adds a marker (an asciicast `m` event: a viewer joined or left, ...) to the session's
+    recording; nothing when the session is not recorded.
+    """
     PtyInput: _aio.StreamStreamMultiCallable[_hostagent_pb2.PtyInputRequest, _hostagent_pb2.PtyInputAck]  # type: ignore[assignment]
     """Input, resizes and kills for one session on one long-lived stream, applied in order: the
     first request names the session, each request's op is answered by one PtyInputAck, in
@@ -296,6 +304,16 @@ class HostAgentServicer(metaclass=_abc_1.ABCMeta):
         request: _hostagent_pb2.PtyKillRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_hostagent_pb2.PtyKillResponse, _abc.Awaitable[_hostagent_pb2.PtyKillResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PtyMark(
+        self,
+        request: _hostagent_pb2.PtyMarkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hostagent_pb2.PtyMarkResponse, _abc.Awaitable[_hostagent_pb2.PtyMarkResponse]]:
+        """Adds a marker (an asciicast `m` event: a viewer joined or left, ...) to the session's
+        recording; nothing when the session is not recorded.
+        """
 
     @_abc_1.abstractmethod
     def PtyInput(

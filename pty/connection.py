@@ -27,6 +27,7 @@ from capsules.services import find_capsule
 from capsules.terminals import reserve_session
 from protos import hostagent_pb2 as pb
 from protos import rules
+from recordings.options import arecording_for
 from wrenn.flow import SendWindow
 
 from . import dialects
@@ -322,6 +323,8 @@ class Connection:
             )
             return
         request = start.attach_request(self.capsule.id, tag, self.caller.label if self.caller else "")
+        # The team's choice: record it (the default), and its input too (off by default).
+        request.recording.CopyFrom(await arecording_for(self.capsule.team_id, self.capsule.id, tag))
         await self._attach(tag, request, None)
 
     async def _connect(self, tag: str, offset: int | None) -> None:

@@ -27,6 +27,7 @@ from capsules.actions import record_terminal_exit, record_terminal_started, reco
 from capsules.agents import HOST_UNREACHABLE, aio_stub_for, describe, rpc_timeout
 from capsules.terminals import close_sessions
 from protos import hostagent_pb2 as pb
+from recordings.marks import mark_soon
 from wrenn.flow import SendWindow
 
 from .catchup import Chunk, Ended, Missed, read_output
@@ -125,6 +126,8 @@ class Viewer:
         self._joined = True
         await self.presence.enter()
         await _record_viewer(self.capsule.id, self.tag, 1)
+        # In the recording, without waiting for the agent (recordings/marks.py).
+        mark_soon(self.capsule.host_address, self.capsule.id, self.tag, f"join {self.owner}")
 
     async def run(self, start: pb.PtyAttachRequest | None, *, recent_screen: bool = False) -> None:
         """Starts the session (``start``) or catches up with it from the cursor's offset
@@ -151,6 +154,7 @@ class Viewer:
             await self.presence.leave()
             await self.pacer.leave()
             await _record_viewer(self.capsule.id, self.tag, -1)
+            mark_soon(self.capsule.host_address, self.capsule.id, self.tag, f"leave {self.owner}")
 
     # --- what the client sends ------------------------------------------------------------------
 

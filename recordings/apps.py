@@ -6,3 +6,6 @@ from django.apps import AppConfig
 class RecordingsConfig(AppConfig):
     name = "recordings"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from recordings import signals  # noqa: F401 - connects the receivers

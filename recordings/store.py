@@ -8,7 +8,8 @@ module knows the storage's file names, so a storage backend is swapped by a sett
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
@@ -53,6 +54,24 @@ def read_cast(recording: Recording) -> Iterator[bytes]:
         with files.open(name, "rb") as part:
             while piece := part.read(READ_SIZE):
                 yield piece
+
+
+def chunk_names(recording: Recording) -> list[str]:
+    """The recording's files in order, as they stand now (a live one gets more later)."""
+    return list(recording.chunks.order_by("seq").values_list("name", flat=True))
+
+
+async def aread_files(names: list[str]) -> AsyncIterator[bytes]:
+    """The files' bytes in order, in pieces of at most READ_SIZE, read in a thread (a storage
+    may be a slow disk or an object store) so the event loop never waits on it."""
+    files = storage()
+    for name in names:
+        part = await asyncio.to_thread(files.open, name, "rb")
+        try:
+            while piece := await asyncio.to_thread(part.read, READ_SIZE):
+                yield piece
+        finally:
+            part.close()
 
 
 def delete_files(recording: Recording) -> None:

@@ -196,6 +196,10 @@ if not isinstance(WRENN_RECORDINGS_STORAGE_OPTIONS, dict):
     raise ImproperlyConfigured("WRENN_RECORDINGS_STORAGE_OPTIONS must be a JSON object")
 if WRENN_RECORDINGS_STORAGE == "django.core.files.storage.FileSystemStorage":
     WRENN_RECORDINGS_STORAGE_OPTIONS.setdefault("location", str(DATA_DIR / "recordings"))
+# A recording stops (with a marker, and marked truncated) before it grows past this many bytes;
+# recordings are deleted this many days after they start, unless the team set its own period.
+WRENN_RECORDING_MAX_BYTES = _env_int("WRENN_RECORDING_MAX_BYTES", 67108864, low=4096)
+WRENN_RECORDING_RETENTION_DAYS = _env_int("WRENN_RECORDING_RETENTION_DAYS", 30, low=1)
 # ------------------------------------------------------------------------------
 
 INSTALLED_APPS = [

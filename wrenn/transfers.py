@@ -45,7 +45,9 @@ WINDOW = "wrenn.window"
 # The routes whose bodies the view streams itself, and those whose responses are paced (both
 # prefixes, as capsules/urls.py mounts them).
 UPLOAD_PATH = re.compile(r"^(?:/api)?/v1/capsules/[^/]+/files/(?:stream/)?write/?$")
-DOWNLOAD_PATH = re.compile(r"^(?:/api)?/v1/capsules/[^/]+/files/(?:stream/)?read/?$")
+DOWNLOAD_PATH = re.compile(
+    r"^(?:/api)?/v1/capsules/[^/]+/(?:files/(?:stream/)?read|recordings/[^/]+(?:/text)?)/?$"
+)
 EMPTY_BODY = {"type": "http.request", "body": b"", "more_body": False}
 
 Scope = dict[str, Any]

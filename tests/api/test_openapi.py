@@ -101,6 +101,7 @@ def test_security_schemes(openapi: dict[str, Any]) -> None:
         "ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
         "BearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
         "HostTokenAuth": {"type": "http", "scheme": "bearer", "description": "A host agent's token, wrh_..."},
+        "SessionCookieAuth": {"type": "apiKey", "in": "cookie", "name": "sessionid"},
     }
 
 
@@ -109,9 +110,12 @@ PUBLIC = {"/v1/auth/login", "/v1/auth/refresh", "/v1/auth/token", "/v1/auth/toke
 
 def test_team_operations_take_either_credential_and_document_401(openapi: dict[str, Any]) -> None:
     for path, method, operation in operations(openapi):
-        if path in PUBLIC or path == "/v1/hosts/heartbeat":
+        if path in PUBLIC or path.startswith("/v1/hosts/"):
             continue
-        assert operation["security"] == [{"ApiKeyAuth": []}, {"BearerAuth": []}], (method, path)
+        expected: list[dict[str, list[str]]] = [{"ApiKeyAuth": []}, {"BearerAuth": []}]
+        if "/recordings" in path:  # the pages link to them: a signed-in member's cookie works too
+            expected.append({"SessionCookieAuth": []})
+        assert operation["security"] == expected, (method, path)
         assert "401" in operation["responses"], (method, path)
 
 
@@ -122,6 +126,11 @@ def test_public_operations_need_no_credentials(openapi: dict[str, Any]) -> None:
 
 def test_heartbeat_takes_the_host_token(openapi: dict[str, Any]) -> None:
     assert openapi["paths"]["/v1/hosts/heartbeat"]["post"]["security"] == [{"HostTokenAuth": []}]
+
+
+def test_recording_chunks_take_the_host_token(openapi: dict[str, Any]) -> None:
+    operation = openapi["paths"]["/v1/hosts/recordings/{capsule_id}/{tag}/{seq}"]["post"]
+    assert operation["security"] == [{"HostTokenAuth": []}]
 
 
 def test_every_operation_documents_its_errors_in_the_error_shape(openapi: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """`manage.py monitor [--interval 5] [--once]`: declare quiet hosts unreachable, pause idle capsules,
 close terminal sessions left open on destroyed ones, and sample the teams' reservations and prune
-old metrics once per heartbeat interval (capsules/metrics.py).
+old metrics and recordings once per heartbeat interval (capsules/metrics.py, recordings/retention.py).
 
 Several monitors may run at once (one per machine, say): every change re-checks its condition
 under a row lock, so two passes never apply the same change twice.
@@ -21,6 +21,8 @@ from capsules import metrics
 from capsules.actions import reap_idle
 from capsules.hosts import check_hosts
 from capsules.terminals import close_sessions_of_stopped_capsules
+from recordings.ingest import close_abandoned
+from recordings.retention import purge_expired
 
 log = logging.getLogger("capsules.monitor")
 
@@ -30,7 +32,9 @@ def run_pass() -> None:
     hosts = check_hosts()
     paused = reap_idle()
     closed = close_sessions_of_stopped_capsules()
-    metrics.housekeeping(timezone.now())
+    if metrics.housekeeping(timezone.now()):
+        purge_expired()
+    close_abandoned()
     if closed:
         log.info("monitor pass: %d terminal session(s) of destroyed capsules closed", closed)
     if hosts or paused:
