@@ -398,9 +398,13 @@
     return el;
   }
 
-  function renderViewers(me) {
+  function showMode() {
     modeEl.dataset.mode = mode;
     modeEl.textContent = mode === "observer" ? "observer (read-only)" : "peer";
+  }
+
+  function renderViewers(me) {
+    showMode();
     viewersEl.textContent = "";
     const count = document.createElement("span");
     count.className = "viewers-count";
@@ -471,5 +475,6 @@
   };
 
   setState("connecting");
+  showMode();
   open();
 })();
