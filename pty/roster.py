@@ -194,6 +194,8 @@ class Roster:
         self._shown: list[dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
         self._entered = False
+        # Lists go to the client once it is attached: a start's first answer stays `started`.
+        self._open = False
 
     async def enter(self) -> None:
         await self._put()
@@ -225,8 +227,15 @@ class Roster:
         alive, _ = live(await self._store.entries(self.key))
         return next((entry for entry in alive if entry.id == viewer_id), None)
 
+    async def open(self) -> None:
+        """The viewer is attached (started, or caught up): its client gets lists from now on."""
+        self._open = True
+        await self.changed()
+
     async def changed(self) -> None:
         """The roster changed: the client gets the new list, if it differs from the last it got."""
+        if not self._open:
+            return
         async with self._lock:
             alive, _ = live(await self._store.entries(self.key))
             shown = [entry.public() for entry in alive]

@@ -237,6 +237,7 @@ class Viewer:
                 await self.client.exited(ended.exit_code)
                 return
             self.attached.set()
+            await self.roster.open()
         await self._lead(start or pb.PtyAttachRequest())
 
     async def _lead(self, first: pb.PtyAttachRequest) -> None:
@@ -284,6 +285,7 @@ class Viewer:
     async def _started(self, started: pb.PtyStarted) -> None:
         self.attached.set()
         await self.client.send_control("started", tag=started.tag, pid=started.pid)
+        await self.roster.open()
         command = " ".join([self._request.cmd, *self._request.args])
         await self.audit.started(started.tag, self._request.owner, command, started.pid, self._detail())
         await self._audit_join()
