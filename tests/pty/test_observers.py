@@ -402,3 +402,58 @@ async def test_failed_socket_authentication_is_audited_with_its_reason(
             'authentication required: send {"type": "auth", "token": ...} first',
         ),
     ]
+
+
+async def test_refused_control_and_revoke_are_audited_as_failures(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    peer, tag = await peer_session(open_socket, capsule, api_key)
+    link, token = await issue_share(capsule, tag)
+    guest = await share_socket(open_socket, capsule, token)
+    await guest.send(type="connect", tag=tag)
+    frame = await peer.roster(lambda viewers: len(viewers) == 2)
+    target = next(v for v in frame["viewers"] if v["link"])
+    await guest.send(type="control", mode="peer")
+    await guest.expect("error")
+    await guest.send(type="revoke", viewer=target["id"])
+    assert (await guest.expect("error"))["data"] == modes.NOT_PEER_REVOKE
+    await peer.send(type="control", viewer=target["id"], mode="peer")
+    await peer.expect("error")
+    await peer.send(type="control", viewer="v-00000000", mode="peer")
+    assert (await peer.expect("error"))["data"] == f"control refused: {modes.no_viewer('v-00000000')}"
+    await peer.send(type="control", mode="peer")
+    assert (await peer.expect("error"))["data"] == "control: this viewer is already a peer"
+    failed = [(e.action, e.actor_label, e.reason) for e in await events(outcome="failure")]
+    assert failed == [
+        ("terminal.control", f"share:{link.pk}", f"control refused: {modes.SHARE_PEER}"),
+        ("share.revoke", f"share:{link.pk}", modes.NOT_PEER_REVOKE),
+        ("terminal.control", f"key:{api_key[:12]}", modes.only_observes(target["id"], f"share:{link.pk}")),
+    ]
+    await link.arefresh_from_db()
+    assert link.revoked_at is None
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (
+            '{"type": "connect", "tag": "pty-12345678", "mode": "boss"}',
+            "invalid connect: 'mode' must be 'peer' or 'observer'",
+        ),
+        ('{"type": "control", "mode": "owner"}', "invalid control: 'mode' must be 'peer' or 'observer'"),
+        (
+            '{"type": "control", "mode": "peer", "viewer": 7}',
+            "invalid control: 'viewer' must be a viewer's id (a string)",
+        ),
+        ('{"type": "revoke"}', "invalid revoke: 'viewer' must be a viewer's id (a string)"),
+        ('{"type": "revoke", "viewer": ""}', "invalid revoke: 'viewer' must be a viewer's id (a string)"),
+    ],
+)
+async def test_bad_mode_frames_get_their_own_error(
+    open_socket: Any, capsule: Sandbox, api_key: str, frame: str, message: str
+) -> None:
+    peer, _tag = await peer_session(open_socket, capsule, api_key)
+    await peer.communicator.send_to(text_data=frame)
+    assert await peer.expect("error") == {"type": "error", "data": message, "fatal": False}
+    await peer.type("still-here\n")
+    await peer.read_until(b"got:still-here")
