@@ -159,3 +159,25 @@ def test_watching_by_tag_and_handing_control_from_the_status_bar(
     wait_for_state(fresh, "connected")
     fresh.wait_for_function("window.wrennTerminal.viewers().length === 1")
     assert fresh.evaluate("window.wrennTerminal.tag()") != tag
+
+
+def test_a_signed_in_person_on_a_share_page_watches_as_the_link(
+    stack: Any, demo: dict[str, Any], contexts: tuple[BrowserContext, BrowserContext]
+) -> None:
+    """The link's auth frame wins over the session cookie the browser sends with the socket."""
+    member_context, _ = contexts
+    member = page_of(member_context)
+    log_in(member, stack.base_url, demo)
+    member.goto(f"{stack.base_url}{demo['terminal_path']}?new=1")
+    wait_for_state(member, "connected")
+    tag = member.evaluate("window.wrennTerminal.tag()")
+    shares = f"/v1/capsules/{demo['capsule_id']}/pty/{tag}/shares"
+    status, link = api(stack, demo["api_key"], "POST", shares, {"expires_in": 300})
+    assert status == 201, link
+    shared = member_context.new_page()
+    shared.goto(link["url"])
+    shared.wait_for_function("window.wrennTerminal.viewers().length === 2")
+    me = shared.evaluate(
+        "window.wrennTerminal.viewers().find((v) => v.id === window.wrennTerminal.viewerId())"
+    )
+    assert (me["label"], me["mode"], me["link"]) == (f"share:{link['id']}", "observer", True)
