@@ -245,10 +245,18 @@ async def test_a_peer_hands_control_to_an_observer_on_another_worker(
 async def test_a_share_link_watches_and_its_revocation_closes_the_viewer(
     cluster: Stack, demo: dict[str, Any], viewer: Open
 ) -> None:
+    # The guest's worker checks credentials only every 10 minutes: what closes it is the
+    # revocation, published by the worker that served the DELETE, through Redis.
+    env = cluster.env
+    cluster.env = {**env, "WRENN_PTY_CREDENTIAL_CHECK_SECONDS": "600"}
+    try:
+        patient = cluster.start_worker()
+    finally:
+        cluster.env = env
     async with viewer(0) as peer:
         tag = await start_echo(peer)
         link = share(cluster, demo, tag, mode="observer", expires_in=600)
-        async with viewer(1, []) as guest:
+        async with viewer(patient, []) as guest:
             await guest.send(type="auth", token=link["token"])
             await guest.send(type="connect", tag=tag, offset=0)
             await peer.type("for-the-guest\n")
