@@ -7,12 +7,18 @@ status (`pausing`, …) and commits, so that a concurrent request sees the opera
 and is refused with 409. Then it calls the host agent, with no lock held. Last, with the row
 locked again, it sets the final status, or puts back the previous one if the agent failed so
 that the operation can be retried.
+
+Each operation leaves one event on the audit trail (audit/trail.py): its success in the
+transaction of the last step, which commits the final status, and its refusal or failure once
+the failed step has rolled back, in a transaction of its own, so that no refusal is lost with
+the change it refused. A create refused by a quota is recorded as `quota.refused`.
 """
 
 import logging
 import shlex
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -22,6 +28,7 @@ from django.db.models import F, Min, Q, QuerySet, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from audit import trail
 from capsules import agents, live, states
 from capsules.agents import HOST_UNREACHABLE
 from capsules.models import Host, Sandbox, Team, TerminalSession
@@ -179,10 +186,16 @@ def _begin(
     return capsule, previous
 
 
-def _finish(sandbox_id: str, expected: str, final: str, **fields: Any) -> Sandbox:
-    """Step three: the final status, unless something else moved the capsule meanwhile."""
+def _finish(
+    sandbox_id: str, expected: str, final: str, audit: "_Audit | None" = None, **fields: Any
+) -> Sandbox:
+    """Step three: the final status, unless something else moved the capsule meanwhile; with
+    `audit`, the operation's success is recorded in the same transaction."""
     with transaction.atomic():
         capsule = _locked(sandbox_id)
+        if audit is not None:
+            # The agent did what was asked, even if something moved the capsule meanwhile.
+            audit.succeeded(capsule)
         if capsule.status == expected:
             _move(capsule, final)
         elif capsule.status == Status.MISSING:
@@ -195,6 +208,57 @@ def _finish(sandbox_id: str, expected: str, final: str, **fields: Any) -> Sandbo
             setattr(capsule, name, value)
         capsule.save(update_fields=["status", "status_before_missing", "last_updated", *fields])
     return capsule
+
+
+@dataclass
+class _Audit:
+    """One lifecycle operation's event on the audit trail: who asked, from where, on what."""
+
+    action: str
+    actor: trail.Actor
+    where: trail.Where | None
+    team_id: Any
+    capsule_id: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def succeeded(self, capsule: Sandbox) -> None:
+        self._record(self.action, trail.SUCCESS, "", capsule.pk)
+
+    def failed(self, action: str, reason: str) -> None:
+        try:
+            with transaction.atomic():
+                self._record(action, trail.FAILURE, reason, self.capsule_id)
+        except Exception:
+            # The caller hears of the operation's own failure, not of this one's.
+            log.exception("could not record the failure of %s on capsule %s", action, self.capsule_id or "-")
+
+    def _record(self, action: str, outcome: str, reason: str, capsule_id: str) -> None:
+        trail.record(
+            action,
+            self.actor,
+            outcome=outcome,
+            reason=reason,
+            team_id=self.team_id,
+            capsule_id=capsule_id,
+            where=self.where,
+            detail=self.detail,
+        )
+
+
+@contextmanager
+def _failures_recorded(audit: _Audit) -> Iterator[None]:
+    """Record the refusal or failure of the operation run inside, after its step rolled back."""
+    try:
+        yield
+    except ActionError as exc:
+        action = trail.QUOTA_REFUSED if exc.code == "quota_exceeded" else audit.action
+        audit.failed(action, exc.message)
+        raise
+    except _Skip:
+        raise
+    except Exception as exc:
+        audit.failed(audit.action, f"internal error ({type(exc).__name__})")
+        raise
 
 
 def _run(
@@ -258,17 +322,50 @@ def create_capsule(
     network: dict[str, Any] | None = None,
     host: Host | None = None,
     actor: live.Actor | None = None,
+    audit_actor: trail.Actor = trail.SYSTEM,
+    where: trail.Where | None = None,
 ) -> Sandbox:
     """A new running capsule for `team` on the least loaded host that fits it, or on `host`.
 
     Refused with `quota_exceeded` when it would take the team past one of its quotas
     (capsules/quotas.py), and with `host_unavailable` when no host has room for it.
+    `audit_actor` and `where` say who asked, for the audit trail.
     """
+    audit = _Audit(trail.CAPSULE_CREATE, audit_actor, where, team.pk)
+    with _failures_recorded(audit):
+        return _create(
+            team,
+            audit,
+            actor,
+            template=template,
+            vcpus=vcpus,
+            memory_mb=memory_mb,
+            timeout_sec=timeout_sec,
+            metadata=metadata,
+            network=network,
+            host=host,
+        )
+
+
+def _create(
+    team: Team,
+    audit: _Audit,
+    actor: live.Actor | None,
+    *,
+    template: str | None,
+    vcpus: int | None,
+    memory_mb: int | None,
+    timeout_sec: int | None,
+    metadata: dict[str, Any] | None,
+    network: dict[str, Any] | None,
+    host: Host | None,
+) -> Sandbox:
     try:
         params = clean_create_params(template, vcpus, memory_mb, timeout_sec, metadata)
         policy = default_policy() if network is None else clean_network(network)
     except ValidationFailed as exc:
         raise ActionError("invalid_request", exc.message) from None
+    audit.detail.update(template=params.template, vcpus=params.vcpus, memory_mb=params.memory_mb)
     with transaction.atomic():
         # The team's row stays locked until the pending capsule is committed, so two creates of
         # one team count each other's capsules and cannot both take its last slot. NO KEY: rows
@@ -300,6 +397,7 @@ def create_capsule(
             metadata=params.metadata,
             network=policy,
         )
+    audit.capsule_id = capsule.pk
     with transaction.atomic():
         capsule = _locked(capsule.pk)
         if capsule.status != Status.PENDING:
@@ -320,16 +418,29 @@ def create_capsule(
     _run_announced(create, actor, capsule, Status.ERROR, "create", lambda agent: agent.CreateSandbox, request)
     now = timezone.now()
     log.info("created capsule %s on %s", capsule.pk, host.address)
-    created = _finish(capsule.pk, Status.STARTING, Status.RUNNING, started_at=now, last_active_at=now)
+    created = _finish(capsule.pk, Status.STARTING, Status.RUNNING, audit, started_at=now, last_active_at=now)
     return _announce(create, created, actor)
 
 
-def pause_capsule(sandbox: Sandbox, actor: live.Actor | None = None) -> Sandbox:
-    return _pause(sandbox.pk, actor=actor)
+def _audit_of(action: str, sandbox: Sandbox, audit_actor: trail.Actor, where: trail.Where | None) -> _Audit:
+    return _Audit(action, audit_actor, where, sandbox.team_id, sandbox.pk)
+
+
+def pause_capsule(
+    sandbox: Sandbox,
+    actor: live.Actor | None = None,
+    *,
+    audit_actor: trail.Actor = trail.SYSTEM,
+    where: trail.Where | None = None,
+) -> Sandbox:
+    audit = _audit_of(trail.CAPSULE_PAUSE, sandbox, audit_actor, where)
+    with _failures_recorded(audit):
+        return _pause(sandbox.pk, audit, actor=actor)
 
 
 def _pause(
     sandbox_id: str,
+    audit: _Audit,
     check: Callable[[Sandbox], None] | None = None,
     actor: live.Actor | None = None,
     **metadata: str,
@@ -338,20 +449,45 @@ def _pause(
     request = pb.PauseSandboxRequest(sandbox_id=capsule.pk)
     pause = live.CAPSULE_PAUSE
     _run_announced(pause, actor, capsule, previous, "pause", lambda agent: agent.PauseSandbox, request)
-    return _announce(pause, _finish(capsule.pk, Status.PAUSING, Status.PAUSED), actor, **metadata)
+    paused = _finish(capsule.pk, Status.PAUSING, Status.PAUSED, audit)
+    return _announce(pause, paused, actor, **metadata)
 
 
-def resume_capsule(sandbox: Sandbox, actor: live.Actor | None = None) -> Sandbox:
+def resume_capsule(
+    sandbox: Sandbox,
+    actor: live.Actor | None = None,
+    *,
+    audit_actor: trail.Actor = trail.SYSTEM,
+    where: trail.Where | None = None,
+) -> Sandbox:
+    audit = _audit_of(trail.CAPSULE_RESUME, sandbox, audit_actor, where)
+    with _failures_recorded(audit):
+        return _resume(sandbox, actor, audit)
+
+
+def _resume(sandbox: Sandbox, actor: live.Actor | None, audit: _Audit) -> Sandbox:
     capsule, previous = _begin(sandbox.pk, _RESUME)
     request = pb.ResumeSandboxRequest(sandbox_id=capsule.pk)
     resume = live.CAPSULE_RESUME
     _run_announced(resume, actor, capsule, previous, "resume", lambda agent: agent.ResumeSandbox, request)
-    resumed = _finish(capsule.pk, Status.RESUMING, Status.RUNNING, last_active_at=timezone.now())
+    resumed = _finish(capsule.pk, Status.RESUMING, Status.RUNNING, audit, last_active_at=timezone.now())
     return _announce(resume, resumed, actor)
 
 
-def destroy_capsule(sandbox: Sandbox, actor: live.Actor | None = None) -> Sandbox:
+def destroy_capsule(
+    sandbox: Sandbox,
+    actor: live.Actor | None = None,
+    *,
+    audit_actor: trail.Actor = trail.SYSTEM,
+    where: trail.Where | None = None,
+) -> Sandbox:
     """Destroy the capsule on its host and mark it stopped; the row stays as a record."""
+    audit = _audit_of(trail.CAPSULE_DESTROY, sandbox, audit_actor, where)
+    with _failures_recorded(audit):
+        return _destroy(sandbox, actor, audit)
+
+
+def _destroy(sandbox: Sandbox, actor: live.Actor | None, audit: _Audit) -> Sandbox:
     # A capsule that never got a host exists nowhere but in this table.
     capsule, previous = _begin(sandbox.pk, _DESTROY, allow_no_host=True)
     if capsule.host is not None:
@@ -371,7 +507,8 @@ def destroy_capsule(sandbox: Sandbox, actor: live.Actor | None = None) -> Sandbo
     # Its terminals died with it: nobody will see their exits.
     close_sessions(Q(sandbox_id=capsule.pk))
     log.info("destroyed capsule %s", capsule.pk)
-    return _announce(live.CAPSULE_DESTROY, _finish(capsule.pk, Status.STOPPING, Status.STOPPED), actor)
+    destroyed = _finish(capsule.pk, Status.STOPPING, Status.STOPPED, audit)
+    return _announce(live.CAPSULE_DESTROY, destroyed, actor)
 
 
 # Network policy
@@ -492,9 +629,9 @@ def reap_idle(now: datetime | None = None) -> list[str]:
         running.annotate(idle_since=Coalesce("last_active_at", "started_at", "created_at"))
         .filter(idle_since__lt=now - timedelta(seconds=shortest))
         .order_by("idle_since")
-        .values_list("pk", "idle_since", "timeout_sec")
+        .values_list("pk", "idle_since", "timeout_sec", "team_id")
     )
-    due = [pk for pk, since, timeout in candidates if _idle_past(since, timeout, now)]
+    due = [(pk, team_id) for pk, since, timeout, team_id in candidates if _idle_past(since, timeout, now)]
 
     def still_idle(capsule: Sandbox) -> None:
         since = capsule.last_active_at or capsule.started_at or capsule.created_at
@@ -502,9 +639,13 @@ def reap_idle(now: datetime | None = None) -> list[str]:
             raise _Skip
 
     paused = []
-    for sandbox_id in due:
+    for sandbox_id, team_id in due:
+        audit = _Audit(
+            trail.CAPSULE_PAUSE, trail.SYSTEM, None, team_id, sandbox_id, {"reason": "idle_timeout"}
+        )
         try:
-            _pause(sandbox_id, still_idle, live.SYSTEM, reason="idle_timeout")
+            with _failures_recorded(audit):
+                _pause(sandbox_id, audit, still_idle, live.SYSTEM, reason="idle_timeout")
         except _Skip:
             continue
         except ActionError as exc:

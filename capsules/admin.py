@@ -23,6 +23,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
+from audit import trail
+from capsules.acting import by_person
 from capsules.actions import (
     ActionError,
     create_capsule,
@@ -34,7 +36,7 @@ from capsules.actions import (
     set_network_policy,
 )
 from capsules.hosts import issue_host_token
-from capsules.keys import create_api_key, issue_key, revoke_api_keys
+from capsules.keys import create_api_key, issue_key, record_created, revoke_api_keys
 from capsules.models import APIKey, Host, Membership, Sandbox, Team
 from capsules.network import clean_network
 from capsules.quotas import quota_of, usage_of
@@ -102,8 +104,8 @@ class APIKeyInline(admin.TabularInline):
 
     model = APIKey
     extra = 0
-    fields = ["name", "prefix", "created_at", "last_used", "revoked_at"]
-    readonly_fields = ["name", "prefix", "created_at", "last_used", "revoked_at"]
+    fields = ["name", "prefix", "scope", "created_at", "last_used", "revoked_at"]
+    readonly_fields = ["name", "prefix", "scope", "created_at", "last_used", "revoked_at"]
     can_delete = False
     show_change_link = True
 
@@ -181,7 +183,11 @@ class TeamAdmin(admin.ModelAdmin):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
     ) -> HttpResponse:
-        context = {"can_add_api_key": self._can_add_api_key(request), **(extra_context or {})}
+        context = {
+            "can_add_api_key": self._can_add_api_key(request),
+            "api_key_scopes": APIKey.Scope.choices,
+            **(extra_context or {}),
+        }
         return super().change_view(request, object_id, form_url, context)
 
     def _can_add_api_key(self, request: HttpRequest) -> bool:
@@ -197,7 +203,19 @@ class TeamAdmin(admin.ModelAdmin):
             messages.error(request, "An API key needs a name.")
             return back_to_change_page(team)
         created_by = request.user if request.user.is_authenticated else None
-        _, raw_key = create_api_key(team, name[: APIKey._meta.get_field("name").max_length], created_by)
+        scope = request.POST.get("scope") or APIKey.Scope.FULL
+        if scope not in APIKey.Scope.values:
+            messages.error(request, f"{scope!r} is not an API key scope.")
+            return back_to_change_page(team)
+        name = name[: APIKey._meta.get_field("name").max_length]
+        _, raw_key = create_api_key(
+            team,
+            name,
+            created_by,
+            scope,
+            audit_actor=trail.user_actor(request.user),
+            where=trail.where_from_request(request),
+        )
         messages.success(request, api_key_message(raw_key))
         return back_to_change_page(team)
 
@@ -214,15 +232,34 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(APIKey)
 class APIKeyAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "name", "team", "created_at", "last_used", "revoked_at"]
-    list_filter = ["team", ("revoked_at", admin.EmptyFieldListFilter)]
+    list_display = ["prefix", "name", "team", "scope", "created_at", "last_used", "revoked_at"]
+    list_filter = ["team", "scope", ("revoked_at", admin.EmptyFieldListFilter)]
     list_select_related = ["team"]
     search_fields = ["prefix", "name", "team__name"]
     actions = ["revoke"]
     # key_hash appears nowhere: it is useless to a person and should not be copied around.
-    add_fields = ("team", "name")
-    change_fields = ("team", "name", "prefix", "created_by", "created_at", "last_used", "revoked_at")
-    change_readonly_fields = ("team", "prefix", "created_by", "created_at", "last_used", "revoked_at")
+    # The scope is chosen when the key is made and stays: a key never gains power under its holder
+    # (a key of another scope is a new key).
+    add_fields = ("team", "name", "scope")
+    change_fields = (
+        "team",
+        "name",
+        "scope",
+        "prefix",
+        "created_by",
+        "created_at",
+        "last_used",
+        "revoked_at",
+    )
+    change_readonly_fields = (
+        "team",
+        "scope",
+        "prefix",
+        "created_by",
+        "created_at",
+        "last_used",
+        "revoked_at",
+    )
 
     def get_fields(self, request: HttpRequest, obj: APIKey | None = None) -> tuple[str, ...]:
         return self.add_fields if obj is None else self.change_fields
@@ -237,12 +274,15 @@ class APIKeyAdmin(admin.ModelAdmin):
         raw_key = issue_key(obj)
         if request.user.is_authenticated:
             obj.created_by = request.user
+        # In the transaction the admin wraps around the save.
         super().save_model(request, obj, form, change)
+        record_created(obj, trail.user_actor(request.user), trail.where_from_request(request))
         messages.success(request, api_key_message(raw_key))
 
     @admin.action(description="Revoke selected API keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[APIKey]) -> None:
-        count = revoke_api_keys(queryset)
+        where = trail.where_from_request(request)
+        count = revoke_api_keys(queryset, audit_actor=trail.user_actor(request.user), where=where)
         self.message_user(request, f"Revoked {count} API key(s).", messages.SUCCESS)
 
 
@@ -426,6 +466,8 @@ class SandboxCreateForm(forms.ModelForm):
 
     template = forms.ChoiceField(choices=[(name, name) for name in TEMPLATES], initial=DEFAULT_TEMPLATE)
     created: Sandbox | None = None
+    # Who creates it, for the audit trail: set by SandboxAdmin.get_form on the class it makes.
+    audited: dict[str, Any] = {}
 
     class Meta:
         model = Sandbox
@@ -444,6 +486,7 @@ class SandboxCreateForm(forms.ModelForm):
                 timeout_sec=cleaned.get("timeout_sec"),
                 metadata=cleaned.get("metadata") or None,
                 network=cleaned.get("network"),
+                **self.audited,
             )
         except ActionError as error:
             raise forms.ValidationError(error.message, code=error.code) from error
@@ -495,7 +538,7 @@ def checked(check: Callable[[Any], Any], value: Any) -> Any:
 
 
 # verb -> (action function, past tense for the message)
-LIFECYCLE: dict[str, tuple[Callable[[Sandbox], Any], str]] = {
+LIFECYCLE: dict[str, tuple[Callable[..., Any], str]] = {
     "pause": (pause_capsule, "paused"),
     "resume": (resume_capsule, "resumed"),
     "destroy": (destroy_capsule, "destroyed"),
@@ -506,7 +549,7 @@ def run_lifecycle(request: HttpRequest, sandbox: Sandbox, verb: str) -> None:
     """Run one action on one capsule and say how it went, one line per capsule."""
     action, done = LIFECYCLE[verb]
     try:
-        action(sandbox)
+        action(sandbox, **by_person(request))
     except ActionError as error:
         messages.error(request, f"{sandbox.id}: {error.message}")
     else:
@@ -572,7 +615,11 @@ class SandboxAdmin(admin.ModelAdmin):
         self, request: HttpRequest, obj: Sandbox | None = None, change: bool = False, **kwargs: Any
     ) -> Any:
         kwargs["form"] = SandboxCreateForm if obj is None else SandboxChangeForm
-        return super().get_form(request, obj, change, **kwargs)
+        form = super().get_form(request, obj, change, **kwargs)
+        if obj is None:
+            # A class of this request's own (modelform_factory made it), so the attribute is too.
+            form.audited = by_person(request)  # type: ignore[attr-defined]  # SandboxCreateForm's
+        return form
 
     def changeform_view(
         self,

@@ -1,8 +1,13 @@
-"""The admin's login page, behind the same sign-in limits as the API's (capsules/ratelimit.py)."""
+"""The admin's login page, behind the same sign-in limits as the API's (capsules/ratelimit.py).
+
+A wrong password is audited where Django refuses it (audit/signins.py); a right password of an
+account that is not staff is refused by the admin's form, and audited here.
+"""
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 
+from audit import signins, trail
 from capsules.ratelimit import RateLimited, check_sign_in
 
 
@@ -15,4 +20,16 @@ def admin_login(request: HttpRequest) -> HttpResponse:
             response = HttpResponse(f"{exc.message}\n", status=429, content_type="text/plain; charset=utf-8")
             response["Retry-After"] = str(exc.retry_after)
             return response
-    return admin.site.login(request)
+    response = admin.site.login(request)
+    form = (getattr(response, "context_data", None) or {}).get("form")
+    user = getattr(form, "user_cache", None)
+    # The form shown again after a POST: refused, though the password was right.
+    if request.method == "POST" and user is not None and response.status_code == 200:
+        signins.auth_failed(
+            request,
+            "not a staff account",
+            signins.PASSWORD,
+            actor=trail.user_actor(user),
+            username=user.get_username(),
+        )
+    return response

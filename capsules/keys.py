@@ -1,4 +1,7 @@
-"""API keys: `wrn_` + 40 hex characters, stored only as a sha256 hash and a display prefix."""
+"""API keys: `wrn_` + 40 hex characters, stored only as a sha256 hash and a display prefix.
+
+Creating and revoking one leaves an event on the audit trail, in the same transaction.
+"""
 
 import hashlib
 import re
@@ -6,9 +9,11 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from audit import trail
 from capsules.models import APIKey, Team
 
 KEY_PREFIX = "wrn_"
@@ -30,12 +35,37 @@ def issue_key(api_key: APIKey) -> str:
     return raw_key
 
 
-def create_api_key(team: Team, name: str, created_by: Any | None = None) -> tuple[APIKey, str]:
+def create_api_key(
+    team: Team,
+    name: str,
+    created_by: Any | None = None,
+    scope: str = APIKey.Scope.FULL,
+    *,
+    audit_actor: trail.Actor = trail.SYSTEM,
+    where: trail.Where | None = None,
+) -> tuple[APIKey, str]:
     """Create a key for `team`; the raw key in the result is the only copy there will ever be."""
-    api_key = APIKey(team=team, name=name, created_by=created_by)
+    api_key = APIKey(team=team, name=name, created_by=created_by, scope=scope)
     raw_key = issue_key(api_key)
-    api_key.save()
+    with transaction.atomic():
+        api_key.save()
+        record_created(api_key, audit_actor, where)
     return api_key, raw_key
+
+
+def record_created(api_key: APIKey, audit_actor: trail.Actor, where: trail.Where | None) -> None:
+    """The audit event of a new key (saved in the caller's transaction)."""
+    trail.record(
+        trail.API_KEY_CREATE,
+        audit_actor,
+        team_id=api_key.team_id,
+        where=where,
+        detail=_described(api_key),
+    )
+
+
+def _described(api_key: APIKey) -> dict[str, Any]:
+    return {"key_id": api_key.pk, "prefix": api_key.prefix, "name": api_key.name, "scope": api_key.scope}
 
 
 def authenticate_api_key(raw_key: str) -> APIKey | None:
@@ -59,6 +89,27 @@ def authenticate_api_key(raw_key: str) -> APIKey | None:
     return api_key
 
 
-def revoke_api_keys(queryset: QuerySet[APIKey]) -> int:
-    """Revoke the keys not yet revoked; returns how many were."""
-    return queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+def refused_key(raw_key: str) -> APIKey | None:
+    """The revoked key matching `raw_key`, if that is why it was refused (for the audit trail)."""
+    if not isinstance(raw_key, str) or not _KEY_RE.fullmatch(raw_key):
+        return None
+    return APIKey.objects.filter(key_hash=hash_key(raw_key), revoked_at__isnull=False).first()
+
+
+def revoke_api_keys(
+    queryset: QuerySet[APIKey],
+    *,
+    audit_actor: trail.Actor = trail.SYSTEM,
+    where: trail.Where | None = None,
+) -> int:
+    """Revoke the keys not yet revoked, each with its audit event; returns how many were."""
+    with transaction.atomic():
+        keys = list(queryset.filter(revoked_at__isnull=True).select_for_update(of=("self",)).order_by("pk"))
+        if not keys:
+            return 0
+        APIKey.objects.filter(pk__in=[key.pk for key in keys]).update(revoked_at=timezone.now())
+        for key in keys:
+            trail.record(
+                trail.API_KEY_REVOKE, audit_actor, team_id=key.team_id, where=where, detail=_described(key)
+            )
+    return len(keys)

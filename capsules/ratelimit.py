@@ -20,6 +20,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.http import HttpRequest
 
+from audit import signins
 from wrenn.rates import Rate, parse_rate
 
 log = logging.getLogger(__name__)
@@ -112,14 +113,24 @@ def _check(bucket: str, key: str, setting: str, what: str) -> None:
 def check_sign_in(request: HttpRequest, username: str | None = None, email: str | None = None) -> None:
     """Count a password attempt of this client for this account; RateLimited when either is past
     its rate (WRENN_LOGIN_ADDRESS_RATE, WRENN_LOGIN_RATE). The address is checked first, so that
-    one client's flood does not count against the accounts it names."""
-    _check("sign-in-address", client_address(request), "WRENN_LOGIN_ADDRESS_RATE", FROM_ADDRESS)
-    account = account_key(username, email)
-    if account is not None:
-        _check("sign-in-account", account, "WRENN_LOGIN_RATE", FOR_ACCOUNT)
+    one client's flood does not count against the accounts it names. A refusal is audited."""
+    try:
+        _check("sign-in-address", client_address(request), "WRENN_LOGIN_ADDRESS_RATE", FROM_ADDRESS)
+        account = account_key(username, email)
+        if account is not None:
+            _check("sign-in-account", account, "WRENN_LOGIN_RATE", FOR_ACCOUNT)
+    except RateLimited as exc:
+        signins.auth_failed(
+            request, exc.message, signins.PASSWORD, rate_limited=True, username=username, email=email
+        )
+        raise
 
 
 def check_refresh(request: HttpRequest) -> None:
     """Count a token refresh of this client; RateLimited past WRENN_TOKEN_REFRESH_RATE. Refresh
-    tokens are signed, so there is nothing to guess per account."""
-    _check("refresh-address", client_address(request), "WRENN_TOKEN_REFRESH_RATE", REFRESHES)
+    tokens are signed, so there is nothing to guess per account. A refusal is audited."""
+    try:
+        _check("refresh-address", client_address(request), "WRENN_TOKEN_REFRESH_RATE", REFRESHES)
+    except RateLimited as exc:
+        signins.auth_failed(request, exc.message, signins.REFRESH, rate_limited=True)
+        raise

@@ -4,6 +4,7 @@ from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework.permissions import AllowAny
 
+from audit import api as audit_api
 from capsules.api import auth_views, event_views, file_views, key_views, metrics_views, process_views, views
 from capsules.api.errors import unknown_endpoint
 from capsules.api.host_views import DocumentedHeartbeatView
@@ -56,6 +57,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
         file_views.FilesStreamWriteView.as_view(),
         name="files-stream-write",
     ),
+    path("audit", audit_api.AuditListView.as_view(), name="audit-list"),
     path("api-keys", key_views.APIKeyListView.as_view(), name="api-key-list"),
     path("api-keys/<int:key_id>", key_views.APIKeyDetailView.as_view(), name="api-key-detail"),
     path("hosts/heartbeat", DocumentedHeartbeatView.as_view(), name="host-heartbeat"),

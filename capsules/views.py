@@ -18,6 +18,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from audit import signins, trail
 from capsules.api.errors import api_exception_handler, error_response
 from capsules.models import Team
 from capsules.ratelimit import check_refresh, check_sign_in
@@ -63,6 +64,8 @@ def _user_for_credentials(request: Request, data: dict[str, Any]) -> Any | None:
         if len(users) != 1:
             # Spend the time a password check would, so a miss is not told apart by timing.
             make_password(data["password"])
+            reason = "unknown email" if not users else "email shared by several users"
+            signins.auth_failed(request, reason, signins.PASSWORD, email=data["email"])
             return None
         username = users[0].get_username()
     # ModelBackend refuses inactive users, so they get the same answer as a wrong password.
@@ -110,11 +113,15 @@ class TokenRefreshView(PublicAPIView):
         check_refresh(request)
         try:
             refresh = RefreshToken(serializer.validated_data["refresh"])
-        except TokenError:
+        except TokenError as exc:
+            signins.auth_failed(request, str(exc).lower(), signins.REFRESH)
             return error_response(status.HTTP_401_UNAUTHORIZED, "unauthorized", BAD_REFRESH)
         user_id = refresh.payload.get(jwt_settings.USER_ID_CLAIM)
         user = get_user_model().objects.filter(**{jwt_settings.USER_ID_FIELD: user_id}).first()
         if user is None or not user.is_active:
+            actor = trail.ANONYMOUS if user is None else trail.user_actor(user)
+            reason = "user not found" if user is None else "user is inactive"
+            signins.auth_failed(request, reason, signins.REFRESH, actor=actor)
             return error_response(status.HTTP_401_UNAUTHORIZED, "unauthorized", BAD_REFRESH)
         team_id = team_claim(refresh)
         # A token minted before the user left the team must not outlive the membership.

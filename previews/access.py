@@ -27,9 +27,9 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from capsules import actions
 from capsules.agents import HOST_UNREACHABLE
-from capsules.api.authentication import TeamJWTAuthentication, bearer_token
+from capsules.api.authentication import OBSERVE_ONLY, TeamJWTAuthentication, bearer_token
 from capsules.keys import authenticate_api_key
-from capsules.models import Host, Sandbox
+from capsules.models import APIKey, Host, Sandbox
 from capsules.services import is_member
 from previews import links
 from previews.hosts import PreviewTarget
@@ -147,6 +147,9 @@ def _team_of_key(raw_key: str) -> str:
     key = authenticate_api_key(raw_key.strip())
     if key is None:
         raise Denied(401, "unauthorized", "invalid API key")
+    if key.scope == APIKey.Scope.TERMINAL_OBSERVE:
+        # A preview is the capsule's own service, which a read-only key must not drive.
+        raise Denied(403, "forbidden", OBSERVE_ONLY)
     return str(key.team_id)
 
 

@@ -165,7 +165,8 @@ done
 cat <<MSG
 
   Wrenn cluster is running on http://$shown:$PORT/   (HAProxy, round robin over $WORKERS daphne workers)
-  Log in:    http://$shown:$PORT/admin/   user $(field username)   password $(field password)
+  Log in:    http://$shown:$PORT/   user $(field username)   password $(field password)
+  Admin:     http://$shown:$PORT/admin/
   Terminal:  http://$shown:$PORT$(field terminal_path)
   API key:   $(field api_key)
   Socket:    ws://$shown:$PORT/v1/capsules/$(field capsule_id)/pty   (header X-API-Key)

@@ -37,7 +37,8 @@ shown=$reach
 cat <<MSG
 
   Wrenn control plane is starting on http://$shown:$PORT/
-  Log in:    http://$shown:$PORT/admin/   user $(field username)   password $(field password)
+  Log in:    http://$shown:$PORT/   user $(field username)   password $(field password)
+  Admin:     http://$shown:$PORT/admin/
   Terminal:  http://$shown:$PORT$(field terminal_path)
   API key:   $(field api_key)
   Socket:    ws://$shown:$PORT/v1/capsules/$(field capsule_id)/pty   (header X-API-Key)

@@ -11,14 +11,13 @@ from typing import Any
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from audit import trail
 from capsules.api.base import TeamAPIView
 from capsules.api.schema import error_responses
-from capsules.models import APIKey, Sandbox, TerminalSession
+from capsules.models import Sandbox, TerminalSession
 from capsules.services import find_capsule
 from protos import rules
 from pty.roster import announce_revoked
@@ -28,7 +27,6 @@ from shares.serializers import CreatedShareSerializer, ShareCreateSerializer, Sh
 
 TAGS = ["shares"]
 ERRORS = error_responses(401, 404, 500)
-OBSERVE_KEY = "this API key has the terminal:observe scope: it cannot create or revoke share links"
 
 
 class ShareAPIView(TeamAPIView):
@@ -44,16 +42,6 @@ class ShareAPIView(TeamAPIView):
         if not rules.is_tag(tag):
             raise NotFound(f"terminal session {tag[:64]} not found")
         return tag
-
-    def audit_actor(self) -> trail.Actor:
-        if self.caller.api_key is not None:
-            return trail.key_actor(self.caller.api_key)
-        return trail.user_actor(self.request.user)
-
-    def may_change(self) -> None:
-        key = self.caller.api_key
-        if key is not None and key.scope == APIKey.Scope.TERMINAL_OBSERVE:
-            raise PermissionDenied(OBSERVE_KEY)
 
     def data(self, link: ShareLink) -> dict[str, Any]:
         return {
@@ -88,7 +76,6 @@ class ShareListView(ShareAPIView):
     )
     def post(self, request: Request, capsule_id: str, tag: str) -> Response:
         sandbox, tag = self.capsule(), self.tag()
-        self.may_change()
         body = ShareCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         longest = links.max_seconds()
@@ -97,7 +84,7 @@ class ShareListView(ShareAPIView):
             raise ValidationError({"expires_in": [f"must be at most {longest} seconds"]})
         if not TerminalSession.objects.filter(sandbox=sandbox, tag=tag, ended_at__isnull=True).exists():
             raise NotFound(f"terminal session {tag} not found (or it has ended)")
-        issued = links.issue(sandbox, tag, expires_in, self.audit_actor(), trail.where_from_request(request))
+        issued = links.issue(sandbox, tag, expires_in, self.audit_actor, self.where)
         data = self.data(issued.link)
         data["token"] = issued.token
         data["url"] = request.build_absolute_uri(reverse("shared-terminal", args=[issued.token]))
@@ -112,12 +99,11 @@ class ShareDetailView(ShareAPIView):
     )
     def delete(self, request: Request, capsule_id: str, tag: str, share_id: str) -> Response:
         sandbox, tag = self.capsule(), self.tag()
-        self.may_change()
         link = (
             ShareLink.objects.select_related("sandbox").filter(sandbox=sandbox, tag=tag, pk=share_id).first()
         )
         if link is None:
             raise NotFound(f"share link {share_id[:40]} not found for session {tag}")
-        if links.revoke(link, self.audit_actor(), trail.where_from_request(request)):
+        if links.revoke(link, self.audit_actor, self.where):
             announce_revoked(sandbox.pk, tag, link.pk)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -221,6 +221,7 @@ INSTALLED_APPS = [
     "previews",
     "recordings",
     "audit",
+    "home",
     "shares",
 ]
 
@@ -330,10 +331,11 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
-# xterm.js comes from npm (`npm ci` in the set-up command) and is served as-is.
+# xterm.js and the asciinema player come from npm (`npm ci` in the set-up command) and are served as-is.
 STATICFILES_DIRS = [
     ("xterm", BASE_DIR / "node_modules" / "@xterm" / "xterm"),
     ("xterm-addon-fit", BASE_DIR / "node_modules" / "@xterm" / "addon-fit"),
+    ("asciinema-player", BASE_DIR / "node_modules" / "asciinema-player" / "dist" / "bundle"),
 ]
 
 STORAGES = {
@@ -343,7 +345,10 @@ STORAGES = {
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LOGIN_URL = "/admin/login/"
+# The people's login (home/auth.py) admits every active user; the admin's admits staff only.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
 
 # The API's own views set these too; the defaults make any other DRF view behave the same.
 REST_FRAMEWORK = {
@@ -381,6 +386,7 @@ SPECTACULAR_SETTINGS = {
         "capsules.api.schema.close_objects",
         "capsules.api.schema.add_host_token_scheme",
         "capsules.api.schema.add_event_stream",
+        "capsules.api.schema.add_scope_refusals",
     ],
     "ENUM_NAME_OVERRIDES": {"CapsuleStatusEnum": "capsules.models.Sandbox.Status"},
 }

@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/v1/", include("capsules.urls")),
     path("", include("pty.urls")),
     path("", include("previews.page_urls")),
+    path("", include("home.urls")),
 ]
 
 # JSON for paths under /v1/ and /api/v1/, Django's pages elsewhere.

@@ -8,10 +8,12 @@ from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 
+from audit import trail
 from capsules.api.authentication import (
     MISSING_CREDENTIALS,
     APIKeyAuthentication,
     IsTeamCaller,
+    ScopeAllows,
     TeamContext,
     TeamJWTAuthentication,
 )
@@ -21,10 +23,15 @@ from capsules.models import Team
 
 
 class TeamAPIView(GenericAPIView[Any]):
-    """An endpoint for a team's caller; subclasses scope `get_queryset()` to `self.team`."""
+    """An endpoint for a team's caller; subclasses scope `get_queryset()` to `self.team`.
+
+    An API key of scope `terminal:observe` may only GET views that set `observer_readable`.
+    """
 
     authentication_classes = [APIKeyAuthentication, TeamJWTAuthentication]
-    permission_classes = [IsTeamCaller]
+    permission_classes = [IsTeamCaller, ScopeAllows]
+    # Whether an observe-only API key may GET this endpoint (capsules and terminal sessions only).
+    observer_readable = False
     parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
 
@@ -52,6 +59,18 @@ class TeamAPIView(GenericAPIView[Any]):
         if self.caller.api_key is not None:
             return Actor("api_key", self.caller.api_key.prefix, self.caller.api_key.name)
         return Actor("user", str(self.request.user.pk), self.request.user.get_username())
+
+    @property
+    def audit_actor(self) -> trail.Actor:
+        """Who the audit trail says acted: the API key or the signed-in person."""
+        if self.caller.api_key is not None:
+            return trail.key_actor(self.caller.api_key)
+        return trail.user_actor(self.request.user)
+
+    @property
+    def where(self) -> trail.Where:
+        """Where the call came from, for the audit trail."""
+        return trail.where_from_request(self.request)
 
     @property
     def person(self) -> Any | None:

@@ -24,7 +24,13 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 from capsules import live
-from capsules.api.authentication import MISSING_CREDENTIALS, WWW_AUTHENTICATE, TeamContext
+from capsules.api.authentication import (
+    MISSING_CREDENTIALS,
+    OBSERVE_ONLY,
+    WWW_AUTHENTICATE,
+    TeamContext,
+    scope_allows,
+)
 from capsules.api.base import TeamAPIView
 from capsules.api.errors import error_body
 
@@ -140,6 +146,8 @@ async def event_stream(request: HttpRequest) -> HttpResponseBase:
         return _unauthorized(str(exc.detail))
     if context is None:
         return _unauthorized(MISSING_CREDENTIALS)
+    if not scope_allows(context, "GET", None):
+        return JsonResponse(error_body("forbidden", OBSERVE_ONLY), status=status.HTTP_403_FORBIDDEN)
     stream = StreamingHttpResponse(events(request, context.team.pk), content_type="text/event-stream")
     stream["Cache-Control"] = "no-cache"
     # nginx and similar proxies would otherwise hold events back in their buffers.

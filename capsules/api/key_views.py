@@ -1,4 +1,4 @@
-"""API key endpoints: create (the raw key is shown once), list the live ones, revoke.
+"""API key endpoints: create (the raw key is shown once, with its scope), list the live ones, revoke.
 
 Revoked keys are left out of the list; revoking one again, or another team's key, answers 404.
 """
@@ -46,8 +46,14 @@ class APIKeyListView(APIKeyAPIView):
     def post(self, request: Request) -> Response:
         serializer = APIKeyCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         api_key, raw_key = create_api_key(
-            self.team, serializer.validated_data["name"], created_by=self.person
+            self.team,
+            data["name"],
+            created_by=self.person,
+            scope=data["scope"],
+            audit_actor=self.audit_actor,
+            where=self.where,
         )
         body = CreatedAPIKeySerializer(api_key, context={"raw_key": raw_key}).data
         return Response(body, status=status.HTTP_201_CREATED)
@@ -63,6 +69,7 @@ class APIKeyDetailView(APIKeyAPIView):
         responses={204: None, **error_responses(401, 404, 500)},
     )
     def delete(self, request: Request, key_id: int) -> Response:
-        if not revoke_api_keys(self.get_queryset().filter(pk=key_id)):
+        keys = self.get_queryset().filter(pk=key_id)
+        if not revoke_api_keys(keys, audit_actor=self.audit_actor, where=self.where):
             raise NotFound(f"API key {key_id} not found")
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -20,7 +20,10 @@ HOST_TOKEN_SECURITY = {"type": "http", "scheme": "bearer", "description": "A hos
 ERROR_DESCRIPTIONS = {
     400: "The request is malformed: bad JSON, a wrong type, an unknown field or a rejected value.",
     401: "Credentials are missing or refused.",
-    403: "The caller may not do this (forbidden), or a new capsule would pass a team quota (quota_exceeded).",
+    403: (
+        "The caller may not do this (forbidden: an API key of scope terminal:observe may only read "
+        "capsules and terminal sessions), or a new capsule would pass a team quota (quota_exceeded)."
+    ),
     404: "No such object for the caller's team (another team's objects answer the same).",
     409: "The capsule's status does not allow this now, or (files) the path already exists (conflict).",
     413: "An upload is larger than its limit (the message names it).",
@@ -191,8 +194,35 @@ def add_event_stream(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
                     "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/SSEEvent"}}},
                 },
                 "401": error(401),
+                "403": error(403),
                 "500": error(500),
             },
         }
     }
+    return result
+
+
+def add_scope_refusals(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Postprocessing hook: every operation an API key may call can answer 403, since a key of
+    scope `terminal:observe` is refused all but the reads of views that open them to it
+    (`observer_readable`, capsules/api/authentication.py)."""
+    generator = kwargs.get("generator")
+    readable = {
+        (path, method.lower())
+        for path, _, method, callback in getattr(generator, "endpoints", None) or []
+        if method == "GET" and getattr(getattr(callback, "cls", None), "observer_readable", False)
+    }
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or {"ApiKeyAuth": []} not in operation.get("security", []):
+                continue
+            if (path, method) in readable:
+                continue
+            operation["responses"].setdefault(
+                "403",
+                {
+                    "description": ERROR_DESCRIPTIONS[403],
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error403"}}},
+                },
+            )
     return result

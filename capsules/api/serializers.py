@@ -142,10 +142,19 @@ class CapsuleCreateSerializer(StrictSerializer):
 # API keys
 
 
+SCOPES = [scope.value for scope in APIKey.Scope]
+SCOPE_HELP = (
+    '"full" (the default): everything the team may do; "terminal:observe": only list and read '
+    'capsules and watch their terminals as an observer (docs/api.md, "API key scopes").'
+)
+
+
 class APIKeySerializer(serializers.ModelSerializer[APIKey]):
+    scope = serializers.ChoiceField(choices=SCOPES, read_only=True, help_text=SCOPE_HELP)
+
     class Meta:
         model = APIKey
-        fields = ["id", "name", "prefix", "created_at", "last_used"]
+        fields = ["id", "name", "prefix", "scope", "created_at", "last_used"]
         read_only_fields = fields
 
 
@@ -161,8 +170,21 @@ class CreatedAPIKeySerializer(APIKeySerializer):
         return raw_key
 
 
+class ScopeField(serializers.ChoiceField):
+    default_error_messages = {
+        "invalid_choice": f"{{input!r}} is not a scope: use one of {', '.join(map(repr, SCOPES))}",
+        "null": f"null is not a scope: use one of {', '.join(map(repr, SCOPES))}",
+    }
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=data)
+        return super().to_internal_value(data)
+
+
 class APIKeyCreateSerializer(StrictSerializer):
     name = StrictCharField(max_length=200, help_text="What the key is for.")
+    scope = ScopeField(choices=SCOPES, default=APIKey.Scope.FULL.value, help_text=SCOPE_HELP)
 
 
 # Authentication

@@ -45,12 +45,19 @@ class CapsuleAPIView(TeamAPIView):
             raise NotFound(f"capsule {capsule_id} not found")
         return sandbox
 
+    @property
+    def audited(self) -> dict[str, Any]:
+        """The audit trail's arguments of a lifecycle action: who asked and from where."""
+        return {"audit_actor": self.audit_actor, "where": self.where}
+
     def respond(self, sandbox: Sandbox, http_status: int = status.HTTP_200_OK) -> Response:
         return Response(self.get_serializer(sandbox).data, status=http_status)
 
 
 class CapsuleListView(CapsuleAPIView):
     """The team's capsules."""
+
+    observer_readable = True
 
     @extend_schema(
         tags=TAGS,
@@ -69,12 +76,20 @@ class CapsuleListView(CapsuleAPIView):
     def post(self, request: Request) -> Response:
         serializer = CapsuleCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        sandbox = actions.create_capsule(self.team, actor=self.actor, **serializer.validated_data)
+        sandbox = actions.create_capsule(
+            self.team,
+            actor=self.actor,
+            audit_actor=self.audit_actor,
+            where=self.where,
+            **serializer.validated_data,
+        )
         return self.respond(sandbox, status.HTTP_201_CREATED)
 
 
 class CapsuleDetailView(CapsuleAPIView):
     """One capsule of the team."""
+
+    observer_readable = True
 
     @extend_schema(
         tags=TAGS,
@@ -93,7 +108,7 @@ class CapsuleDetailView(CapsuleAPIView):
         responses={204: None, **CAPSULE_ERRORS, **AGENT_ERRORS},
     )
     def delete(self, request: Request, capsule_id: str) -> Response:
-        actions.destroy_capsule(self.get_object(), self.actor)
+        actions.destroy_capsule(self.get_object(), self.actor, **self.audited)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -111,7 +126,7 @@ class CapsulePauseView(CapsuleAPIView):
 
     @_change_schema("Pause a running capsule")
     def post(self, request: Request, capsule_id: str) -> Response:
-        return self.respond(actions.pause_capsule(self.get_object(), self.actor))
+        return self.respond(actions.pause_capsule(self.get_object(), self.actor, **self.audited))
 
 
 class CapsuleResumeView(CapsuleAPIView):
@@ -119,7 +134,7 @@ class CapsuleResumeView(CapsuleAPIView):
 
     @_change_schema("Resume a paused capsule")
     def post(self, request: Request, capsule_id: str) -> Response:
-        return self.respond(actions.resume_capsule(self.get_object(), self.actor))
+        return self.respond(actions.resume_capsule(self.get_object(), self.actor, **self.audited))
 
 
 class CapsulePingView(CapsuleAPIView):

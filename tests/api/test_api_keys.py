@@ -21,6 +21,7 @@ def key_json(api_key: APIKey) -> dict[str, Any]:
         "id": api_key.pk,
         "name": api_key.name,
         "prefix": api_key.prefix,
+        "scope": api_key.scope,
         "created_at": iso(api_key.created_at),
         "last_used": iso(api_key.last_used),
     }
@@ -77,7 +78,7 @@ def test_list_answers_the_teams_live_keys_newest_first(team_client: ContractClie
 
 def test_list_never_shows_a_key_or_its_hash(key_client: ContractClient) -> None:
     (listed,) = key_client.get(KEYS).json()
-    assert set(listed) == {"id", "name", "prefix", "created_at", "last_used"}
+    assert set(listed) == {"id", "name", "prefix", "scope", "created_at", "last_used"}
 
 
 def test_list_shows_when_a_key_was_last_used(key_client: ContractClient) -> None:

@@ -15,7 +15,7 @@ from capsules import actions
 from capsules.actions import ActionError
 from capsules.hosts import issue_host_token
 from capsules.keys import create_api_key
-from capsules.models import Host, Membership, Sandbox, Team
+from capsules.models import APIKey, Host, Membership, Sandbox, Team
 from capsules.tokens import tokens_for
 from tests.api.contract import Contract, ContractClient
 from tests.capsules import MEMBER_PASSWORD
@@ -48,6 +48,13 @@ def anonymous(tour: Contract) -> ContractClient:
 @pytest.fixture
 def keyed(tour: Contract, api_key: str) -> ContractClient:
     return ContractClient(tour, HTTP_X_API_KEY=api_key)
+
+
+@pytest.fixture
+def observer(tour: Contract, team: Team) -> ContractClient:
+    """An API key of the team that may only observe: refused (403) all but reading capsules."""
+    _, raw_key = create_api_key(team, "watcher", scope=APIKey.Scope.TERMINAL_OBSERVE)
+    return ContractClient(tour, HTTP_X_API_KEY=raw_key)
 
 
 @pytest.fixture
@@ -223,6 +230,7 @@ def test_destroy_capsule(
     tour: Contract,
     anonymous: ContractClient,
     keyed: ContractClient,
+    observer: ContractClient,
     capsule: Sandbox,
     other_capsule: Sandbox,
     team: Team,
@@ -232,6 +240,7 @@ def test_destroy_capsule(
 ) -> None:
     assert anonymous.delete(f"/v1/capsules/{capsule.id}").status_code == 401
     assert keyed.delete(f"/v1/capsules/{other_capsule.id}").status_code == 404
+    assert observer.delete(f"/v1/capsules/{capsule.id}").status_code == 403
     assert keyed.delete(f"/v1/capsules/{capsule.id}").status_code == 204
     assert keyed.delete(f"/v1/capsules/{capsule.id}").status_code == 409
     refused = row(team, Host.objects.create(address=guarded_agent.address))
@@ -249,6 +258,7 @@ def test_pause_and_resume(
     tour: Contract,
     anonymous: ContractClient,
     keyed: ContractClient,
+    observer: ContractClient,
     capsule: Sandbox,
     other_capsule: Sandbox,
     team: Team,
@@ -259,6 +269,7 @@ def test_pause_and_resume(
     before, after = (Status.RUNNING, Status.PAUSED) if action == "pause" else (Status.PAUSED, Status.RUNNING)
     if action == "resume":
         actions.pause_capsule(capsule)
+    assert observer.post(f"/v1/capsules/{capsule.id}/{action}").status_code == 403
     assert keyed.post(f"/v1/capsules/{capsule.id}/{action}").status_code == 200
     assert keyed.post(f"/v1/capsules/{capsule.id}/{action}").status_code == 409
     assert keyed.post(f"/v1/capsules/{other_capsule.id}/{action}").status_code == 404
@@ -279,6 +290,7 @@ def test_ping(
     tour: Contract,
     anonymous: ContractClient,
     keyed: ContractClient,
+    observer: ContractClient,
     capsule: Sandbox,
     other_capsule: Sandbox,
     team: Team,
@@ -286,6 +298,7 @@ def test_ping(
     crash: Any,
 ) -> None:
     assert keyed.post(f"/v1/capsules/{capsule.id}/ping").status_code == 200
+    assert observer.post(f"/v1/capsules/{capsule.id}/ping").status_code == 403
     assert keyed.post(f"/v1/capsules/{row(team, host, Status.PAUSED).id}/ping").status_code == 409
     assert keyed.post(f"/v1/capsules/{other_capsule.id}/ping").status_code == 404
     assert anonymous.post(f"/v1/capsules/{capsule.id}/ping").status_code == 401
@@ -298,6 +311,7 @@ def test_change_network_policy(
     tour: Contract,
     anonymous: ContractClient,
     keyed: ContractClient,
+    observer: ContractClient,
     capsule: Sandbox,
     other_capsule: Sandbox,
     team: Team,
@@ -308,6 +322,7 @@ def test_change_network_policy(
     template = "/v1/capsules/{capsule_id}/network"
     path = f"/v1/capsules/{capsule.id}/network"
     assert keyed.put(path, {"allow_internet": False}, format="json").status_code == 200
+    assert observer.put(path, {"allow_internet": True}, format="json").status_code == 403
     assert keyed.put(path, {"allow_out": ["nowhere"]}, format="json").status_code == 400
     assert keyed.put(path, "allow_internet", content_type="text/plain").status_code == 415
     assert anonymous.put(path, {}, format="json").status_code == 401
@@ -327,11 +342,13 @@ def test_change_network_policy(
 
 
 def test_list_and_create_api_keys(
-    tour: Contract, anonymous: ContractClient, signed_in: ContractClient, crash: Any
+    tour: Contract, anonymous: ContractClient, signed_in: ContractClient, observer: ContractClient, crash: Any
 ) -> None:
     path = "/v1/api-keys"
     assert signed_in.post(path, {"name": "contract"}, format="json").status_code == 201
     assert signed_in.get(path).status_code == 200
+    assert observer.get(path).status_code == 403
+    assert observer.post(path, {"name": "escalate"}, format="json").status_code == 403
     assert signed_in.post(path, {"name": ""}, format="json").status_code == 400
     assert signed_in.post(path, "hello", content_type="text/plain").status_code == 415
     assert anonymous.get(path).status_code == 401
@@ -344,12 +361,19 @@ def test_list_and_create_api_keys(
 
 
 def test_revoke_api_key(
-    tour: Contract, anonymous: ContractClient, keyed: ContractClient, team: Team, other_team: Team, crash: Any
+    tour: Contract,
+    anonymous: ContractClient,
+    keyed: ContractClient,
+    observer: ContractClient,
+    team: Team,
+    other_team: Team,
+    crash: Any,
 ) -> None:
     mine, _ = create_api_key(team, "mine")
     theirs, _ = create_api_key(other_team, "theirs")
     assert keyed.delete(f"/v1/api-keys/{mine.pk}").status_code == 204
     assert keyed.delete(f"/v1/api-keys/{theirs.pk}").status_code == 404
+    assert observer.delete(f"/v1/api-keys/{mine.pk}").status_code == 403
     assert anonymous.delete(f"/v1/api-keys/{mine.pk}").status_code == 401
     crash()
     assert keyed.delete(f"/v1/api-keys/{mine.pk}").status_code == 500
@@ -378,6 +402,7 @@ def test_exec(
     tour: Contract,
     anonymous: ContractClient,
     keyed: ContractClient,
+    observer: ContractClient,
     capsule: Sandbox,
     other_capsule: Sandbox,
     team: Team,
@@ -392,6 +417,7 @@ def test_exec(
         == 202
     )
     assert keyed.post(path, {"cmd": ""}, format="json").status_code == 400
+    assert observer.post(path, {"cmd": "true"}, format="json").status_code == 403
     assert keyed.post(path, "cmd=true", content_type="text/plain").status_code == 415
     assert anonymous.post(path, {"cmd": "true"}, format="json").status_code == 401
     assert (
@@ -412,6 +438,7 @@ def test_list_and_signal_processes(
     tour: Contract,
     anonymous: ContractClient,
     keyed: ContractClient,
+    observer: ContractClient,
     capsule: Sandbox,
     other_capsule: Sandbox,
     team: Team,
@@ -427,6 +454,8 @@ def test_list_and_signal_processes(
     assert keyed.get(listing).status_code == 200
     assert keyed.delete(f"{one}?signal=SIGTERM").status_code == 204
     assert keyed.delete(f"{listing}/0042").status_code == 400
+    assert observer.get(listing).status_code == 403
+    assert observer.delete(one).status_code == 403
     assert keyed.delete(f"{listing}/proc-00000000").status_code == 404
     for request in (anonymous.get, anonymous.delete):
         assert request(listing if request == anonymous.get else one).status_code == 401
@@ -447,3 +476,23 @@ def test_list_and_signal_processes(
     assert keyed.delete(one).status_code == 500
     covered(tour, "/v1/capsules/{capsule_id}/processes", "get")
     covered(tour, "/v1/capsules/{capsule_id}/processes/{selector}", "delete")
+
+
+# The audit trail
+
+
+def test_audit(
+    tour: Contract,
+    anonymous: ContractClient,
+    keyed: ContractClient,
+    observer: ContractClient,
+    crash: Any,
+) -> None:
+    path = "/v1/audit"
+    assert keyed.get(path).status_code == 200
+    assert keyed.get(f"{path}?outcome=maybe").status_code == 400
+    assert anonymous.get(path).status_code == 401
+    assert observer.get(path).status_code == 403
+    crash()
+    assert keyed.get(path).status_code == 500
+    covered(tour, path, "get")

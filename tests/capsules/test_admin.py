@@ -72,9 +72,10 @@ def test_sandbox_changelist_filters_by_team(admin_client: Client, capsule: Sandb
     assert capsule.id not in content
 
 
-def test_api_key_add_form_asks_only_for_team_and_name(admin_client: Client) -> None:
+def test_api_key_add_form_asks_only_for_team_name_and_scope(admin_client: Client) -> None:
     form = admin_client.get(reverse("admin:capsules_apikey_add")).context["adminform"].form
-    assert list(form.fields) == ["team", "name"]
+    assert list(form.fields) == ["team", "name", "scope"]
+    assert form.fields["scope"].initial == "full"
 
 
 def test_api_key_change_page_never_shows_the_hash(admin_client: Client, api_key: str) -> None:
@@ -89,7 +90,9 @@ def test_api_key_added_in_admin_is_shown_once_and_stored_as_hash(
     admin_client: Client, team: Team, admin_user: Any
 ) -> None:
     response = admin_client.post(
-        reverse("admin:capsules_apikey_add"), {"team": str(team.id), "name": "from admin"}, follow=True
+        reverse("admin:capsules_apikey_add"),
+        {"team": str(team.id), "name": "from admin", "scope": "full"},
+        follow=True,
     )
     assert response.status_code == 200
     row = APIKey.objects.get(name="from admin")

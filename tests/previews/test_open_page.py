@@ -58,4 +58,4 @@ def test_a_port_is_canonical(member: Any, running: Sandbox) -> None:
 def test_signing_in_comes_first(running: Sandbox) -> None:
     response = Client().get(f"/capsules/{running.pk}/preview/3000/")
     assert response.status_code == 302
-    assert response["Location"].startswith("/admin/login/")
+    assert response["Location"].startswith("/login/")

@@ -67,10 +67,10 @@ def test_route_is_under_capsules() -> None:
     assert terminal_url("cl-abc") == "/capsules/cl-abc/terminal/"
 
 
-def test_anonymous_is_sent_to_admin_login(capsule: Sandbox) -> None:
+def test_anonymous_is_sent_to_the_login(capsule: Sandbox) -> None:
     response = Client().get(terminal_url(capsule.id))
     assert response.status_code == 302
-    assert response["Location"] == f"/admin/login/?next=/capsules/{capsule.id}/terminal/"
+    assert response["Location"] == f"/login/?next=/capsules/{capsule.id}/terminal/"
 
 
 def test_member_sees_page_with_team_ws_path(member: User, capsule: Sandbox) -> None:
