@@ -457,3 +457,21 @@ async def test_bad_mode_frames_get_their_own_error(
     assert await peer.expect("error") == {"type": "error", "data": message, "fatal": False}
     await peer.type("still-here\n")
     await peer.read_until(b"got:still-here")
+
+
+async def test_a_join_of_a_missing_session_and_an_auth_timeout_are_audited_failures(
+    open_socket: Any, capsule: Sandbox, api_key: str, settings: Any
+) -> None:
+    term = Terminal.over_communicator(await open_socket(path(capsule), key_header(api_key)))
+    await term.send(type="connect", tag="pty-0badc0de", mode="observer")
+    assert (await term.recv())["data"] == "pty session pty-0badc0de not found"
+    settings.PTY_AUTH_TIMEOUT_SECONDS = 0.2
+    silent = Terminal.over_communicator(await open_socket(path(capsule)))
+    timed_out = "authentication timed out: no credentials within 0.2 seconds"
+    assert (await silent.recv())["data"] == timed_out
+    failed = [(e.action, e.actor_type, e.session_tag, e.reason) for e in await events(outcome="failure")]
+    assert failed == [
+        ("terminal.join", "api_key", "pty-0badc0de", "pty session pty-0badc0de not found"),
+        ("auth.failed", "anonymous", "", timed_out),
+    ]
+    assert not await events(outcome="success", action="terminal.join")
