@@ -25,6 +25,7 @@ class SocketAudit:
         self.capsule_id = capsule_id
         self.actor: trail.Actor = trail.ANONYMOUS
         self.team_id: str | None = None
+        self._refused: set[tuple[str, str]] = set()
 
     def _record(
         self,
@@ -59,6 +60,15 @@ class SocketAudit:
 
     async def failed(self, action: str, reason: str, **fields: Any) -> None:
         await self.event(action, outcome=trail.FAILURE, reason=reason, **fields)
+
+    async def refused(self, action: str, reason: str, **fields: Any) -> None:
+        """A refusal a client may repeat at will (an observer's kill, a control frame): recorded
+        once per connection, so that nobody, a share link's anonymous holder included, can grow
+        the trail without bound. Every repeat is still answered with its error."""
+        if (action, reason) in self._refused:
+            return
+        self._refused.add((action, reason))
+        await self.failed(action, reason, **fields)
 
     async def auth_failed(self, reason: str, actor: trail.Actor | None = None) -> None:
         await self.failed(trail.AUTH_FAILED, reason, actor=actor)

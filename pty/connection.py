@@ -328,7 +328,7 @@ class Connection:
         assert self.viewer is not None  # noqa: S101 - attached
         if kind == p.KILL:
             await self.error(modes.KILL_REFUSED)
-            await self.audit.failed(trail.TERMINAL_KILL, modes.KILL_REFUSED, tag=self.viewer.tag)
+            await self.audit.refused(trail.TERMINAL_KILL, modes.KILL_REFUSED, tag=self.viewer.tag)
         else:
             await self.error(modes.INPUT_REFUSED if kind == p.INPUT else modes.RESIZE_REFUSED)
 
@@ -343,7 +343,7 @@ class Connection:
             if mode == p.PEER and not me.may_control:
                 reason = f"control refused: {modes.refuse_peer(self.caller)}"
                 await self.error(reason)
-                await self.audit.failed(trail.TERMINAL_CONTROL, reason, tag=tag, detail={"mode": mode})
+                await self.audit.refused(trail.TERMINAL_CONTROL, reason, tag=tag, detail={"mode": mode})
             elif self.mode == mode:
                 await self.error(f"control: this viewer is already {modes.a(mode)}")
             else:
@@ -353,7 +353,7 @@ class Connection:
             return
         if self.mode != p.PEER:
             await self.error(modes.NOT_PEER_CONTROL)
-            await self.audit.failed(trail.TERMINAL_CONTROL, modes.NOT_PEER_CONTROL, tag=tag)
+            await self.audit.refused(trail.TERMINAL_CONTROL, modes.NOT_PEER_CONTROL, tag=tag)
             return
         target = await self.viewer.roster.find(target_id)
         if target is None:
@@ -361,7 +361,7 @@ class Connection:
         elif mode == p.PEER and not target.may_control:
             reason = modes.only_observes(target.id, target.label)
             await self.error(reason)
-            await self.audit.failed(trail.TERMINAL_CONTROL, reason, tag=tag, detail={"viewer": target.id})
+            await self.audit.refused(trail.TERMINAL_CONTROL, reason, tag=tag, detail={"viewer": target.id})
         elif target.mode == mode:
             await self.error(f"control: viewer {target.id} is already {modes.a(mode)}")
         else:
@@ -390,7 +390,7 @@ class Connection:
         tag = self.viewer.tag
         if self.mode != p.PEER:
             await self.error(modes.NOT_PEER_REVOKE)
-            await self.audit.failed(trail.SHARE_REVOKE, modes.NOT_PEER_REVOKE, tag=tag)
+            await self.audit.refused(trail.SHARE_REVOKE, modes.NOT_PEER_REVOKE, tag=tag)
             return
         target = await self.viewer.roster.find(target_id)
         if target is None:

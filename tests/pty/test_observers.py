@@ -475,3 +475,23 @@ async def test_a_join_of_a_missing_session_and_an_auth_timeout_are_audited_failu
         ("auth.failed", "anonymous", "", timed_out),
     ]
     assert not await events(outcome="success", action="terminal.join")
+
+
+async def test_repeated_refusals_are_answered_each_time_and_recorded_once(
+    open_socket: Any, capsule: Sandbox, api_key: str
+) -> None:
+    """A share link's holder cannot grow the audit trail by repeating a refused frame."""
+    _peer, tag = await peer_session(open_socket, capsule, api_key)
+    _, token = await issue_share(capsule, tag)
+    guest = await share_socket(open_socket, capsule, token)
+    await guest.send(type="connect", tag=tag)
+    for _ in range(5):
+        await guest.send(type="kill")
+        assert (await guest.expect("error"))["data"] == modes.KILL_REFUSED
+        await guest.send(type="control", mode="peer")
+        assert (await guest.expect("error"))["data"] == f"control refused: {modes.SHARE_PEER}"
+    failed = [(e.action, e.reason) for e in await events(outcome="failure")]
+    assert failed == [
+        ("terminal.kill", modes.KILL_REFUSED),
+        ("terminal.control", f"control refused: {modes.SHARE_PEER}"),
+    ]
