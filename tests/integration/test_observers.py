@@ -271,6 +271,8 @@ async def test_a_share_link_watches_and_its_revocation_closes_the_viewer(
             await late.send(type="auth", token=link["token"])
             refused = f"authentication failed: {share_links.REVOKED}"
             assert await late.recv() == {"type": "error", "data": refused, "fatal": True}
+    # The guest's worker writes its leave as the socket ends; the test may get here first.
+    await wait_until(lambda: bool(audit_rows(cluster, share_id=link["id"], action="terminal.leave")))
     actions = [(row["action"], row["outcome"]) for row in audit_rows(cluster, share_id=link["id"])]
     assert ("terminal.join", "success") in actions
     assert ("terminal.leave", "success") in actions

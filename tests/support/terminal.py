@@ -136,11 +136,12 @@ class Terminal:
     async def roster(
         self, condition: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
     ) -> dict[str, Any]:
-        """Reads frames (output is kept) until a `viewers` frame whose list meets ``condition``;
-        returns that frame. Fails on exit or error."""
+        """Reads frames (output is kept) until the latest `viewers` frame's list meets
+        ``condition``; returns that frame. Fails on exit or error. Older lists do not count: the
+        roster is what the last one says."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        seen = 0
+        seen = max(len(self.rosters) - 1, 0)
         while True:
             for frame in self.rosters[seen:]:
                 if condition(frame["viewers"]):
