@@ -38,9 +38,6 @@ ROSTER_EVENT = "terminal.viewers"
 CONTROL_EVENT = "terminal.control"
 REVOKED_EVENT = "terminal.share_revoked"
 
-PEER = "peer"
-OBSERVER = "observer"
-MODES = (PEER, OBSERVER)
 CONNECTIONS = 8
 
 
