@@ -57,6 +57,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("events/stream", event_views.event_stream, name="events-stream"),
     # Preview links and public ports (the previews app).
     path("capsules/<str:capsule_id>/", include("previews.urls")),
+    # Share links into a terminal session (the shares app).
+    path("capsules/<str:capsule_id>/", include("shares.urls")),
     path("capsules/<str:capsule_id>/files/list", file_views.FilesListView.as_view(), name="files-list"),
     path("capsules/<str:capsule_id>/files/mkdir", file_views.FilesMakeDirView.as_view(), name="files-mkdir"),
     path("capsules/<str:capsule_id>/files/remove", file_views.FilesRemoveView.as_view(), name="files-remove"),

@@ -2,7 +2,8 @@
 
 Header credentials (``X-API-Key``, ``Authorization: Bearer``) are checked by
 ``TerminalAuthMiddleware`` before the consumer runs; browsers that cannot set
-headers send ``{"type": "auth", "token": ...}`` as their first frame instead; the
+headers send ``{"type": "auth", "token": ...}`` as their first frame instead (an API key, an access
+token, or a share link's token, which grants one session to observe); the
 terminal page rides on the Django session, honoured only when the page that opened the socket
 has the socket's own origin (scheme, host and port), or one of ``CSRF_TRUSTED_ORIGINS``.
 """
@@ -23,16 +24,26 @@ from django.utils.http import is_same_domain
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.tokens import Token
 
+from audit import trail
+from audit.models import AuditEvent
 from capsules.api.authentication import BAD_AUTHORIZATION, TeamJWTAuthentication, bearer_token
 from capsules.keys import authenticate_api_key
+from capsules.models import APIKey
+from shares import links as share_links
 
 API_KEY_PREFIX = "wrn_"
 SCOPE_CALLER = "wrenn.caller"
 SCOPE_AUTH_ERROR = "wrenn.auth_error"
+SCOPE_AUTH_ACTOR = "wrenn.auth_actor"
 
 
 class AuthFailed(Exception):
-    """Credentials were offered and refused; ``str(exc)`` is what the client sees."""
+    """Credentials were offered and refused; ``str(exc)`` is what the client sees. ``actor``: who
+    they name, when that is known (an expired or revoked share link), for the audit trail."""
+
+    def __init__(self, message: str, actor: trail.Actor | None = None) -> None:
+        super().__init__(message)
+        self.actor = actor
 
 
 @dataclass(frozen=True)
@@ -49,10 +60,32 @@ class Caller:
     key_id: int | None = None
     expires_at: datetime | None = None
     session_key: str | None = None
+    # An API key's scope: "full", or "terminal:observe" (watch sessions, nothing else).
+    scope: str = APIKey.Scope.FULL
+    # A share link's id and the one session it grants ("" for every other caller).
+    share_id: str = ""
+    share_capsule: str = ""
+    share_tag: str = ""
 
     @property
     def is_staff(self) -> bool:
         return bool(self.user is not None and getattr(self.user, "is_staff", False))
+
+    @property
+    def observe_only(self) -> bool:
+        """Whether this caller may never type, resize or kill: a share link, an observe-scoped key."""
+        return bool(self.share_id) or self.scope == APIKey.Scope.TERMINAL_OBSERVE
+
+    @property
+    def actor(self) -> trail.Actor:
+        """Who this is in the audit trail."""
+        if self.share_id:
+            return trail.Actor(AuditEvent.ActorType.SHARE, self.label, share_id=self.share_id)
+        if self.key_id is not None:
+            return trail.Actor(AuditEvent.ActorType.API_KEY, self.label, api_key_id=self.key_id)
+        if self.user is not None:
+            return trail.Actor(AuditEvent.ActorType.USER, self.label, user_id=self.user.pk)
+        return trail.ANONYMOUS
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -67,7 +100,30 @@ def _api_key_caller(raw_key: str) -> Caller:
     if key is None:
         raise AuthFailed("authentication failed: invalid API key")
     return Caller(
-        team_id=str(key.team_id), user=None, method="api_key", label=f"key:{key.prefix}", key_id=key.pk
+        team_id=str(key.team_id),
+        user=None,
+        method="api_key",
+        label=f"key:{key.prefix}",
+        key_id=key.pk,
+        scope=key.scope,
+    )
+
+
+def _share_caller(token: str) -> Caller:
+    link = share_links.find(token)
+    reason = share_links.why_not(link)
+    if reason is not None or link is None:
+        actor = share_links.share_actor(link) if link is not None else None
+        raise AuthFailed(f"authentication failed: {reason}", actor)
+    return Caller(
+        team_id=str(link.sandbox.team_id),
+        user=None,
+        method="share",
+        label=f"share:{link.pk}",
+        expires_at=link.expires_at,
+        share_id=link.pk,
+        share_capsule=link.sandbox_id,
+        share_tag=link.tag,
     )
 
 
@@ -97,9 +153,11 @@ def _jwt_caller(raw_token: str) -> Caller:
 
 @database_sync_to_async
 def caller_from_token(token: str) -> Caller:
-    """A first-frame credential: an API key or a SimpleJWT access token."""
+    """A first-frame credential: an API key, a share link's token or a SimpleJWT access token."""
     if token.startswith(API_KEY_PREFIX):
         return _api_key_caller(token)
+    if share_links.is_share_token(token):
+        return _share_caller(token)
     return _jwt_caller(token)
 
 
@@ -113,6 +171,8 @@ def caller_from_headers(scope: dict[str, Any]) -> Caller | None:
         token = bearer_token(authorization)
         if token is None:
             raise AuthFailed(f"authentication failed: {BAD_AUTHORIZATION}")
+        if share_links.is_share_token(token):
+            return _share_caller(token)
         return _jwt_caller(token)
     return None
 
@@ -218,4 +278,5 @@ class TerminalAuthMiddleware(BaseMiddleware):
         except AuthFailed as exc:
             scope[SCOPE_CALLER] = None
             scope[SCOPE_AUTH_ERROR] = str(exc)
+            scope[SCOPE_AUTH_ACTOR] = exc.actor
         return await super().__call__(scope, receive, send)

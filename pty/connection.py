@@ -6,6 +6,11 @@ header, the session cookie, or a first ``auth`` frame), checks the capsule, and 
 ``connect`` makes a ``Viewer`` (pty/viewer.py) of it. Every task of the connection (keepalive,
 deadlines, the dialect's window, the viewer's own) runs in one task group, ended together
 however the connection ends: by the client, by a fatal error, or by the server.
+
+A viewer is a peer or an observer (pty/modes.py says who may be which); an observer's input,
+resize and kill are refused, each with its own non-fatal error. Peers change modes with
+``control`` frames and revoke a share link with ``revoke``; every such step, and every refusal
+of credentials, goes to the audit trail (pty/audit.py).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from typing import Any, Protocol
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer
 from django.conf import settings
+from django.utils import timezone
 
+from audit import trail
 from capsules.actions import record_activity
 from capsules.agents import HOST_UNREACHABLE
 from capsules.services import find_capsule
@@ -28,14 +35,18 @@ from capsules.terminals import reserve_session
 from protos import hostagent_pb2 as pb
 from protos import rules
 from recordings.options import arecording_for
+from shares import links as share_links
+from shares.models import ShareLink
 from wrenn.flow import SendWindow
 
-from . import dialects
+from . import dialects, modes
 from . import protocol as p
+from .audit import SocketAudit
 from .auth import AuthFailed, Caller, caller_from_token
 from .credentials import check_interval, still_valid
 from .dialects import Codec, DialectError, Frame
 from .input import Op
+from .roster import CONTROL_EVENT, REVOKED_EVENT, Entry, new_viewer_id
 from .viewer import Capsule, Viewer
 
 log = logging.getLogger(__name__)
@@ -64,6 +75,17 @@ def _find_capsule(sandbox_id: str, caller: Caller, admin_route: bool) -> Capsule
 _reserve_session = database_sync_to_async(reserve_session)
 
 
+@database_sync_to_async
+def _revoke_share(share_id: str, capsule_id: str, tag: str, actor: trail.Actor, where: trail.Where) -> bool:
+    """Revokes the share link a viewer of this session came in on; whether this call did."""
+    link = (
+        ShareLink.objects.select_related("sandbox")
+        .filter(pk=share_id, sandbox_id=capsule_id, tag=tag)
+        .first()
+    )
+    return link is not None and share_links.revoke(link, actor, where, how="control frame")
+
+
 class Socket(Protocol):
     """What a connection needs of the WebSocket server (the consumer adapts Channels to it)."""
 
@@ -87,6 +109,7 @@ class Connection:
         window: SendWindow | None,
         subprotocols: list[str],
         query_string: bytes,
+        where: trail.Where | None = None,
     ) -> None:
         self.socket = socket
         self.channel_name = socket.channel_name
@@ -98,6 +121,9 @@ class Connection:
         self.capsule: Capsule | None = None
         self.caller: Caller | None = None
         self.viewer: Viewer | None = None
+        # A peer types, resizes and kills; an observer only watches (pty/modes.py).
+        self.mode = p.PEER
+        self.audit = SocketAudit(where or trail.Where(), capsule_id)
         # The client's dialect: stated in the handshake, else shown later (None till then).
         self.codec: Codec | None = None
         self.extensions = False
@@ -112,7 +138,9 @@ class Connection:
 
     # --- the connection's life ------------------------------------------------------------------
 
-    async def opened(self, caller: Caller | None, auth_error: str | None) -> None:
+    async def opened(
+        self, caller: Caller | None, auth_error: str | None, auth_actor: trail.Actor | None = None
+    ) -> None:
         """The handshake arrived with these credentials (from the headers or the cookie)."""
         self._run = asyncio.create_task(self._run_tasks(), name="pty-connection")
         await self._running.wait()
@@ -128,11 +156,11 @@ class Connection:
         await self.socket.accept(choice.subprotocol)
         self._spawn("ping", self._keepalive())
         if auth_error:
-            await self.fatal(auth_error)
+            await self._auth_refused(auth_error, auth_actor)
         elif caller is None:
             seconds = float(settings.PTY_AUTH_TIMEOUT_SECONDS)
             message = f"authentication timed out: no credentials within {seconds:g} seconds"
-            self._spawn("auth_timeout", self._deadline(seconds, message))
+            self._spawn("auth_timeout", self._deadline(seconds, message, audited=True))
         else:
             await self._authorize(caller)
 
@@ -247,50 +275,160 @@ class Connection:
 
     async def _on_auth(self, msg: p.Message) -> None:
         if msg.type != p.AUTH:
-            await self.fatal('authentication required: send {"type": "auth", "token": ...} first')
+            await self._auth_refused('authentication required: send {"type": "auth", "token": ...} first')
             return
         self._cancel("auth_timeout")
+        await self._authenticate(msg.token)
+
+    async def _authenticate(self, token: str) -> None:
         try:
-            caller = await caller_from_token(msg.token)
+            caller = await caller_from_token(token)
         except AuthFailed as exc:
-            await self.fatal(str(exc))
+            await self._auth_refused(str(exc), exc.actor)
             return
         await self._authorize(caller)
+
+    async def _auth_refused(self, reason: str, actor: trail.Actor | None = None) -> None:
+        await self.audit.auth_failed(reason, actor)
+        await self.fatal(reason)
 
     async def _on_first(self, msg: p.Message) -> None:
         if msg.type == p.START and msg.start is not None:
             await self._start(msg.start)
         elif msg.type == p.CONNECT:
-            await self._connect(msg.tag, msg.offset)
+            await self._connect(msg.tag, msg.offset, msg.mode)
+        elif msg.type == p.AUTH and self.caller is not None and self.caller.method == "session":
+            # Credentials named in a frame win over the cookie the browser sent on its own: a
+            # signed-in person who opens a share link watches as that link.
+            self._cancel("credentials")
+            self._cancel("first_frame")
+            self.capsule = self.caller = None
+            self.phase = "auth"
+            await self._authenticate(msg.token)
         else:
             await self.fatal("first message must be type 'start' or 'connect'")
 
     async def _on_attached(self, msg: p.Message) -> None:
         assert self.viewer is not None  # noqa: S101 - made when the phase became "attached"
-        if msg.type == p.INPUT:
+        if msg.type in (p.INPUT, p.RESIZE, p.KILL) and self.mode != p.PEER:
+            await self._refuse_observer(msg.type)
+        elif msg.type == p.INPUT:
             await self.viewer.submit(Op("input", data=msg.data))
         elif msg.type == p.RESIZE:
             await self.viewer.submit(Op("resize", cols=msg.cols, rows=msg.rows))
         elif msg.type == p.KILL:
             await self.viewer.submit(Op("kill"))
+        elif msg.type == p.CONTROL and msg.mode is not None:
+            await self._control(msg.viewer, msg.mode)
+        elif msg.type == p.REVOKE and msg.viewer is not None:
+            await self._revoke(msg.viewer)
         else:
             await self.error(f"'{msg.type}' is not allowed here: already attached to {self.viewer.tag}")
 
+    async def _refuse_observer(self, kind: str) -> None:
+        assert self.viewer is not None  # noqa: S101 - attached
+        if kind == p.KILL:
+            await self.error(modes.KILL_REFUSED)
+            await self.audit.refused(trail.TERMINAL_KILL, modes.KILL_REFUSED, tag=self.viewer.tag)
+        else:
+            await self.error(modes.INPUT_REFUSED if kind == p.INPUT else modes.RESIZE_REFUSED)
+
+    # --- modes: control and revoke ----------------------------------------------------------------
+
+    async def _control(self, target_id: str | None, mode: str) -> None:
+        """``control``: this viewer takes or gives up control, or a peer sets another's mode."""
+        assert self.viewer is not None  # noqa: S101 - attached
+        assert self.caller is not None  # noqa: S101 - attached
+        me, tag = self.viewer.roster.entry, self.viewer.tag
+        if target_id is None or target_id == me.id:
+            if mode == p.PEER and not me.may_control:
+                reason = f"control refused: {modes.refuse_peer(self.caller)}"
+                await self.error(reason)
+                await self.audit.refused(trail.TERMINAL_CONTROL, reason, tag=tag, detail={"mode": mode})
+            elif self.mode == mode:
+                await self.error(f"control: this viewer is already {modes.a(mode)}")
+            else:
+                await self.set_mode(mode)
+                detail = {"viewer": me.id, "target": me.label, "mode": mode, "how": "taken"}
+                await self.audit.event(trail.TERMINAL_CONTROL, tag=tag, detail=detail)
+            return
+        if self.mode != p.PEER:
+            await self.error(modes.NOT_PEER_CONTROL)
+            await self.audit.refused(trail.TERMINAL_CONTROL, modes.NOT_PEER_CONTROL, tag=tag)
+            return
+        target = await self.viewer.roster.find(target_id)
+        if target is None:
+            await self.error(f"control refused: {modes.no_viewer(target_id)}")
+        elif mode == p.PEER and not target.may_control:
+            reason = modes.only_observes(target.id, target.label)
+            await self.error(reason)
+            await self.audit.refused(trail.TERMINAL_CONTROL, reason, tag=tag, detail={"viewer": target.id})
+        elif target.mode == mode:
+            await self.error(f"control: viewer {target.id} is already {modes.a(mode)}")
+        else:
+            event = {"type": CONTROL_EVENT, "viewer": target.id, "mode": mode}
+            await self.channel_layer.send(target.channel, event)
+            detail = {"viewer": target.id, "target": target.label, "mode": mode, "how": "handed"}
+            await self.audit.event(trail.TERMINAL_CONTROL, tag=tag, detail=detail)
+
+    async def set_mode(self, mode: str) -> None:
+        assert self.viewer is not None  # noqa: S101 - attached
+        self.mode = mode
+        await self.viewer.roster.set_mode(mode)
+
+    async def controlled(self, viewer_id: str, mode: str) -> None:
+        """A peer (on any worker) set this viewer's mode."""
+        if self.viewer is None or viewer_id != self.viewer.roster.entry.id or mode == self.mode:
+            return
+        if mode == p.PEER and not self.viewer.roster.entry.may_control:
+            return  # the sender checked this already; a stale roster entry may not say so
+        await self.set_mode(mode)
+
+    async def _revoke(self, target_id: str) -> None:
+        """``revoke``: a peer takes a share link away from the viewer that came in on it."""
+        assert self.viewer is not None  # noqa: S101 - attached
+        assert self.capsule is not None  # noqa: S101 - attached
+        tag = self.viewer.tag
+        if self.mode != p.PEER:
+            await self.error(modes.NOT_PEER_REVOKE)
+            await self.audit.refused(trail.SHARE_REVOKE, modes.NOT_PEER_REVOKE, tag=tag)
+            return
+        target = await self.viewer.roster.find(target_id)
+        if target is None:
+            await self.error(f"revoke refused: {modes.no_viewer(target_id)}")
+            return
+        if not target.share:
+            await self.error(modes.no_link(target.id))
+            return
+        await _revoke_share(target.share, self.capsule.id, tag, self.audit.actor, self.audit.where)
+        # Whether this call revoked it or someone just did, the link's viewers go now.
+        await self.channel_layer.group_send(self.viewer.group, {"type": REVOKED_EVENT, "share": target.share})
+
+    async def share_revoked(self, share_id: str) -> None:
+        if self.caller is not None and self.caller.share_id and self.caller.share_id == share_id:
+            await self.fatal(f"authentication revoked: {share_links.REVOKED}")
+
     # --- authorisation and attach ---------------------------------------------------------------
 
-    async def _deadline(self, seconds: float, message: str) -> None:
+    async def _deadline(self, seconds: float, message: str, *, audited: bool = False) -> None:
         await asyncio.sleep(seconds)
+        if audited:
+            await self.audit.auth_failed(message)
         await self.fatal(message)
 
     async def _authorize(self, caller: Caller) -> None:
         if self.admin and not caller.is_staff:
-            await self.fatal("the admin terminal requires a staff account")
+            await self._auth_refused("the admin terminal requires a staff account", caller.actor)
+            return
+        if caller.share_id and caller.share_capsule != self.capsule_id:
+            await self._auth_refused(modes.SHARE_CAPSULE, caller.actor)
             return
         found = await _find_capsule(self.capsule_id, caller, self.admin)
         if isinstance(found, str):
             await self.fatal(found)
             return
         self.capsule, self.caller = found, caller
+        self.audit.actor, self.audit.team_id = caller.actor, found.team_id
         self.phase = "first"
         self._spawn("credentials", self._watch_credentials(caller, found.team_id))
         seconds = float(settings.PTY_FIRST_FRAME_TIMEOUT_SECONDS)
@@ -312,25 +450,47 @@ class Connection:
                 return
 
     async def _start(self, start: p.StartRequest) -> None:
-        assert self.capsule is not None  # noqa: S101 - phase "first" implies a capsule
+        assert self.capsule is not None  # noqa: S101 - phase "first"
+        assert self.caller is not None  # noqa: S101 - phase "first"
+        refused = modes.refuse_start(self.caller)
+        if refused is not None:
+            await self.audit.failed(trail.TERMINAL_START, refused)
+            await self.fatal(refused)
+            return
         tag = p.new_tag()
         limit = int(settings.PTY_MAX_SESSIONS_PER_CAPSULE)
         open_now = await _reserve_session(self.capsule.id, tag, limit)
         if open_now is not None:
-            await self.fatal(
+            reason = (
                 f"too many terminal sessions: this capsule has {open_now} (at most {limit}); "
                 "kill one or wait for one to exit"
             )
+            await self.audit.failed(trail.TERMINAL_START, reason)
+            await self.fatal(reason)
             return
-        request = start.attach_request(self.capsule.id, tag, self.caller.label if self.caller else "")
+        request = start.attach_request(self.capsule.id, tag, self.caller.label)
         # The team's choice: record it (the default), and its input too (off by default).
         request.recording.CopyFrom(await arecording_for(self.capsule.team_id, self.capsule.id, tag))
+        self.mode = p.PEER  # a process one starts is one's own, on either route
         await self._attach(tag, request, None)
 
-    async def _connect(self, tag: str, offset: int | None) -> None:
+    async def _connect(self, tag: str, offset: int | None, mode: str | None) -> None:
+        assert self.caller is not None  # noqa: S101 - phase "first" implies a caller
         if not rules.is_tag(tag):
             await self.fatal(f"pty session {tag[:64]} not found")
             return
+        refused = modes.refuse_session(self.caller, tag)
+        if refused is None and mode == p.PEER and self.caller.observe_only:
+            refused = modes.refuse_peer(self.caller)
+        if refused is not None:
+            await self.audit.failed(trail.TERMINAL_JOIN, refused, tag=tag, detail={"mode": mode})
+            await self.fatal(refused)
+            return
+        self.mode = mode or modes.default_mode(self.caller, self.admin)
+        if self.admin and mode == p.PEER:
+            # Staff on the admin route observe unless they take control, as this does.
+            detail = {"mode": p.PEER, "how": "connect", "target": self.caller.label}
+            await self.audit.event(trail.TERMINAL_CONTROL, tag=tag, detail=detail)
         if offset is not None:  # a client that resumes by offset reads the extensions
             self.extensions = True
             if self.codec is not None:
@@ -341,7 +501,17 @@ class Connection:
         assert self.capsule is not None  # noqa: S101 - phase "first" implies a capsule
         self._cancel("first_frame")
         self.phase = "attached"
-        viewer = Viewer(self, self.capsule, tag, self.caller.label if self.caller else "", offset=offset or 0)
+        assert self.caller is not None  # noqa: S101 - phase "first" implies a caller
+        entry = Entry(
+            id=new_viewer_id(),
+            label=self.caller.label,
+            mode=self.mode,
+            since=timezone.now().isoformat(),
+            channel=self.channel_name,
+            share=self.caller.share_id,
+            may_control=modes.may_control(self.caller),
+        )
+        viewer = Viewer(self, self.capsule, tag, self.caller.label, entry, self.audit, offset=offset or 0)
         self.viewer = viewer
         if self.codec is None:
             viewer.cursor.shut()
@@ -369,6 +539,11 @@ class Connection:
     async def send_control(self, kind: str, **fields: Any) -> None:
         if self.phase != "closed":
             await self.socket.send_frame(p.frame(kind, **fields))
+
+    async def send_viewers(self, you: str, viewers: list[dict[str, Any]]) -> None:
+        # An extension frame: a reference client never sees it.
+        if self.extensions:
+            await self.send_control(p.VIEWERS, you=you, viewers=viewers)
 
     async def send_output(self, offset: int, data: bytes) -> None:
         assert self.codec is not None  # noqa: S101 - the cursor is shut until there is one

@@ -15,9 +15,10 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from audit.trail import where_from_scope
 from wrenn.flow import close_with, send_window
 
-from .auth import SCOPE_AUTH_ERROR, SCOPE_CALLER
+from .auth import SCOPE_AUTH_ACTOR, SCOPE_AUTH_ERROR, SCOPE_CALLER
 from .connection import Connection
 from .dialects import Frame
 from .viewer import Viewer
@@ -37,8 +38,11 @@ class PtyConsumer(AsyncWebsocketConsumer):
             window=send_window(self.scope),
             subprotocols=list(self.scope.get("subprotocols", [])),
             query_string=self.scope.get("query_string", b""),
+            where=where_from_scope(self.scope),
         )
-        await self.connection.opened(self.scope.get(SCOPE_CALLER), self.scope.get(SCOPE_AUTH_ERROR))
+        await self.connection.opened(
+            self.scope.get(SCOPE_CALLER), self.scope.get(SCOPE_AUTH_ERROR), self.scope.get(SCOPE_AUTH_ACTOR)
+        )
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """As Channels', without closing stale database connections before every message (a
@@ -116,6 +120,16 @@ class PtyConsumer(AsyncWebsocketConsumer):
     async def terminal_joined(self, event: dict[str, Any]) -> None:
         if self._viewer is not None:
             self._viewer.someone_joined()
+
+    async def terminal_viewers(self, event: dict[str, Any]) -> None:
+        if self._viewer is not None:
+            await self._viewer.roster.changed()
+
+    async def terminal_control(self, event: dict[str, Any]) -> None:
+        await self.connection.controlled(event["viewer"], event["mode"])
+
+    async def terminal_share_revoked(self, event: dict[str, Any]) -> None:
+        await self.connection.share_revoked(event["share"])
 
     async def terminal_error(self, event: dict[str, Any]) -> None:
         await self.connection.error(event["data"], fatal=event["fatal"])

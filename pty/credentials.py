@@ -1,6 +1,7 @@
 """Whether the credentials a terminal socket was opened with still hold, asked again every
 PTY_CREDENTIAL_CHECK_SECONDS while it stays open: a revoked key, a departed or deactivated user,
-an expired token or an ended session must not keep a terminal that outlives them.
+an expired token, an ended session or an expired or revoked share link must not keep a terminal
+that outlives them.
 
 Each check is one indexed query (two for a session: the user, then the session's row).
 """
@@ -19,6 +20,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from capsules.models import APIKey, Membership
+from shares import links as share_links
 
 from .auth import Caller
 
@@ -30,6 +32,7 @@ INACTIVE_USER = "the user was deactivated"
 NOT_A_MEMBER = "the user is no longer a member of the team"
 NOT_STAFF = "the user is no longer staff"
 ENDED_SESSION = "the session ended (signed out, expired, or the password changed)"
+NARROWED_KEY = "the API key's scope was narrowed to terminal:observe"
 
 
 def check_interval() -> float:
@@ -46,6 +49,8 @@ async def still_valid(
     to; `staff` is for the admin routes, where the user must still be staff and a session caller
     needs no membership. A key or a token stays bound to its own team, whatever `team_id` says.
     """
+    if caller.method == "share":
+        return await _share_reason(caller)
     if caller.expires_at is not None and timezone.now() >= caller.expires_at:
         return EXPIRED_TOKEN
     if caller.method == "api_key":
@@ -60,10 +65,19 @@ async def still_valid(
 def _key_reason(caller: Caller) -> str | None:
     if caller.key_id is None:
         raise ValueError("an API key caller without key_id cannot be checked")
-    row = APIKey.objects.filter(pk=caller.key_id).values_list("revoked_at").first()
+    row = APIKey.objects.filter(pk=caller.key_id).values_list("revoked_at", "scope").first()
     if row is None:
         return DELETED_KEY
-    return REVOKED_KEY if row[0] is not None else None
+    if row[0] is not None:
+        return REVOKED_KEY
+    if row[1] == APIKey.Scope.TERMINAL_OBSERVE and caller.scope != row[1]:
+        return NARROWED_KEY
+    return None
+
+
+@database_sync_to_async
+def _share_reason(caller: Caller) -> str | None:
+    return share_links.still_valid(caller.share_id)
 
 
 @database_sync_to_async

@@ -24,7 +24,11 @@ INPUT = "input"
 RESIZE = "resize"
 KILL = "kill"
 PONG = "pong"
-CLIENT_TYPES = frozenset({AUTH, START, CONNECT, INPUT, RESIZE, KILL, PONG})
+# Extensions: change a viewer's mode (a peer hands control over, a viewer takes or gives it up),
+# and revoke the share link another viewer came in on (docs/protocol.md, "Observers").
+CONTROL = "control"
+REVOKE = "revoke"
+CLIENT_TYPES = frozenset({AUTH, START, CONNECT, INPUT, RESIZE, KILL, PONG, CONTROL, REVOKE})
 
 # Server -> client
 STARTED = "started"
@@ -33,6 +37,13 @@ EXIT = "exit"
 ERROR = "error"
 PING = "ping"
 MISSED = "missed"  # extension: {"bytes": n, "offset": o}, n bytes before o are lost to this client
+VIEWERS = "viewers"  # extension: {"you": id, "viewers": [{"id", "label", "mode", "since", …}]}
+
+# A viewer's mode: a peer may type, resize and kill; an observer only watches.
+PEER = "peer"
+OBSERVER = "observer"
+MODES = (PEER, OBSERVER)
+MAX_VIEWER_ID = 64
 
 DEFAULT_CMD = "/bin/bash"
 DEFAULT_COLS = rules.DEFAULT_COLS
@@ -97,6 +108,10 @@ class Message:
     rows: int = 0
     token: str = ""
     offset: int | None = None
+    # connect and control: the mode asked for (None: the caller's default); control and revoke:
+    # the viewer meant (None: oneself).
+    mode: str | None = None
+    viewer: str | None = None
 
 
 new_tag = rules.new_pty_tag
@@ -131,7 +146,17 @@ def parse(text: str) -> Message:
             isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET
         ):
             raise ProtocolError(f"invalid connect: 'offset' must be an integer from 0 to {MAX_OFFSET}")
-        return Message(CONNECT, tag=tag, offset=offset)
+        mode = raw.get("mode")
+        if mode is not None and mode not in MODES:
+            raise ProtocolError("invalid connect: 'mode' must be 'peer' or 'observer'")
+        return Message(CONNECT, tag=tag, offset=offset, mode=mode)
+    if kind == CONTROL:
+        mode = raw.get("mode")
+        if mode not in MODES:
+            raise ProtocolError("invalid control: 'mode' must be 'peer' or 'observer'")
+        return Message(CONTROL, mode=mode, viewer=_viewer(raw, "control", required=False))
+    if kind == REVOKE:
+        return Message(REVOKE, viewer=_viewer(raw, "revoke", required=True))
     if kind == INPUT:
         return Message(INPUT, data=_base64(raw.get("data")))
     if kind == RESIZE:
@@ -143,6 +168,15 @@ def parse(text: str) -> Message:
             raise ProtocolError("invalid auth: 'token' must be a non-empty string")
         return Message(AUTH, token=token)
     return Message(kind)
+
+
+def _viewer(raw: dict[str, Any], what: str, *, required: bool) -> str | None:
+    viewer = raw.get("viewer")
+    if viewer is None and not required:
+        return None
+    if not isinstance(viewer, str) or not viewer or len(viewer) > MAX_VIEWER_ID:
+        raise ProtocolError(f"invalid {what}: 'viewer' must be a viewer's id (a string)")
+    return viewer
 
 
 def _check_unicode(raw: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 A viewer has an output cursor (pty/cursor.py: in order, exactly once, at its client's pace),
 an input pump to the host agent (pty/input.py), a presence in the session's audience
-(pty/presence.py), its part in pacing the stream (pty/pacing.py), and the lead loop: whichever
+(pty/presence.py), an entry in the session's roster of viewers (pty/roster.py), its part in
+pacing the stream (pty/pacing.py), and the lead loop: whichever
 viewer holds the session's lease (on any worker) runs the gRPC stream worker (pty/stream.py).
 ``run`` starts the input pump and the lead loop in one task group and ``leave`` ends them
 together, so none outlives the viewer. The viewer talks to its client only through a
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,13 +25,15 @@ from channels.layers import BaseChannelLayer
 from django.conf import settings
 from django.db.models import Q
 
-from capsules.actions import record_terminal_exit, record_terminal_started, record_viewer
+from audit import trail
+from capsules.actions import record_terminal_exit, record_viewer
 from capsules.agents import HOST_UNREACHABLE, aio_stub_for, describe, rpc_timeout
 from capsules.terminals import close_sessions
 from protos import hostagent_pb2 as pb
 from recordings.marks import mark_soon
 from wrenn.flow import SendWindow
 
+from .audit import SocketAudit
 from .catchup import Chunk, Ended, Missed, read_output
 from .cursor import OutputCursor
 from .input import AgentStream, InputPump, Op, OpFailed
@@ -37,11 +41,11 @@ from .leadership import keep_leading
 from .leases import lease_key, leases
 from .pacing import Pacer
 from .presence import Presence
+from .roster import Entry, Roster
 from .stream import ERROR_EVENT, LeaderHooks, StreamFailed, group_name, lead
 
 log = logging.getLogger(__name__)
 
-_record_started = database_sync_to_async(record_terminal_started)
 _record_viewer = database_sync_to_async(record_viewer)
 _record_exit = database_sync_to_async(record_terminal_exit)
 
@@ -74,11 +78,23 @@ class Client(Protocol):
     async def fatal(self, message: str) -> None: ...
     async def exited(self, exit_code: int) -> None: ...
     async def touch(self) -> None: ...
+    async def send_viewers(self, you: str, viewers: list[dict[str, Any]]) -> None: ...
 
 
 class Viewer:
-    def __init__(self, client: Client, capsule: Capsule, tag: str, owner: str, *, offset: int = 0) -> None:
-        """``offset``: where this viewer's output starts (0 for the starter)."""
+    def __init__(
+        self,
+        client: Client,
+        capsule: Capsule,
+        tag: str,
+        owner: str,
+        entry: Entry,
+        audit: SocketAudit,
+        *,
+        offset: int = 0,
+    ) -> None:
+        """``offset``: where this viewer's output starts (0 for the starter); ``entry``: its
+        line in the session's roster; ``audit``: its connection's audit trail."""
         self.client = client
         self.capsule = capsule
         self.tag = tag
@@ -113,10 +129,14 @@ class Viewer:
             lambda: self.cursor.next_offset,
             lambda: self.presence.alone,
         )
+        self.roster = Roster(self.group, client.channel_layer, entry, client.send_viewers)
+        self.audit = audit
         self.pump = InputPump(self._send_op)
         self._agent_stream: AgentStream | None = None
         self._request = pb.PtyAttachRequest()
         self._joined = False
+        self._audited_join = False
+        self._joined_at = time.monotonic()
 
     # --- the viewer's life -------------------------------------------------------------------
 
@@ -125,9 +145,8 @@ class Viewer:
         await self.client.channel_layer.group_add(self.group, self.client.channel_name)
         self._joined = True
         await self.presence.enter()
+        await self.roster.enter()
         await _record_viewer(self.capsule.id, self.tag, 1)
-        # In the recording, without waiting for the agent (recordings/marks.py).
-        mark_soon(self.capsule.host_address, self.capsule.id, self.tag, f"join {self.owner}")
 
     async def run(self, start: pb.PtyAttachRequest | None, *, recent_screen: bool = False) -> None:
         """Starts the session (``start``) or catches up with it from the cursor's offset
@@ -135,6 +154,7 @@ class Viewer:
         whenever its lease is free, until the process exits."""
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.pump.run(), name="pty-input")
+            tasks.create_task(self.roster.keep(), name="pty-roster")
             tasks.create_task(self._follow(start, recent_screen), name="pty-lead")
 
     async def drain_input(self) -> None:
@@ -152,9 +172,32 @@ class Viewer:
         if self._joined:
             await self.client.channel_layer.group_discard(self.group, self.client.channel_name)
             await self.presence.leave()
+            await self.roster.leave()
             await self.pacer.leave()
             await _record_viewer(self.capsule.id, self.tag, -1)
-            mark_soon(self.capsule.host_address, self.capsule.id, self.tag, f"leave {self.owner}")
+        if self._audited_join:
+            self._mark("leave")
+            seconds = round(time.monotonic() - self._joined_at, 3)
+            await self.audit.event(
+                trail.TERMINAL_LEAVE, tag=self.tag, detail={**self._detail(), "seconds": seconds}
+            )
+
+    def _detail(self) -> dict[str, Any]:
+        entry = self.roster.entry
+        return {"viewer": entry.id, "mode": entry.mode, **({"share_id": entry.share} if entry.share else {})}
+
+    async def _audit_join(self) -> None:
+        """The viewer has started the session or caught up with it: it is in the audit trail
+        and in the recording from here (the session exists on the agent now, to take the mark)."""
+        self._audited_join = True
+        self._joined_at = time.monotonic()
+        self._mark("join")
+        await self.audit.event(trail.TERMINAL_JOIN, tag=self.tag, detail=self._detail())
+
+    def _mark(self, what: str) -> None:
+        """A marker in the session's recording, without waiting for the agent (recordings/marks.py)."""
+        label = f"{what} {self.owner} ({self.roster.entry.mode})"
+        mark_soon(self.capsule.host_address, self.capsule.id, self.tag, label)
 
     # --- what the client sends ------------------------------------------------------------------
 
@@ -194,12 +237,17 @@ class Viewer:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     # No such session: the row joining opened for it must not count as one.
                     await _close_row(self.capsule.id, self.tag)
+                await self.audit.failed(
+                    trail.TERMINAL_JOIN, describe(exc), tag=self.tag, detail=self._detail()
+                )
                 await self.client.fatal(describe(exc))
                 return
+            await self._audit_join()
             if ended is not None:
                 await self.client.exited(ended.exit_code)
                 return
             self.attached.set()
+            await self.roster.open()
         await self._lead(start or pb.PtyAttachRequest())
 
     async def _lead(self, first: pb.PtyAttachRequest) -> None:
@@ -237,9 +285,9 @@ class Viewer:
             else:
                 # Never started: its row, opened for it, closes now rather than at the next heartbeat.
                 await _close_row(self.capsule.id, self.tag)
-                await self.client.fatal(
-                    str(exc) if str(exc) == HOST_UNREACHABLE else f"failed to start pty: {exc}"
-                )
+                reason = str(exc) if str(exc) == HOST_UNREACHABLE else f"failed to start pty: {exc}"
+                await self.audit.failed(trail.TERMINAL_START, reason, tag=self.tag)
+                await self.client.fatal(reason)
 
     async def _deliver(self, event: dict[str, Any]) -> None:
         await self.cursor.output(event["offset"], event["data"])
@@ -247,11 +295,14 @@ class Viewer:
     async def _started(self, started: pb.PtyStarted) -> None:
         self.attached.set()
         await self.client.send_control("started", tag=started.tag, pid=started.pid)
+        await self.roster.open()
         command = " ".join([self._request.cmd, *self._request.args])
-        await _record_started(self.capsule.id, started.tag, self._request.owner, command, started.pid)
+        await self.audit.started(started.tag, self._request.owner, command, started.pid, self._detail())
+        await self._audit_join()
 
     async def _exited(self, exit_code: int) -> None:
         await _record_exit(self.capsule.id, self.tag, exit_code)
+        await self.roster.ended()
         await self.presence.ended()
         await self.pacer.ended()
 
@@ -276,3 +327,8 @@ class Viewer:
         except OpFailed as exc:
             verb = {"input": "send input", "resize": "resize", "kill": "kill"}[op.kind]
             await self.client.error(f"failed to {verb}: {exc}")
+            if op.kind == "kill":
+                await self.audit.failed(trail.TERMINAL_KILL, f"failed to kill: {exc}", tag=self.tag)
+        else:
+            if op.kind == "kill":
+                await self.audit.event(trail.TERMINAL_KILL, tag=self.tag, detail=self._detail())

@@ -183,6 +183,13 @@ WRENN_PREVIEW_LINK_DEFAULT_SECONDS = _env_int("WRENN_PREVIEW_LINK_DEFAULT_SECOND
 # How often an open preview WebSocket checks that what let it in (a key, a token, a session, a
 # link, a public port) still holds: a revoked or expired one closes it within this many seconds.
 WRENN_PREVIEW_CREDENTIAL_CHECK_SECONDS = _env_seconds("WRENN_PREVIEW_CREDENTIAL_CHECK_SECONDS", 5.0)
+# Share links (shares/): the longest life a link into a terminal session may be given
+# (`expires_in`), and the one it gets by default.
+WRENN_SHARE_LINK_MAX_SECONDS = _env_int("WRENN_SHARE_LINK_MAX_SECONDS", 86400, low=60)
+WRENN_SHARE_LINK_DEFAULT_SECONDS = _env_int("WRENN_SHARE_LINK_DEFAULT_SECONDS", 3600, low=60)
+# Seconds a terminal viewer stays in its session's roster (pty/roster.py) without renewing its
+# entry (it renews every third of this): the viewers of a worker that died drop out after it.
+PTY_ROSTER_TTL_SECONDS = _env_seconds("WRENN_PTY_ROSTER_TTL_SECONDS", 30.0)
 # Terminal recordings (recordings/): the storage class their files go to and its options (JSON),
 # so production can keep them in an object store without a code change; the file system under
 # the data directory by default.
@@ -219,6 +226,7 @@ INSTALLED_APPS = [
     "recordings",
     "audit",
     "home",
+    "shares",
 ]
 
 MIDDLEWARE = [

@@ -4,16 +4,19 @@ host agent: live sessions are shown and filtered, and killing one asks its agent
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
+from audit.models import AuditEvent
 from capsules.actions import (
     ActionError,
     create_capsule,
@@ -24,6 +27,8 @@ from capsules.actions import (
 from capsules.models import Host, Sandbox, Team, TerminalSession
 from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
+from pty.roster import Entry, local_store, roster_key
+from pty.stream import group_name
 from tests.support.hostagent import HostAgentProcess, new_tag
 
 CHANGELIST = reverse("admin:capsules_terminalsession_changelist")
@@ -147,3 +152,38 @@ def test_rows_are_not_added_changed_or_deleted_by_hand(admin_client: Client, sle
     page = admin_client.get(reverse("admin:capsules_terminalsession_change", args=[row.pk]))
     assert page.status_code == 200  # shown, read-only
     assert 'name="_save"' not in page.content.decode()
+
+
+def test_the_list_shows_who_watches_a_live_session(
+    admin_client: Client, sleeping: Any, live_capsule: Sandbox
+) -> None:
+    row, _ = sleeping
+    key = roster_key(group_name(live_capsule.pk, row.tag))
+    later, earlier = time.time() + 60, time.time() - 1
+    entries = [
+        Entry("v-1", "user:alice", "peer", "2026-01-01T00:00:00+00:00", "c1", "", True, later),
+        Entry("v-2", "share:shr-1", "observer", "2026-01-01T00:00:01+00:00", "c2", "shr-1", False, later),
+        # Its worker stopped renewing it: not shown.
+        Entry("v-3", "user:gone", "peer", "2026-01-01T00:00:02+00:00", "c3", "", True, earlier),
+    ]
+    for entry in entries:
+        local_store._rosters.setdefault(key, {})[entry.id] = entry.dumps()
+    try:
+        page = admin_client.get(CHANGELIST, {"live": "yes"}).content.decode()
+    finally:
+        async_to_sync(local_store.drop)(key)
+    assert "2: user:alice (peer), share:shr-1 (observer)" in page
+    assert "user:gone" not in page
+    watch = reverse("capsule-terminal", args=[live_capsule.pk])
+    assert f'href="{watch}?tag={row.tag}&amp;mode=observer"' in page
+
+
+def test_kills_are_audited(admin_client: Client, sleeping: Any, live_capsule: Sandbox) -> None:
+    row, _ = sleeping
+    kill(admin_client, row)
+    record_terminal_started(live_capsule.pk, "pty-0000000d", "user:alice", "/bin/bash", 9)
+    kill(admin_client, TerminalSession.objects.get(tag="pty-0000000d"))
+    events = list(AuditEvent.objects.filter(action="terminal.kill").order_by("id"))
+    assert [(e.session_tag, e.outcome) for e in events] == [(row.tag, "success"), ("pty-0000000d", "failure")]
+    assert events[1].reason == "capsule has no terminal session pty-0000000d"
+    assert all(e.actor_type == "user" and e.capsule_id == live_capsule.pk for e in events)

@@ -114,10 +114,14 @@ class SlowViewer:
         self.missed: list[dict[str, Any]] = []
 
     async def frame(self) -> dict[str, Any]:
-        text = await self.websocket.recv()
-        assert isinstance(text, str)
-        await asyncio.sleep(len(text) / self.rate)
-        frame: dict[str, Any] = json.loads(text)
+        """The next frame; the roster's `viewers` frames are read (slowly) and passed over."""
+        while True:
+            text = await self.websocket.recv()
+            assert isinstance(text, str)
+            await asyncio.sleep(len(text) / self.rate)
+            frame: dict[str, Any] = json.loads(text)
+            if frame["type"] != "viewers":
+                break
         if frame["type"] == "output":
             size = len(base64.b64decode(frame["data"]))
             assert self.next_offset is None or frame["offset"] == self.next_offset, frame["offset"]

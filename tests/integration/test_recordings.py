@@ -172,10 +172,10 @@ async def test_viewers_joining_and_leaving_and_a_kill_are_marked(stack: Stack, d
     await finished(stack, demo, started["tag"])
     _, events = await cast_of(stack, demo, started["tag"])
     markers = [e[2] for e in events if e[1] == "m"]
-    # (The starter's own join is marked only if it reached the agent after the start.)
-    assert markers[-3].startswith("join key:wrn_"), markers
-    assert markers[-2] == markers[-3].replace("join", "leave", 1), markers
-    assert markers[-1] == "kill", markers
+    # The starter's join (marked once the session exists), the watcher's join and leave, the kill.
+    label = markers[-4].removeprefix("join ").removesuffix(" (peer)")
+    assert label.startswith("key:wrn_"), markers
+    assert markers[-4:] == [f"join {label} (peer)", f"join {label} (peer)", f"leave {label} (peer)", "kill"]
 
 
 async def test_input_is_recorded_only_when_the_team_turned_it_on(stack: Stack, demo: dict[str, Any]) -> None:

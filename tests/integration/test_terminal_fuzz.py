@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 SEED = 20261202
 LIMIT = p.MAX_FRAME_BYTES
 DAPHNE_LIMIT = 1024 * 1024  # daphne's own --websocket-max-message-size
-SERVER_TYPES = {p.STARTED, p.OUTPUT, p.EXIT, p.ERROR, p.PING, p.MISSED}
+SERVER_TYPES = {p.STARTED, p.OUTPUT, p.EXIT, p.ERROR, p.PING, p.MISSED, p.VIEWERS}
 # A server that takes longer than this to answer one frame is broken, not slow.
 ANSWER_WITHIN = 30.0
 # The tasks an idle worker may have beyond those of the baseline at any moment: requests that
@@ -326,7 +326,7 @@ async def read_until_text(ws: ClientConnection, marker: bytes) -> None:
             seen += message[p.BINARY_HEADER.size :]
             continue
         frame = json.loads(message)
-        assert frame["type"] in (p.OUTPUT, p.PING, p.STARTED), frame
+        assert frame["type"] in (p.OUTPUT, p.PING, p.STARTED, p.VIEWERS), frame
         if frame["type"] == p.OUTPUT:
             seen += base64.b64decode(frame["data"])
 

@@ -1,13 +1,17 @@
 """The capsule terminal page: who may open it and which WebSocket it connects to."""
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
+from audit import trail
 from capsules.models import Host, Membership, Sandbox, Team
+from shares import links
 
 pytestmark = pytest.mark.django_db
 
@@ -129,3 +133,39 @@ def test_capsule_id_is_escaped_in_the_page(member: User, team: Team, host: Host)
     odd: Any = Sandbox.objects.create(id='cl-"><b>x', team=team, host=host)
     html = logged_in(member).get(terminal_url(odd.id)).content.decode()
     assert "<b>x" not in html
+
+
+def test_the_page_passes_on_the_tag_the_mode_and_new(client: Client, member: User, capsule: Sandbox) -> None:
+    page = logged_in(member).get(terminal_url(capsule.id), {"tag": "pty-1a2b3c4d", "mode": "observer"})
+    html = page.content.decode()
+    assert 'data-tag="pty-1a2b3c4d"' in html
+    assert 'data-mode="observer"' in html
+    assert 'data-new=""' in html
+    html = logged_in(member).get(terminal_url(capsule.id), {"new": "1", "mode": "boss"}).content.decode()
+    assert 'data-new="1"' in html
+    assert 'data-mode=""' in html
+    html = logged_in(member).get(terminal_url(capsule.id), {"tag": '"><script>'}).content.decode()
+    assert '"><script>' not in html
+    assert 'data-tag="&quot;&gt;&lt;script&gt;"' in html
+
+
+def test_a_share_link_opens_the_page_without_a_login(capsule: Sandbox) -> None:
+    issued = links.issue(capsule, "pty-1a2b3c4d", 600, trail.SYSTEM, trail.Where())
+    response = Client().get(f"/shared/{issued.token}/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert f'data-share-token="{issued.token}"' in html
+    assert 'data-tag="pty-1a2b3c4d"' in html
+    assert 'data-mode="observer"' in html
+    assert f'data-ws-path="/v1/capsules/{capsule.id}/pty"' in html
+    assert response["Referrer-Policy"] == "no-referrer"
+    assert "no-store" in response["Cache-Control"]
+    bad = Client().get(f"/shared/{issued.token[:-2]}xx/")
+    assert bad.status_code == 404
+    assert "invalid share link" in bad.content.decode()
+    issued.link.expires_at = timezone.now() - timedelta(seconds=1)
+    issued.link.save()
+    gone = Client().get(f"/shared/{issued.token}/")
+    assert gone.status_code == 410
+    assert links.EXPIRED in gone.content.decode()
+    assert issued.token not in gone.content.decode()

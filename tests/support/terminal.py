@@ -40,6 +40,9 @@ class Terminal:
         # lost, repeated or reordered byte fails the test that reads it.
         self.next_offset: int | None = None
         self.missed: list[dict[str, Any]] = []
+        # Every `viewers` frame (the roster extension), in order; `recv` passes over them as it
+        # does pings, so a test of anything else never meets one.
+        self.rosters: list[dict[str, Any]] = []
 
     @classmethod
     def over_communicator(cls, communicator: Any) -> Terminal:
@@ -66,8 +69,9 @@ class Terminal:
     async def send(self, **message: Any) -> None:
         await self._send_text(json.dumps(message))
 
-    async def recv(self, timeout: float = 20) -> dict[str, Any]:
-        """The next frame that is not a keepalive ping; output is also kept in ``self.output``."""
+    async def recv(self, timeout: float = 20, *, rosters: bool = False) -> dict[str, Any]:
+        """The next frame that is not a keepalive ping (nor a `viewers` frame, unless ``rosters``);
+        output is also kept in ``self.output``."""
         while True:
             message = await self._recv_text(timeout)
             frame: dict[str, Any]
@@ -83,6 +87,11 @@ class Terminal:
                 frame = json.loads(message)
             self.kinds.add(frame["type"])
             if frame["type"] == "ping":
+                continue
+            if frame["type"] == "viewers":
+                self.rosters.append(frame)
+                if rosters:
+                    return frame
                 continue
             if frame["type"] == "output":
                 data = frame["data"] if isinstance(message, bytes) else base64.b64decode(frame["data"])
@@ -123,6 +132,27 @@ class Terminal:
             if frame["type"] in ("exit", "error") and marker not in self.output:
                 raise AssertionError(f"{frame} before {marker!r}; got {bytes(self.output[-400:])!r}")
         return bytes(self.output)
+
+    async def roster(
+        self, condition: Callable[[list[dict[str, Any]]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
+        """Reads frames (output is kept) until the latest `viewers` frame's list meets
+        ``condition``; returns that frame. Fails on exit or error. Older lists do not count: the
+        roster is what the last one says."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        seen = max(len(self.rosters) - 1, 0)
+        while True:
+            for frame in self.rosters[seen:]:
+                if condition(frame["viewers"]):
+                    return frame
+            seen = len(self.rosters)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"no viewers frame met the condition; got {self.rosters[-3:]}")
+            frame = await self.recv(remaining, rosters=True)
+            if frame["type"] in ("exit", "error"):
+                raise AssertionError(f"{frame} while waiting for a viewers frame; got {self.rosters[-3:]}")
 
     async def expect(self, kind: str, timeout: float = 20) -> dict[str, Any]:
         """Skips output until a frame of ``kind`` arrives."""

@@ -1,5 +1,9 @@
 // Capsule terminal page: xterm.js wired to the capsule's PTY WebSocket (the JSON dialect, see docs/protocol-json.md).
 // Output is written to xterm as bytes so that a UTF-8 character split across frames stays whole.
+// ?tag=<tag> opens that session, &mode=observer watches it, ?new=1 starts a new one; a share
+// link's page watches its one session, authenticated by the link's token in an auth frame.
+// The status bar lists the session's viewers (the `viewers` extension frame); a peer can hand
+// control to an observer or revoke the share link an observer came in on.
 (function () {
   "use strict";
 
@@ -12,9 +16,22 @@
   const root = document.getElementById("terminal");
   const statusEl = document.getElementById("status");
   const noticeEl = document.getElementById("notice");
+  const modeEl = document.getElementById("mode");
+  const viewersEl = document.getElementById("viewers");
   const capsuleId = root.dataset.capsuleId;
   const wsPath = root.dataset.wsPath;
   const tagKey = "wrenn.pty.tag." + capsuleId;
+  const shareToken = root.dataset.shareToken || "";
+  const viaAdmin = root.dataset.admin === "1";
+  // The session this page was opened on (?tag=, or a share link's); none: the tab's last, or a new one.
+  let explicitTag = root.dataset.tag || "";
+  let startNew = root.dataset.new === "1" && !explicitTag;
+  // The mode this page asks for when it connects (null: the server's default for this caller),
+  // and the one the server says this viewer has.
+  let wantMode = root.dataset.mode === "observer" || shareToken ? "observer" : null;
+  let mode = wantMode || (viaAdmin && explicitTag ? "observer" : "peer");
+  let viewerId = null;
+  let viewers = [];
 
   const term = new window.Terminal({
     cursorBlink: true,
@@ -46,6 +63,12 @@
 
   // --- small helpers ---------------------------------------------------------
 
+  function sessionTag() {
+    if (explicitTag) return explicitTag;
+    if (startNew) return null;
+    return storedTag();
+  }
+
   function storedTag() {
     try {
       return window.localStorage.getItem(tagKey);
@@ -55,6 +78,7 @@
   }
 
   function storeTag(tag) {
+    if (shareToken) return; // a share link's page keeps nothing in the browser
     try {
       if (tag) window.localStorage.setItem(tagKey, tag);
       else window.localStorage.removeItem(tagKey);
@@ -127,8 +151,13 @@
 
   function onTyped(bytes, text) {
     if (state === "exited" || state === "error") {
-      // The session is over; Enter starts (or retries) one, other keys are ignored.
-      if (text.indexOf("\r") !== -1) restart();
+      // The session is over; Enter starts (or retries) one, other keys are ignored. An
+      // observer (a share link's page among them) starts nothing.
+      if (text.indexOf("\r") !== -1 && mode !== "observer") restart();
+      return;
+    }
+    if (mode === "observer") {
+      notice("watching: this page is an observer and cannot type");
       return;
     }
     sendBytes(bytes);
@@ -148,7 +177,8 @@
   // --- size ---------------------------------------------------------------------
 
   function sendSize() {
-    if (!isLive()) return;
+    // An observer never changes the terminal's size.
+    if (!isLive() || mode === "observer") return;
     if (sentSize && sentSize.cols === term.cols && sentSize.rows === term.rows) return;
     sentSize = { cols: term.cols, rows: term.rows };
     send({ type: "resize", cols: term.cols, rows: term.rows });
@@ -198,13 +228,19 @@
 
     ws.onopen = function () {
       if (ws !== socket) return;
-      const tag = storedTag();
+      if (shareToken) send({ type: "auth", token: shareToken });
+      const tag = sessionTag();
       if (tag) {
         firstFrame = "connect";
         // The session may have been sized by another window: always send ours after connecting.
         sentSize = null;
-        if (nextOffset === null) send({ type: "connect", tag: tag });
-        else send({ type: "connect", tag: tag, offset: nextOffset });
+        const connect = { type: "connect", tag: tag };
+        if (nextOffset !== null) connect.offset = nextOffset;
+        // A reconnect keeps the mode this viewer had; the first connect asks for the page's.
+        const asked = viewerId !== null ? mode : wantMode;
+        if (asked) connect.mode = asked;
+        viewerId = null;
+        send(connect);
         // The reference sends nothing back on a successful connect, so the open socket is the
         // success signal; a missing session answers with a fatal error, handled below.
         becomeConnected();
@@ -240,7 +276,16 @@
     switch (msg.type) {
       case "started":
         storeTag(msg.tag);
+        if (startNew) {
+          // Reloading this page reconnects to the session it started, not to a new one.
+          startNew = false;
+          explicitTag = msg.tag;
+          window.history.replaceState(null, "", "?tag=" + encodeURIComponent(msg.tag));
+        }
         becomeConnected();
+        break;
+      case "viewers":
+        onViewers(msg);
         break;
       case "output": {
         const bytes = base64ToBytes(msg.data || "");
@@ -271,7 +316,15 @@
   function onExit(code) {
     sessionOver = true;
     nextOffset = null;
-    storeTag(null);
+    if (!explicitTag || explicitTag === storedTag()) storeTag(null);
+    if (mode === "observer") {
+      const shown = code === undefined || code === null ? "?" : String(code);
+      setState("exited", "exited (code " + shown + ")");
+      term.write("\r\n\x1b[2m[the session ended with code " + shown + "]\x1b[0m\r\n");
+      closeSocket();
+      return;
+    }
+    explicitTag = ""; // Enter starts a new shell, not the one that ended
     const shown = code === undefined || code === null ? "?" : String(code);
     setState("exited", "exited (code " + shown + ")");
     term.write("\r\n\x1b[2m[process exited with code " + shown + "; press Enter to start a new shell]\x1b[0m\r\n");
@@ -284,7 +337,12 @@
       notice(text);
       return;
     }
-    if (firstFrame === "connect" && /not found/i.test(text) && !/^(sandbox|capsule) not found/i.test(text)) {
+    if (
+      firstFrame === "connect" &&
+      !explicitTag &&
+      /not found/i.test(text) &&
+      !/^(sandbox|capsule) not found/i.test(text)
+    ) {
       // The remembered session is gone (its shell ended or the host forgot it): start afresh.
       storeTag(null);
       closeSocket();
@@ -310,6 +368,83 @@
     reconnectTimer = window.setTimeout(open, delay);
   }
 
+  // --- viewers and modes ---------------------------------------------------------------
+
+  function onViewers(msg) {
+    viewerId = msg.you || viewerId;
+    viewers = Array.isArray(msg.viewers) ? msg.viewers : [];
+    const me = viewers.find(function (v) {
+      return v.id === viewerId;
+    });
+    if (me && me.mode !== mode) {
+      mode = me.mode;
+      if (mode === "peer") {
+        notice("you have control: you can type");
+        sentSize = null;
+        sendSize();
+      } else {
+        notice("you are watching: read-only");
+      }
+    }
+    renderViewers(me);
+  }
+
+  function button(text, className, onClick) {
+    const el = document.createElement("button");
+    el.type = "button";
+    el.className = className;
+    el.textContent = text;
+    el.addEventListener("click", onClick);
+    return el;
+  }
+
+  function showMode() {
+    modeEl.dataset.mode = mode;
+    modeEl.textContent = mode === "observer" ? "observer (read-only)" : "peer";
+  }
+
+  function renderViewers(me) {
+    showMode();
+    viewersEl.textContent = "";
+    const count = document.createElement("span");
+    count.className = "viewers-count";
+    count.textContent = viewers.length + " watching:";
+    viewersEl.appendChild(count);
+    for (const v of viewers) {
+      const item = document.createElement("span");
+      item.className = "viewer";
+      item.dataset.viewer = v.id;
+      item.dataset.mode = v.mode;
+      item.textContent = v.label + " (" + v.mode + (v.id === viewerId ? ", you" : "") + ")";
+      item.title = "since " + v.since;
+      if (v.id === viewerId) {
+        if (v.mode === "observer" && v.may_control) {
+          item.appendChild(
+            button("take control", "take-control", function () {
+              send({ type: "control", mode: "peer" });
+            })
+          );
+        }
+      } else if (me && me.mode === "peer" && v.mode === "observer") {
+        if (v.may_control) {
+          item.appendChild(
+            button("hand control", "hand-control", function () {
+              send({ type: "control", viewer: v.id, mode: "peer" });
+            })
+          );
+        }
+        if (v.link) {
+          item.appendChild(
+            button("revoke link", "revoke-link", function () {
+              send({ type: "revoke", viewer: v.id });
+            })
+          );
+        }
+      }
+      viewersEl.appendChild(item);
+    }
+  }
+
   function restart() {
     attempt = 0;
     notice("");
@@ -323,7 +458,16 @@
       return state;
     },
     tag: function () {
-      return storedTag();
+      return sessionTag();
+    },
+    mode: function () {
+      return mode;
+    },
+    viewerId: function () {
+      return viewerId;
+    },
+    viewers: function () {
+      return viewers;
     },
     nextOffset: function () {
       return nextOffset;
@@ -331,5 +475,6 @@
   };
 
   setState("connecting");
+  showMode();
   open();
 })();

@@ -1,0 +1,1 @@
+"""Share links: a signed, expiring, revocable link that lets anyone watch one terminal session."""
