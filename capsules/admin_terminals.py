@@ -41,7 +41,17 @@ class LiveFilter(admin.SimpleListFilter):
 
 @admin.register(TerminalSession)
 class TerminalSessionAdmin(admin.ModelAdmin):
-    list_display = ["tag", "sandbox", "state", "started_by", "command", "watching", "started_at", "ended_at"]
+    list_display = [
+        "tag",
+        "sandbox",
+        "state",
+        "started_by",
+        "command",
+        "watching",
+        "recording",
+        "started_at",
+        "ended_at",
+    ]
     list_filter = [LiveFilter, "sandbox__host"]
     list_select_related = ["sandbox"]
     search_fields = ["tag", "sandbox__id", "started_by", "command"]
@@ -54,6 +64,16 @@ class TerminalSessionAdmin(admin.ModelAdmin):
         if obj.ended_at is None:
             return "live"
         return "ended" if obj.exit_code is None else f"exited with code {obj.exit_code}"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TerminalSession]:
+        return super().get_queryset(request).prefetch_related("recordings")
+
+    @admin.display(description="recording")
+    def recording(self, obj: TerminalSession) -> str:
+        """A link to play the session's recording (while it runs too), if it has one."""
+        if not obj.recordings.all():
+            return "-"
+        return format_html('<a href="{}">play</a>', reverse("recording-play", args=[obj.sandbox_id, obj.tag]))
 
     @admin.display(description="viewers")
     def watching(self, obj: TerminalSession) -> str:

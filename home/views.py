@@ -6,6 +6,7 @@ outside that team, answer exactly like missing ones. A refusal renders the page 
 action's message and the status the API would answer.
 """
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +29,10 @@ from capsules.validation import ValidationFailed
 from home import links
 from home.forms import CreateForm
 from home.teams import current_team, member_team, remember, teams_of
+from pty.roster import viewers_of
 from recordings.models import Recording
 
+log = logging.getLogger(__name__)
 Status = Sandbox.Status
 # Recordings listed under each capsule, newest first; the playback page reaches any of them.
 RECENT_RECORDINGS = 10
@@ -52,6 +55,8 @@ class SessionRow:
     command: str
     started_by: str
     viewers: int
+    # Who watches, as the roster says ({"label", "mode", …}); None when it could not be read.
+    watchers: list[dict[str, Any]] | None
     started_at: Any
     open_url: str
     watch_url: str
@@ -111,7 +116,7 @@ def recording_row(recording: Recording) -> RecordingRow:
     )
 
 
-def capsule_row(capsule: Any) -> CapsuleRow:
+def capsule_row(capsule: Any, rosters: dict[tuple[str, str], list[dict[str, Any]]] | None) -> CapsuleRow:
     recorded = {r.tag for r in capsule.recent_recordings}
     sessions = [
         SessionRow(
@@ -119,6 +124,7 @@ def capsule_row(capsule: Any) -> CapsuleRow:
             command=s.command,
             started_by=s.started_by,
             viewers=s.viewers,
+            watchers=None if rosters is None else rosters.get((capsule.pk, s.tag), []),
             started_at=s.started_at,
             open_url=links.open_terminal(capsule.pk, s.tag),
             watch_url=links.watch_terminal(capsule.pk, s.tag),
@@ -157,6 +163,17 @@ def team_capsules(team: Team) -> QuerySet[Sandbox]:
     )
 
 
+def read_rosters(capsules: list[Any]) -> dict[tuple[str, str], list[dict[str, Any]]] | None:
+    """Who watches each live session of these capsules (pty/roster.py); None when the roster
+    cannot be read (Redis away): the page then shows the count the consumers keep in the row."""
+    sessions = [(c.pk, s.tag) for c in capsules for s in c.live_sessions]
+    try:
+        return viewers_of(sessions)
+    except Exception:
+        log.warning("reading the rosters of %d terminal sessions failed", len(sessions), exc_info=True)
+        return None
+
+
 def render_home(
     request: HttpRequest,
     team: Team | None,
@@ -166,13 +183,15 @@ def render_home(
     form: CreateForm | None = None,
 ) -> HttpResponse:
     capsules = team_capsules(team) if team is not None else Sandbox.objects.none()
+    active = list(capsules.exclude(status=Status.STOPPED))
+    rosters = read_rosters(active)
     context = {
         "team": team,
         "teams": teams_of(request.user),
         "error": error,
         "form": form or CreateForm.blank(),
-        "capsules": [capsule_row(c) for c in capsules.exclude(status=Status.STOPPED)],
-        "stopped": [capsule_row(c) for c in capsules.filter(status=Status.STOPPED)[:RECENT_STOPPED]],
+        "capsules": [capsule_row(c, rosters) for c in active],
+        "stopped": [capsule_row(c, {}) for c in capsules.filter(status=Status.STOPPED)[:RECENT_STOPPED]],
     }
     return render(request, "home/home.html", context, status=status)
 

@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -277,14 +277,28 @@ def announce_revoked(capsule_id: str, tag: str, share_id: str) -> None:
 
 def viewers_now(capsule_id: str, tag: str) -> list[dict[str, Any]]:
     """The session's live viewers, for a synchronous caller (the admin's list)."""
-    key = roster_key(group_name(capsule_id, tag))
+    return viewers_of([(capsule_id, tag)])[(capsule_id, tag)]
+
+
+def viewers_of(sessions: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The live viewers of each (capsule id, tag), read in one round trip (the home page's list)."""
+    wanted = list(dict.fromkeys(sessions))
+    keys = [roster_key(group_name(capsule_id, tag)) for capsule_id, tag in wanted]
     if not settings.REDIS_URL:
-        entries = local_store.entries_now(key)
-    else:
+        found = [local_store.entries_now(key) for key in keys]
+    elif keys:
         client = Redis.from_url(settings.REDIS_URL, socket_timeout=2)
         try:
-            entries = {_text(k): _text(v) for k, v in client.hgetall(key).items()}
+            with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hgetall(key)
+                replies = pipe.execute()
         finally:
             client.close()
-    alive, _ = live(entries)
-    return [entry.public() for entry in alive]
+        found = [{_text(k): _text(v) for k, v in reply.items()} for reply in replies]
+    else:
+        found = []
+    return {
+        session: [entry.public() for entry in live(entries)[0]]
+        for session, entries in zip(wanted, found, strict=True)
+    }

@@ -29,6 +29,7 @@ from protos import hostagent_pb2 as pb
 from protos import hostagent_pb2_grpc as pb_grpc
 from pty.roster import Entry, local_store, roster_key
 from pty.stream import group_name
+from recordings.models import Recording
 from tests.support.hostagent import HostAgentProcess, new_tag
 
 CHANGELIST = reverse("admin:capsules_terminalsession_changelist")
@@ -187,3 +188,20 @@ def test_kills_are_audited(admin_client: Client, sleeping: Any, live_capsule: Sa
     assert [(e.session_tag, e.outcome) for e in events] == [(row.tag, "success"), ("pty-0000000d", "failure")]
     assert events[1].reason == "capsule has no terminal session pty-0000000d"
     assert all(e.actor_type == "user" and e.capsule_id == live_capsule.pk for e in events)
+
+
+def test_a_recorded_session_links_to_its_playback(
+    admin_client: Client, sleeping: Any, live_capsule: Sandbox
+) -> None:
+    row, _ = sleeping
+    unrecorded = TerminalSession.objects.create(sandbox=live_capsule, tag="pty-0000beef")
+    # (The session's start made its recording already, unless its team records nothing.)
+    Recording.objects.get_or_create(
+        sandbox=live_capsule,
+        tag=row.tag,
+        defaults={"team": live_capsule.team, "session": row, "started_at": row.started_at},
+    )
+    page = admin_client.get(CHANGELIST).content.decode()
+    play = reverse("recording-play", args=[live_capsule.pk, row.tag])
+    assert f'<a href="{play}">play</a>' in page
+    assert reverse("recording-play", args=[live_capsule.pk, unrecorded.tag]) not in page

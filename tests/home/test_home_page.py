@@ -2,15 +2,19 @@
 the team switcher, remembered in the session; nothing of a team the person is not in."""
 
 import re
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
 from capsules.models import Membership, Sandbox, Team, TerminalSession
+from pty.roster import Entry, local_store, roster_key
+from pty.stream import group_name
 from tests.home.conftest import cast_lines, make_recording
 
 Status = Sandbox.Status
@@ -71,19 +75,49 @@ def test_buttons_follow_the_status(client_of: Client, capsule: Sandbox) -> None:
     assert "new-terminal" not in paused
 
 
-def test_live_sessions_show_viewers_and_open_and_watch_links(client_of: Client, capsule: Sandbox) -> None:
+def session_row(block: str, tag: str) -> str:
+    row = re.search(rf'<tr class="session" data-tag="{tag}">(.*?)</tr>', block, re.S)
+    assert row is not None, f"{tag} is not on the page"
+    return row.group(1)
+
+
+def test_live_sessions_show_who_watches_and_open_and_watch_links(client_of: Client, capsule: Sandbox) -> None:
     TerminalSession.objects.create(sandbox=capsule, tag="pty-11111111", command="/bin/bash", viewers=2)
     TerminalSession.objects.create(
         sandbox=capsule, tag="pty-22222222", command="vim", ended_at=timezone.now(), exit_code=0
     )
-    block = article(client_of.get("/"), capsule)
-    row = re.search(r'<tr class="session" data-tag="pty-11111111">(.*?)</tr>', block, re.S)
-    assert row is not None
-    assert '<td class="viewers">2</td>' in row.group(1)
-    assert f'href="/capsules/{capsule.pk}/terminal/?tag=pty-11111111"' in row.group(1)
-    assert f'href="/capsules/{capsule.pk}/terminal/?tag=pty-11111111&amp;mode=observer"' in row.group(1)
+    key = roster_key(group_name(capsule.pk, "pty-11111111"))
+    later, earlier = time.time() + 60, time.time() - 1
+    entries = [
+        Entry("v-1", "user:alice", "peer", "2026-01-01T00:00:00+00:00", "c1", "", True, later),
+        Entry("v-2", "share:shr-1", "observer", "2026-01-01T00:00:01+00:00", "c2", "shr-1", False, later),
+        # Its worker stopped renewing it: not shown.
+        Entry("v-3", "user:gone", "peer", "2026-01-01T00:00:02+00:00", "c3", "", True, earlier),
+    ]
+    for entry in entries:
+        local_store._rosters.setdefault(key, {})[entry.id] = entry.dumps()
+    try:
+        block = article(client_of.get("/"), capsule)
+    finally:
+        async_to_sync(local_store.drop)(key)
+    row = session_row(block, "pty-11111111")
+    cell = re.search(r'<td class="viewers">(.*?)</td>', row, re.S)
+    assert cell is not None
+    assert re.sub(r"<[^>]+>", "", cell.group(1)) == "2: user:alice (peer), share:shr-1 (observer)"
+    assert f'href="/capsules/{capsule.pk}/terminal/?tag=pty-11111111"' in row
+    assert f'href="/capsules/{capsule.pk}/terminal/?tag=pty-11111111&amp;mode=observer"' in row
     # An ended session is a recording now, not a terminal to open.
     assert 'data-tag="pty-22222222"' not in block
+
+
+def test_without_the_roster_the_page_shows_the_count_the_rows_keep(
+    client_of: Client, capsule: Sandbox, settings: Any
+) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    TerminalSession.objects.create(sandbox=capsule, tag="pty-11111111", command="/bin/bash", viewers=3)
+    response = client_of.get("/")
+    assert response.status_code == 200
+    assert '<td class="viewers">3</td>' in session_row(article(response, capsule), "pty-11111111")
 
 
 def test_recordings_have_play_download_and_text_links(client_of: Client, capsule: Sandbox) -> None:
