@@ -80,7 +80,11 @@ def hit(bucket: str, key: str, rate: Rate | None, now: float | None = None) -> i
 def client_address(request: HttpRequest) -> str:
     """The address attempts are counted by: REMOTE_ADDR (daphne's --proxy-headers makes it the
     proxy's X-Forwarded-For), an IPv6 address as its /64."""
-    raw = request.META.get("REMOTE_ADDR") or ""
+    return address_key(request.META.get("REMOTE_ADDR") or "")
+
+
+def address_key(raw: str) -> str:
+    """A client address as attempts are counted by: an IPv6 address as its /64."""
     try:
         address = ipaddress.ip_address(raw)
     except ValueError:

@@ -13,10 +13,13 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.db import transaction
 
-from audit import trail
+from audit import signins, trail
 from capsules.actions import record_terminal_started
 
 log = logging.getLogger(__name__)
+
+# What a refused credential was offered on (`detail["credential"]` of its event).
+SOCKET = "terminal_socket"
 
 
 class SocketAudit:
@@ -71,7 +74,18 @@ class SocketAudit:
         await self.failed(action, reason, **fields)
 
     async def auth_failed(self, reason: str, actor: trail.Actor | None = None) -> None:
-        await self.failed(trail.AUTH_FAILED, reason, actor=actor)
+        """A refused credential, within the per-address rate of audit/signins.py."""
+        try:
+            await database_sync_to_async(signins.refusal)(
+                self.where,
+                reason,
+                SOCKET,
+                actor=actor or self.actor,
+                team_id=self.team_id,
+                capsule_id=self.capsule_id[:64],
+            )
+        except Exception:
+            log.exception("pty %s: recording a refused credential failed", self.capsule_id)
 
     # --- with the change they record ------------------------------------------------------------
 

@@ -162,6 +162,8 @@ WS_SEND_BUFFER = int(_env("WRENN_WS_SEND_BUFFER", "0"))
 WRENN_LOGIN_RATE = _env_rate("WRENN_LOGIN_RATE", "10/min")
 WRENN_LOGIN_ADDRESS_RATE = _env_rate("WRENN_LOGIN_ADDRESS_RATE", "30/min")
 WRENN_TOKEN_REFRESH_RATE = _env_rate("WRENN_TOKEN_REFRESH_RATE", "60/min")
+# Refused authentications recorded on the audit trail per client address (audit/signins.py).
+WRENN_AUDIT_AUTH_FAILURE_RATE = _env_rate("WRENN_AUDIT_AUTH_FAILURE_RATE", "60/min")
 # What the cache's keys start with; one Redis may hold several deployments' caches, each with its
 # own database, so by default the database's name.
 CACHE_KEY_PREFIX = _env("WRENN_CACHE_KEY_PREFIX", "")

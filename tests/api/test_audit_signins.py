@@ -257,3 +257,43 @@ def test_a_staff_sign_in_at_the_admin_leaves_nothing(django_user_model: Any) -> 
     data = {"username": "root", "password": "root-password-1"}
     assert Client().post("/admin/login/", data, REMOTE_ADDR=ADDRESS).status_code == 302
     assert failures() == []
+
+
+# Knocking without credentials cannot fill the trail
+
+
+def test_refusals_past_the_rate_of_an_address_are_left_out_once_said(
+    client: ContractClient, db: None, settings: Settings
+) -> None:
+    settings.WRENN_AUDIT_AUTH_FAILURE_RATE = "3/min"
+    for attempt in range(8):
+        raw_key = f"wrn_{attempt:040x}"
+        assert client.get(CAPSULES, HTTP_X_API_KEY=raw_key, REMOTE_ADDR=ADDRESS).status_code == 401
+    events = failures()
+    assert [e.reason for e in events[:3]] == ["unknown or malformed API key"] * 3
+    (told,) = events[3:]
+    assert told.reason.startswith(
+        f"unknown or malformed API key; more than 3 refusals from {ADDRESS} within 60 s: those of the next "
+    ), told.reason
+    assert told.reason.endswith(" s are not recorded")
+    # Another address is counted on its own, and every refusal is still answered as one.
+    assert (
+        client.get(CAPSULES, HTTP_X_API_KEY="wrn_" + "cd" * 20, REMOTE_ADDR="198.51.100.1").status_code == 401
+    )
+    assert [e.client_address for e in failures()[4:]] == ["198.51.100.1"]
+
+
+def test_an_ipv6_address_is_counted_by_its_64(client: ContractClient, db: None, settings: Settings) -> None:
+    settings.WRENN_AUDIT_AUTH_FAILURE_RATE = "1/min"
+    for host in range(1, 5):
+        client.get(CAPSULES, HTTP_X_API_KEY="wrn_" + "ef" * 20, REMOTE_ADDR=f"2001:db8:0:1::{host}")
+    assert len(failures()) == 2  # one recorded, one saying the rest are left out
+
+
+def test_with_the_rate_off_every_refusal_is_recorded(
+    client: ContractClient, db: None, settings: Settings
+) -> None:
+    settings.WRENN_AUDIT_AUTH_FAILURE_RATE = "off"
+    for _ in range(5):
+        client.get(CAPSULES, HTTP_X_API_KEY="wrn_" + "ab" * 20, REMOTE_ADDR=ADDRESS)
+    assert [e.reason for e in failures()] == ["unknown or malformed API key"] * 5
