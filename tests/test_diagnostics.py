@@ -73,6 +73,29 @@ async def test_sigusr1_writes_tasks_and_memory(tmp_path: Path, usr1_handler: Non
     assert _names(tmp_path) == ["snapshot.json"]  # no partial file left
 
 
+async def test_a_snapshot_says_where_tasks_wait(tmp_path: Path, usr1_handler: None) -> None:
+    path = tmp_path / "snapshot.json"
+    assert diagnostics.install(str(path))
+    never = asyncio.Event()
+
+    async def inner() -> None:
+        await never.wait()
+
+    async def outer() -> None:
+        await inner()
+
+    waiting = asyncio.create_task(outer())
+    try:
+        snapshot = await _signal_and_read(path)
+    finally:
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+    (place,) = snapshot["waits"][f"{__name__}:{outer.__qualname__}"]
+    # Down the chain of awaits to the event's wait, and the future it parks on.
+    assert place.startswith("asyncio.locks:"), place
+    assert " wait awaiting Future" in place, place
+
+
 async def test_the_file_name_takes_the_process_id(tmp_path: Path, usr1_handler: None) -> None:
     assert diagnostics.install(str(tmp_path / "worker-{pid}.json"))
     snapshot = await _signal_and_read(tmp_path / f"worker-{os.getpid()}.json")

@@ -1,5 +1,6 @@
 """A look inside a running worker, off by default: with WRENN_DIAGNOSTICS_FILE set, SIGUSR1 makes
-the process write a JSON snapshot of its event loop's tasks and its resident memory to that file.
+the process write a JSON snapshot of its event loop's tasks (how many of each kind, and where they
+wait) and its resident memory to that file.
 
 A signal and a file rather than an endpoint: nothing new listens, so nothing is exposed to the
 network (behind a proxy on the same machine every request looks like loopback), and reading it
@@ -53,14 +54,42 @@ def _task_kind(task: asyncio.Task[Any]) -> str:
     return f"{module}:{qualname}" if module else qualname
 
 
+# Places kept per kind of task in a snapshot's "waits", and coroutines followed down one await chain.
+WAITS_PER_KIND = 10
+AWAIT_DEPTH = 200
+
+
+def _waiting_at(task: asyncio.Task[Any]) -> str:
+    """Where a task waits: the innermost coroutine of its chain of awaits, as ``module:line function``,
+    and what that coroutine awaits when it is not another coroutine (a Future, a Task)."""
+    awaited: Any = task.get_coro()
+    where = ""
+    for _ in range(AWAIT_DEPTH):
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is None:
+            return f"{where} awaiting {type(awaited).__name__}" if where and awaited is not None else where
+        where = f"{frame.f_globals.get('__name__', '?')}:{frame.f_lineno} {frame.f_code.co_name}"
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+        if awaited is None:
+            return where
+    return where
+
+
 def snapshot(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
     tasks = asyncio.all_tasks(loop)
     kinds = collections.Counter(_task_kind(task) for task in tasks)
+    waits: dict[str, list[str]] = collections.defaultdict(list)
+    for task in tasks:
+        places = waits[_task_kind(task)]
+        if len(places) < WAITS_PER_KIND:
+            places.append(_waiting_at(task))
     return {
         "pid": os.getpid(),
         "time": time.time(),
         "tasks": len(tasks),
         "task_kinds": dict(kinds.most_common()),
+        # Where the tasks of each kind wait (a few of each): what a task that stays is stuck on.
+        "waits": {kind: sorted(places) for kind, places in waits.items()},
         "rss_bytes": rss_bytes(),
     }
 

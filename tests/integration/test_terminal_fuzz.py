@@ -446,8 +446,10 @@ async def settled(target: Target) -> dict[str, Any]:
     try:
         await wait_until(no_terminal_tasks, within=ANSWER_WITHIN, every=0.5)
     except AssertionError:
+        waits = {kind: places for kind, places in latest.get("waits", {}).items() if kind.startswith("pty.")}
         raise AssertionError(
-            f"terminal tasks left in daphne after every socket closed: {terminal_tasks(latest)}"
+            f"terminal tasks left in daphne after every socket closed: {terminal_tasks(latest)}; "
+            f"where they wait: {waits}"
         ) from None
     return latest
 
