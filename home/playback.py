@@ -19,17 +19,12 @@ from capsules.services import find_capsule
 from home import links
 from protos.rules import is_tag
 from recordings import store
+from recordings.access import can_view_any
 from recordings.models import Recording
 
 CAST_CONTENT_TYPE = "application/x-asciicast"
 NOT_FOUND = 404
 FORBIDDEN = 403
-VIEW_PERMISSION = "recordings.view_recording"
-
-
-def can_view_any(user: Any) -> bool:
-    """Staff with the admin's permission to view recordings see every team's."""
-    return bool(getattr(user, "is_staff", False) and user.has_perm(VIEW_PERMISSION))
 
 
 def visible_recording(user: Any, capsule_id: str, tag: str) -> Recording | None:

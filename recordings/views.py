@@ -40,6 +40,7 @@ from capsules.models import Sandbox
 from capsules.services import find_capsule
 from protos import rules
 from recordings import store
+from recordings.access import can_view_any
 from recordings.models import Recording
 from recordings.text import aplain_text
 from wrenn.transfers import ResponseWindow, window_of
@@ -124,7 +125,9 @@ class RecordingAPIView(GenericAPIView[Any]):
             sandbox = find_capsule(capsule_id, team_id=self.request.auth.team.pk)
         else:
             user = self.request.user
-            sandbox = find_capsule(capsule_id, user=user, any_team=bool(user.is_staff))
+            sandbox = find_capsule(capsule_id, user=user)
+            if sandbox is None and can_view_any(user):
+                sandbox = find_capsule(capsule_id, any_team=True)
         if sandbox is None:
             raise NotFound(f"capsule {capsule_id[:64]} not found")
         return sandbox

@@ -324,13 +324,20 @@ def test_a_signed_in_stranger_is_answered_as_for_a_missing_capsule(recording: Re
     assert response.json()["error"]["message"] == f"capsule {recording.sandbox_id} not found"
 
 
-def test_staff_read_any_teams_recording(recording: Recording) -> None:
+def test_staff_with_the_view_permission_read_any_teams_recording(recording: Recording) -> None:
+    from django.contrib.auth.models import Permission
     from django.test import Client
 
-    get_user_model().objects.create_user(username="root", password=MEMBER_PASSWORD, is_staff=True)
+    root = get_user_model().objects.create_user(username="root", password=MEMBER_PASSWORD, is_staff=True)
     browser = Client()
     assert browser.login(username="root", password=MEMBER_PASSWORD)
-    assert browser.get(f"/v1/capsules/{recording.sandbox_id}/recordings/{TAG}/text").status_code == 200
+    text = f"/v1/capsules/{recording.sandbox_id}/recordings/{TAG}/text"
+    # Staff alone is not enough: a recording can hold what was typed.
+    refused = browser.get(text)
+    assert refused.status_code == 404
+    assert refused.json()["error"]["message"] == f"capsule {recording.sandbox_id} not found"
+    root.user_permissions.add(Permission.objects.get(codename="view_recording"))
+    assert browser.get(text).status_code == 200
 
 
 def test_another_teams_capsule_answers_like_a_missing_one(
