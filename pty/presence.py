@@ -80,30 +80,40 @@ class Presence:
 
     @contextlib.asynccontextmanager
     async def leading(self) -> AsyncIterator[None]:
-        """While leading: counts the audience now and then, to know whether to publish."""
+        """While leading: counts the audience now and then, to know whether to publish.
+
+        The count also stops by a flag of its own, not only by being cancelled: a cancellation
+        that arrives inside a Redis call can be swallowed by the client (seen: the count went on
+        sleeping and counting, and the connection it served could never finish closing).
+        """
         self._leading, self._alone = True, False
-        counting = asyncio.ensure_future(self._count())
+        stop = asyncio.Event()
+        counting = asyncio.ensure_future(self._count(stop))
         try:
             yield
         finally:
             self._leading, self._alone = False, False
+            stop.set()
             tasks = [counting, *self._marking]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _count(self) -> None:
+    async def _count(self, stop: asyncio.Event) -> None:
         key = audience_key(self.group)
-        while True:
+        while not stop.is_set():
             joins = self._joins
             try:
                 alone = await self._store.audience(key) <= 1
             except Exception:
                 log.warning("counting the viewers of %s failed", self.group, exc_info=True)
                 alone = False
+            if stop.is_set():
+                return
             if joins == self._joins:  # nobody said they joined while this counted
                 self._set_alone(alone)
-            await asyncio.sleep(self._count_every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._count_every)
 
     def _set_alone(self, alone: bool) -> None:
         if self._leading and self._alone and not alone:

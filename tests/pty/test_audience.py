@@ -124,3 +124,33 @@ async def test_when_everyone_is_behind_the_fastest_sets_the_pace(store: LocalLea
         assert not await paced(leader, 0.5)  # past the grace, but nobody is within PACE_WINDOW
         await store.note_progress(progress_key(GROUP), "other", END - PACE_WINDOW)
         assert await paced(leader, 5)
+
+
+class SwallowingStore(LocalLeases):
+    """A store whose count, cancelled while it waits for its answer, answers anyway: what a Redis
+    client that swallows a cancellation does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+        self.swallowed = 0
+
+    async def audience(self, key: str) -> int:
+        self.asked.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.swallowed += 1
+        return 1
+
+
+async def test_leading_ends_even_when_its_count_swallows_the_cancellation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = SwallowingStore()
+    monkeypatch.setattr(presence, "leases", lambda: store)
+    audience = Presence(GROUP, "leader", Layer(), lambda: END, count_every=COUNT_EVERY)
+    async with audience.leading():
+        await store.asked.wait()  # the count is waiting for Redis when leading ends
+    assert store.swallowed == 1
+    assert not audience._leading
