@@ -200,7 +200,9 @@ def test_a_person_runs_a_capsule_from_the_home_page(
     wait_for_state(terminal, "connected")
     tag = terminal.evaluate("window.wrennTerminal.tag()")
     row = page.locator(f"#capsule-{capsule_id} tr.session[data-tag='{tag}']")
-    reload_until(page, lambda: row.count() == 1 and row.locator(".viewers").text_content() == "1")
+    # Who watches, from the session's roster: the person, as the terminal page's peer.
+    watching = f"1: user:{person.username} (peer)"
+    reload_until(page, lambda: row.count() == 1 and row.locator(".viewers").text_content() == watching)
     assert row.locator("a.open").get_attribute("href") == f"/capsules/{capsule_id}/terminal/?tag={tag}"
     watch = f"/capsules/{capsule_id}/terminal/?tag={tag}&mode=observer"
     assert row.locator("a.watch").get_attribute("href") == watch
