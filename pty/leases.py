@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Any, Protocol, TypeVar
 
 from django.conf import settings
 from redis import asyncio as aioredis
@@ -51,6 +52,32 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+T = TypeVar("T")
+
+
+async def answer(call: Awaitable[T]) -> T:
+    """Awaits a Redis call so that cancelling the caller always cancels the caller.
+
+    The Redis client can swallow a cancellation that arrives while it waits for an answer (and
+    answer anyway); a loop that catches its errors would then go on for good, and the connection
+    whose tasks it belongs to could never finish closing. The call runs in a task of its own,
+    shielded: the caller's cancellation is raised in the caller at once, and the call is cancelled
+    (it ends within the client's socket timeout, whatever it does with that).
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(_retrieved)
+        raise
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # a failure after the caller left is nobody's to handle
 
 
 class Leases(Protocol):
@@ -143,7 +170,7 @@ class RedisLeases:
         self._redis = aioredis.Redis(connection_pool=pool)
 
     async def acquire(self, key: str, holder: str) -> bool:
-        return bool(await self._redis.set(key, holder, nx=True, px=TTL_MS))
+        return bool(await answer(self._redis.set(key, holder, nx=True, px=TTL_MS)))
 
     async def renew_all(self, held: list[tuple[str, str]]) -> list[bool]:
         renewed: list[bool] = []
@@ -151,40 +178,40 @@ class RedisLeases:
             batch = held[at : at + RENEW_BATCH]
             keys = [key for key, _ in batch]
             holders = [holder for _, holder in batch]
-            results = await self._redis.eval(_RENEW_ALL, len(keys), *keys, *holders, TTL_MS)
+            results = await answer(self._redis.eval(_RENEW_ALL, len(keys), *keys, *holders, TTL_MS))
             renewed.extend(bool(result) for result in results)
         return renewed
 
     async def release(self, key: str, holder: str) -> None:
-        await self._redis.eval(_RELEASE, 1, key, holder)
+        await answer(self._redis.eval(_RELEASE, 1, key, holder))
 
     async def note_progress(self, key: str, viewer: str, offset: int) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(key, viewer, offset)
             pipe.pexpire(key, PROGRESS_TTL_MS)
-            await pipe.execute()
+            await answer(pipe.execute())
 
     async def progress(self, key: str) -> dict[str, int]:
-        noted = await self._redis.hgetall(key)
+        noted = await answer(self._redis.hgetall(key))
         return {
             viewer.decode() if isinstance(viewer, bytes) else viewer: int(offset)
             for viewer, offset in noted.items()
         }
 
     async def forget_progress(self, key: str, viewer: str) -> None:
-        await self._redis.hdel(key, viewer)
+        await answer(self._redis.hdel(key, viewer))
 
     async def join(self, key: str, viewer: str) -> None:
-        await self._redis.sadd(key, viewer)
+        await answer(self._redis.sadd(key, viewer))
 
     async def drop(self, *keys: str) -> None:
-        await self._redis.delete(*keys)
+        await answer(self._redis.delete(*keys))
 
     async def leave(self, key: str, viewer: str) -> None:
-        await self._redis.srem(key, viewer)
+        await answer(self._redis.srem(key, viewer))
 
     async def audience(self, key: str) -> int:
-        return int(await self._redis.scard(key))
+        return int(await answer(self._redis.scard(key)))
 
 
 local_leases = LocalLeases()

@@ -28,6 +28,7 @@ from django.conf import settings
 from redis import Redis
 from redis import asyncio as aioredis
 
+from . import leases
 from .stream import group_name
 
 log = logging.getLogger(__name__)
@@ -127,17 +128,17 @@ class RedisStore:
             pipe.hset(key, viewer, value)
             # The whole roster goes once nobody renews any entry of it.
             pipe.pexpire(key, int(ttl * 1000))
-            await pipe.execute()
+            await leases.answer(pipe.execute())
 
     async def remove(self, key: str, *viewers: str) -> int:
-        return int(await self._redis.hdel(key, *viewers))
+        return int(await leases.answer(self._redis.hdel(key, *viewers)))
 
     async def entries(self, key: str) -> dict[str, str]:
-        found = await self._redis.hgetall(key)
+        found = await leases.answer(self._redis.hgetall(key))
         return {_text(viewer): _text(value) for viewer, value in found.items()}
 
     async def drop(self, key: str) -> None:
-        await self._redis.delete(key)
+        await leases.answer(self._redis.delete(key))
 
 
 def _text(value: str | bytes) -> str:

@@ -153,3 +153,33 @@ async def test_the_holder_streams_and_a_follower_takes_over_when_it_stops(monkey
     assert await asyncio.wait_for(second, 5) == 0
     assert streams == ["first", "second"]
     assert store.held() == {}
+
+
+async def test_cancelling_a_caller_cancels_it_even_when_the_redis_call_swallows_the_cancellation() -> None:
+    waiting, swallowed = asyncio.Event(), asyncio.Event()
+
+    async def swallowing_call() -> int:
+        # What the Redis client can do: take the cancellation and answer anyway.
+        waiting.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()
+        return 1
+
+    async def caller_loop() -> None:
+        # A loop like the leader's count: errors are retried, so only a cancellation ends it.
+        while True:
+            await lease_module.answer(swallowing_call())
+
+    caller = asyncio.create_task(caller_loop())
+    await waiting.wait()
+    caller.cancel()
+    results = await asyncio.gather(caller, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    await swallowed.wait()  # the call itself was cancelled too
+
+
+async def test_an_answer_comes_back_through_it(store: Leases, key: str) -> None:
+    assert await store.acquire(key, "a")  # (the Redis store's calls all go through `answer`)
+    assert await store.renew_all([(key, "a")]) == [True]
