@@ -64,7 +64,9 @@ async def answer(call: Awaitable[T]) -> T:
     answer anyway); a loop that catches its errors would then go on for good, and the connection
     whose tasks it belongs to could never finish closing. The call runs in a task of its own,
     shielded: the caller's cancellation is raised in the caller at once, and the call is cancelled
-    (it ends within the client's socket timeout, whatever it does with that).
+    (it ends within the client's socket timeout, whatever it does with that). `call` must hold
+    everything that uses its Redis connection (a whole pipeline, not only its `execute()`), since
+    the caller may be gone before it ends.
     """
     task = asyncio.ensure_future(call)
     try:
@@ -186,10 +188,14 @@ class RedisLeases:
         await answer(self._redis.eval(_RELEASE, 1, key, holder))
 
     async def note_progress(self, key: str, viewer: str, offset: int) -> None:
+        # The whole pipeline in the one task: its connection goes back to the pool only when done.
+        await answer(self._note_progress(key, viewer, offset))
+
+    async def _note_progress(self, key: str, viewer: str, offset: int) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(key, viewer, offset)
             pipe.pexpire(key, PROGRESS_TTL_MS)
-            await answer(pipe.execute())
+            await pipe.execute()
 
     async def progress(self, key: str) -> dict[str, int]:
         noted = await answer(self._redis.hgetall(key))

@@ -124,11 +124,14 @@ class RedisStore:
         self._redis = aioredis.Redis(connection_pool=pool)
 
     async def put(self, key: str, viewer: str, value: str, ttl: float) -> None:
+        await leases.answer(self._put(key, viewer, value, ttl))
+
+    async def _put(self, key: str, viewer: str, value: str, ttl: float) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, viewer, value)
             # The whole roster goes once nobody renews any entry of it.
             pipe.pexpire(key, int(ttl * 1000))
-            await leases.answer(pipe.execute())
+            await pipe.execute()
 
     async def remove(self, key: str, *viewers: str) -> int:
         return int(await leases.answer(self._redis.hdel(key, *viewers)))
