@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
@@ -160,7 +160,14 @@ def save(host: Host, sandbox_id: str, tag: str, chunk: ChunkIn) -> Recording:
         raise Refused("conflict", "recording is turned off for this capsule's team")
     if recording is None:
         started = timezone.now() - timedelta(seconds=min(chunk.time, 86400 * 366))
-        recording = _new_recording(sandbox, tag, started)
+        try:
+            recording = _new_recording(sandbox, tag, started)
+        except OperationalError:
+            # The terminal's start makes the same row in its own transaction, which holds its
+            # session row; PostgreSQL may end this side as a deadlock. Once that start has
+            # committed, the row is there to take.
+            log.info("recording %s/%s: made by its start meanwhile; taking that one", sandbox_id, tag)
+            recording = _new_recording(sandbox, tag, started)
     with transaction.atomic():
         locked = Recording.objects.select_for_update().get(pk=recording.pk)
         over_cap = bool(chunk.data) and locked.bytes + len(chunk.data) > max_bytes()
